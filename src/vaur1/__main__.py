@@ -1,0 +1,5 @@
+import sys
+
+from vaur1.cli import main
+
+sys.exit(main())

@@ -1,0 +1,254 @@
+"""Read VAU-Bench CSVs (the official 13-column schema) into typed samples.
+
+Every row either becomes a `Sample` or is skipped with a reason; every repair (an answer cell
+that holds the option text, a UCF class name mapped to the VAU vocabulary) is counted. Both end
+up in a `LoadReport` per file, so nothing is dropped or changed silently. With ``strict=True``
+the first problem raises `BenchFormatError` naming the file, line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vaur1.bench.reasoning import parse_reasoning
+from vaur1.bench.schema import (
+    COLUMNS,
+    FILE_SOURCES,
+    LETTERS,
+    NORMAL,
+    SOURCE_PREFIXES,
+    Sample,
+    normalize_class,
+)
+from vaur1.errors import BenchFormatError
+
+MAX_EXAMPLES = 20  # problem lines kept per reason in a report; the counts are always complete
+
+
+@dataclass
+class LoadReport:
+    """What happened to each row of one file."""
+
+    file: str
+    rows_read: int = 0
+    loaded: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    repairs: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # first lines of each skip reason
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "rows_read": self.rows_read,
+            "loaded": self.loaded,
+            "skipped": dict(self.skipped),
+            "repairs": dict(self.repairs),
+            "warnings": list(self.warnings),
+            "problems": list(self.problems),
+        }
+
+
+class _RowError(Exception):
+    def __init__(self, reason: str, column: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.column, self.detail = reason, column, detail
+
+
+def _cell(value: str) -> str | None:
+    """`-1` and empty cells are "not available"."""
+    value = value.strip()
+    return None if value in ("", "-1", "-1.0") else value
+
+
+def _time(row: dict[str, str], column: str) -> float:
+    raw = row[column].strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _RowError("bad_time", column, f"non-numeric time {raw!r}") from None
+    if not math.isfinite(value):
+        raise _RowError("bad_time", column, f"non-finite time {raw!r}")
+    return value
+
+
+def _video_name(raw: str) -> str:
+    name = raw.strip()
+    if not name:
+        raise _RowError("bad_video_name", "Video Name", "empty video name")
+    if "/" in name or "\\" in name or ".." in name:
+        raise _RowError("bad_video_name", "Video Name", f"video name {name!r} holds a path")
+    return name
+
+
+def source_of(name: str, file_stem: str, default_source: str | None) -> tuple[str, str]:
+    """(source, file name on disk) from a Video Name's prefix or the file it came from."""
+    for prefix, source in SOURCE_PREFIXES.items():
+        if name.startswith(prefix):
+            return source, name[len(prefix) :]
+    if file_stem in FILE_SOURCES:
+        return FILE_SOURCES[file_stem], name
+    return default_source or "custom", name
+
+
+_LETTER_LEAD = re.compile(r"^\(?([A-Da-d])\s*[.):]")
+
+
+def _answer(raw: str | None, options: tuple[str, ...] | None, report: LoadReport) -> str | None:
+    if raw is None:
+        return None
+    if raw in LETTERS:
+        return raw
+    if raw.upper() in LETTERS:
+        report.repairs["answer_letter_case"] += 1
+        return raw.upper()
+    lead = _LETTER_LEAD.match(raw)
+    if lead:
+        report.repairs["answer_text_to_letter"] += 1
+        return lead.group(1).upper()
+    if options:
+        for letter, option in zip(LETTERS, options, strict=True):
+            if raw.lower() == option.strip().lower():
+                report.repairs["answer_text_to_letter"] += 1
+                return letter
+    report.repairs["unreadable_answer_to_missing"] += 1
+    report.warnings.append(f"answer {raw!r} is neither a letter nor an option text: no QA for this row")
+    return None
+
+
+def _interval(start: float, end: float, line: int, name: str, report: LoadReport) -> tuple[float, float] | None:
+    if start == -1 and end == -1:
+        return None
+    if start == 0 and end == 0:
+        return (0.0, 0.0)
+    if start < 0 or end < 0 or end < start:
+        report.repairs["invalid_interval_to_missing"] += 1
+        report.warnings.append(f"line {line}: {name}: invalid interval ({start}, {end}) read as missing")
+        return None
+    if end == start:
+        report.repairs["empty_interval_to_missing"] += 1
+        report.warnings.append(f"line {line}: {name}: empty interval ({start}, {end}) read as missing")
+        return None
+    return (start, end)
+
+
+def _parse_row(
+    row: dict[str, str], line: int, split: str, default_source: str | None, report: LoadReport
+) -> Sample:
+    name = _video_name(row["Video Name"])
+    source, video = source_of(name, split, default_source)
+    start, end = _time(row, "Start Time"), _time(row, "End Time")
+
+    raw_class = _cell(row["Anomaly Class"])
+    anomaly_class = None
+    if raw_class is not None:
+        anomaly_class = normalize_class(raw_class)
+        if anomaly_class is None:
+            raise _RowError("unknown_class", "Anomaly Class", f"unknown class {raw_class!r}")
+        if anomaly_class != raw_class:
+            report.repairs[f"class {raw_class} -> {anomaly_class}"] += 1
+
+    option_cells = [_cell(row[f"Option {i}"]) for i in range(1, 5)]
+    options = tuple(option_cells) if all(o is not None for o in option_cells) else None
+    answer = _answer(_cell(row["Correct Option"]), options, report)
+
+    reasoning, reasoning_format, extra = parse_reasoning(_cell(row["Reasoning"]))
+    if extra:
+        report.repairs["reasoning_extra_heading_to_conclusion"] += 1
+
+    interval = _interval(start, end, line, name, report)
+    if anomaly_class == NORMAL and interval not in (None, (0.0, 0.0)):
+        report.warnings.append(f"line {line}: {name}: class Normal with interval {interval}")
+    if anomaly_class not in (None, NORMAL) and interval == (0.0, 0.0):
+        report.warnings.append(f"line {line}: {name}: class {anomaly_class} with normal interval (0, 0)")
+
+    return Sample(
+        id=name,
+        split=split,
+        source=source,
+        video=video,
+        question=_cell(row["Question"]),
+        options=options,  # type: ignore[arg-type]
+        answer=answer,
+        key_objects=_cell(row["Key Object"]),
+        description=_cell(row["Description"]),
+        reasoning=reasoning,
+        reasoning_format=reasoning_format,  # type: ignore[arg-type]
+        anomaly_class=anomaly_class,
+        interval=interval,
+        line=line,
+    )
+
+
+def read_csv(
+    path: str | Path, strict: bool = False, default_source: str | None = None
+) -> tuple[list[Sample], LoadReport]:
+    """Load one VAU-Bench CSV file. Skipped rows are counted in the report (or raise if strict)."""
+    path = Path(path)
+    report = LoadReport(file=path.name)
+    split = path.stem
+    samples: list[Sample] = []
+    seen: set[str] = set()
+
+    def fail(line: int, column: str, reason: str, detail: str) -> None:
+        if strict:
+            raise BenchFormatError(f"{path}:{line}: column {column!r}: {detail}")
+        report.skipped[reason] += 1
+        if sum(1 for p in report.problems if f"[{reason}]" in p) < MAX_EXAMPLES:
+            report.problems.append(f"line {line} [{reason}] column {column!r}: {detail}")
+
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as err:
+        raise BenchFormatError(f"{path}: cannot open: {err.strerror}") from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise BenchFormatError(f"{path}: empty file, expected the header {', '.join(COLUMNS)}") from None
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise BenchFormatError(f"{path}:1: unreadable header: {err}") from None
+        missing = [c for c in COLUMNS if c not in header]
+        if missing and strict:
+            raise BenchFormatError(f"{path}:1: column {missing[0]!r}: missing from the header")
+        position = {name: i for i, name in enumerate(header)}
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except (csv.Error, UnicodeDecodeError) as err:
+                report.rows_read += 1
+                fail(reader.line_num, "Video Name", "unreadable_row", str(err))
+                continue
+            line = reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            report.rows_read += 1
+            if missing:
+                fail(line, missing[0], "missing_column", f"column {missing[0]!r} is not in the header")
+                continue
+            if len(cells) != len(header):
+                reason = "missing_column" if len(cells) < len(header) else "column_count"
+                column = header[len(cells)] if len(cells) < len(header) else "(extra)"
+                fail(line, column, reason, f"{len(cells)} cells, the header has {len(header)}")
+                continue
+            row = {name: cells[i] for name, i in position.items()}
+            try:
+                sample = _parse_row(row, line, split, default_source, report)
+            except _RowError as err:
+                fail(line, err.column, err.reason, err.detail)
+                continue
+            if sample.id in seen:
+                fail(line, "Video Name", "duplicate_video", f"{sample.id!r} appears twice")
+                continue
+            seen.add(sample.id)
+            samples.append(sample)
+    report.loaded = len(samples)
+    return samples, report

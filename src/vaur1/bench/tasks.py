@@ -1,0 +1,145 @@
+"""Task views: the examples each task trains and evaluates on.
+
+An `Example` carries everything a prompt, a reward and a metric need for one (video, task)
+pair, and nothing that ties it to a CSV row, so rewards can also be fed from JSON.
+
+  qa         rows with a question, four options and a readable answer letter
+  tag        TAG positives (end > start) and normal videos (target `Normal`, `[-1, -1]`);
+             rows with a missing interval are left out
+  cls        rows with a class
+  reasoning  rows with a description or a reasoning
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from vaur1.bench.schema import NORMAL, Sample
+from vaur1.errors import VaurError
+
+Task = Literal["qa", "tag", "cls", "reasoning"]
+TASKS: tuple[Task, ...] = ("qa", "tag", "cls", "reasoning")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One (video, task) pair: the inputs of a prompt and the targets of a reward."""
+
+    task: Task
+    id: str  # the Video Name as in the CSV
+    split: str = ""
+    source: str = ""
+    video: str = ""  # file name on disk, prefix stripped
+    question: str | None = None
+    options: tuple[str, ...] | None = None
+    answer: str | None = None  # qa: the option letter
+    interval: tuple[float, float] | None = None  # tag: (s, e) positive, (0, 0) normal
+    anomaly_class: str | None = None
+    description: str | None = None
+    reasoning: str | None = None
+    key_objects: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Unique across splits and tasks: what predictions and caches are keyed by."""
+        return f"{self.split}/{self.id}/{self.task}"
+
+    @property
+    def is_normal(self) -> bool:
+        if self.interval is not None:
+            return self.interval[1] <= self.interval[0]
+        return self.anomaly_class == NORMAL
+
+    @property
+    def tag_answer(self) -> str:
+        return "Normal" if self.is_normal else "Anomaly"
+
+
+def _applies(sample: Sample, task: Task) -> bool:
+    if task == "qa":
+        return sample.has_qa
+    if task == "tag":
+        return sample.tag_role != "missing"
+    if task == "cls":
+        return sample.anomaly_class is not None
+    if task == "reasoning":
+        return sample.description is not None or sample.reasoning is not None
+    raise VaurError(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
+
+
+def make_example(sample: Sample, task: Task) -> Example:
+    interval = sample.interval if task == "tag" else None
+    return Example(
+        task=task,
+        id=sample.id,
+        split=sample.split,
+        source=sample.source,
+        video=sample.video,
+        question=sample.question,
+        options=sample.options,
+        answer=sample.answer if task == "qa" else None,
+        interval=interval,
+        anomaly_class=sample.anomaly_class,
+        description=sample.description,
+        reasoning=sample.reasoning.as_text() if sample.reasoning else None,
+        key_objects=sample.key_objects,
+    )
+
+
+def task_view(samples: Iterable[Sample], task: Task) -> list[Example]:
+    """The examples of one task, in the order of the samples."""
+    return [make_example(s, task) for s in samples if _applies(s, task)]
+
+
+def parse_tasks(text: str | Iterable[str]) -> list[Task]:
+    names = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
+    unknown = [t for t in names if t not in TASKS]
+    if unknown or not names:
+        raise VaurError(f"unknown task {unknown[0] if unknown else text!r} (tasks: {', '.join(TASKS)})")
+    return names  # type: ignore[return-value]
+
+
+def to_dataset(examples: list[Example]):
+    """Export examples as a Hugging Face `datasets.Dataset` (one row per example)."""
+    import datasets
+
+    rows = [
+        {
+            "key": e.key,
+            "task": e.task,
+            "id": e.id,
+            "split": e.split,
+            "source": e.source,
+            "video": e.video,
+            "question": e.question,
+            "options": list(e.options) if e.options else None,
+            "answer": e.answer,
+            "interval": list(e.interval) if e.interval else None,
+            "anomaly_class": e.anomaly_class,
+            "description": e.description,
+            "reasoning": e.reasoning,
+            "key_objects": e.key_objects,
+        }
+        for e in examples
+    ]
+    features = datasets.Features(
+        {
+            "key": datasets.Value("string"),
+            "task": datasets.Value("string"),
+            "id": datasets.Value("string"),
+            "split": datasets.Value("string"),
+            "source": datasets.Value("string"),
+            "video": datasets.Value("string"),
+            "question": datasets.Value("string"),
+            "options": datasets.List(datasets.Value("string")),
+            "answer": datasets.Value("string"),
+            "interval": datasets.List(datasets.Value("float64")),
+            "anomaly_class": datasets.Value("string"),
+            "description": datasets.Value("string"),
+            "reasoning": datasets.Value("string"),
+            "key_objects": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_list(rows, features=features)

@@ -1,0 +1,47 @@
+"""The `vaur1` command line: one entry point, subcommands grouped by job.
+
+Each job lives in its own module under `vaur1.cli` with a `register(subparsers)` function.
+Command modules import heavy libraries (torch, transformers) inside their handlers, so that
+`vaur1 --help` and the data commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rich.console import Console
+
+from vaur1 import __version__
+from vaur1.errors import VaurError
+
+COMMAND_MODULES: tuple[str, ...] = ("data",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vaur1",
+        description="Video anomaly understanding with multimodal LLMs trained by reinforcement fine-tuning.",
+    )
+    parser.add_argument("--version", action="version", version=f"vaur1 {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"vaur1.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VaurError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
