@@ -21,7 +21,7 @@ def install_torchvision_shim() -> bool:
     if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is None:
         return False
     try:
-        import torchvision  # noqa: F401
+        import torchvision
         return False
     except RuntimeError as err:
         if "torchvision::" not in str(err):

@@ -8,7 +8,24 @@ import re
 from vaur1.bench.schema import REASONING_FIELDS, Reasoning, ReasoningFormat
 
 _FIELD_SLOTS = {name.lower(): i for i, name in enumerate(REASONING_FIELDS)}
-_HEADING = re.compile(r"#{2,}\s*([^:#]+?)\s*:")
+_KNOWN = "|".join(re.escape(name) for name in REASONING_FIELDS)
+# `### Field: value` is the stored format, but some rows drop the colon (`### Location The ...`)
+# or the hashes (`Key Evidence - ...`); both are accepted for the six known field names only.
+_HEADINGS = (
+    re.compile(rf"#{{2,}}\s*({_KNOWN})\s*:?", re.IGNORECASE),
+    re.compile(r"#{2,}\s*([^:#]+?)\s*:"),
+    re.compile(rf"(?<![#\w])({_KNOWN})\s*(?:-|:)\s", re.IGNORECASE),
+)
+
+
+def _headings(text: str) -> list[re.Match]:
+    """Heading matches in text order; an earlier pattern wins where two overlap."""
+    found: list[re.Match] = []
+    for pattern in _HEADINGS:
+        for match in pattern.finditer(text):
+            if not any(m.start() < match.end() and match.start() < m.end() for m in found):
+                found.append(match)
+    return sorted(found, key=lambda m: m.start())
 
 
 def _flatten(value: object) -> str:
@@ -52,7 +69,7 @@ def parse_reasoning(text: str | None) -> tuple[Reasoning | None, ReasoningFormat
         if isinstance(value, dict):
             reasoning, extra = _build([(str(k), _flatten(v)) for k, v in value.items()])
             return reasoning, "dict", extra
-    headings = list(_HEADING.finditer(stripped))
+    headings = _headings(stripped)
     if headings:
         pairs = []
         for i, match in enumerate(headings):

@@ -1,0 +1,33 @@
+"""Shared fixtures: where the released VAU-Bench CSVs are, and how to call the console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vaur1  # noqa: F401  (applies the torchvision shim before any test imports transformers)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BENCH = REPO.parent / "shared" / "vau-bench"
+VAUR1 = Path(sys.executable).parent / "vaur1"
+
+
+@pytest.fixture(scope="session")
+def shared_bench() -> Path:
+    """The released VAU-Bench annotation CSVs, next to the checkout (never copied into it)."""
+    if not (SHARED_BENCH / "val.csv").is_file():
+        pytest.skip(f"released VAU-Bench CSVs not found at {SHARED_BENCH}")
+    return SHARED_BENCH
+
+
+def run_cli(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed `vaur1` console script as a user would."""
+    result = subprocess.run(
+        [str(VAUR1), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"vaur1 {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+
+from vaur1.bench import load_bench
+from vaur1.bench.tasks import parse_tasks, task_view, to_dataset
+from vaur1.errors import VaurError
+
+VIEW_SIZES = {
+    # split: qa, tag (positives + normals), cls, reasoning
+    "val": (734, 553, 734, 734),
+    "test_msad": (240, 240, 240, 240),
+    "test_ucf_crime": (251, 274, 251, 251),
+    "test_ecva": (438, 402, 438, 438),
+}
+
+
+@pytest.mark.parametrize("split", sorted(VIEW_SIZES))
+def test_view_sizes_on_released_files(shared_bench, split):
+    samples = load_bench(shared_bench / f"{split}.csv").samples
+    sizes = tuple(len(task_view(samples, t)) for t in ("qa", "tag", "cls", "reasoning"))
+    assert sizes == VIEW_SIZES[split]
+
+
+def test_tag_view_targets(shared_bench):
+    samples = load_bench(shared_bench / "test_msad.csv").samples
+    tag = task_view(samples, "tag")
+    normals = [e for e in tag if e.is_normal]
+    positives = [e for e in tag if not e.is_normal]
+    assert len(normals) == len(positives) == 120
+    assert {e.tag_answer for e in normals} == {"Normal"}
+    assert all(e.interval[1] > e.interval[0] for e in positives)
+    assert all(e.answer is None for e in tag)  # the QA letter is not a TAG target
+
+
+def test_example_keys_are_unique_across_splits_and_tasks(shared_bench):
+    bench = load_bench(shared_bench)
+    keys = [e.key for t in ("qa", "tag", "cls") for e in task_view(bench.samples, t)]
+    assert len(keys) == len(set(keys))
+
+
+def test_export_to_datasets(shared_bench):
+    samples = load_bench(shared_bench / "test_ucf_crime.csv").samples
+    dataset = to_dataset(task_view(samples, "tag"))
+    assert len(dataset) == 274
+    first = dataset[0]
+    assert first["task"] == "tag" and first["source"] == "ucf"
+    assert isinstance(first["interval"], list) and len(first["interval"]) == 2
+    blank = [r for r in dataset if r["question"] is None]
+    assert len(blank) == 39  # the all -1 rows travel with None text fields
+
+
+def test_parse_tasks():
+    assert parse_tasks("qa, tag") == ["qa", "tag"]
+    with pytest.raises(VaurError, match="unknown task 'grounding'"):
+        parse_tasks("qa,grounding")
