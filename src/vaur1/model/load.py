@@ -1,0 +1,315 @@
+"""Loading Qwen2-VL, Qwen2.5-VL and Qwen3-VL checkpoints, LoRA, and the vision tower.
+
+    model, processor = load_model(ModelConfig(name_or_path="Qwen/Qwen2.5-VL-3B-Instruct"))
+
+Everything goes through `AutoModelForImageTextToText` / `AutoProcessor`: a tiny model built by
+`vaur1 model tiny`, a downloaded checkpoint, a fine-tuned run and a LoRA adapter directory all
+load by the same code. A local path is never looked up on the Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from vaur1.errors import ConfigError, VaurError
+
+QWEN_VL_TYPES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+Dtype = Literal["float32", "bfloat16", "float16", "auto"]
+AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
+DTYPES: dict[str, torch.dtype | str] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "auto": "auto",
+}
+
+# The language model's attention and MLP projections. The vision towers name theirs differently
+# (qkv, proj, fc1/fc2, linear_fc1/2) except Qwen2.5-VL's MLP (gate/up/down_proj), which is why
+# targets are matched outside the vision tower only, never by bare suffix.
+LANGUAGE_PROJECTIONS: tuple[str, ...] = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # Leaf names of linear layers in the language model that get adapters.
+    target_modules: list[str] = field(default_factory=lambda: list(LANGUAGE_PROJECTIONS))
+    # Leaf names of linear layers inside the vision tower that get adapters (none by default),
+    # e.g. ["qkv", "proj"] for the vision attention of all three architectures.
+    vision_target_modules: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"lora.r must be at least 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ConfigError(f"lora.alpha must be positive, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if self.enabled and not (self.target_modules or self.vision_target_modules):
+            raise ConfigError("lora.target_modules and lora.vision_target_modules are both empty")
+        for name in [*self.target_modules, *self.vision_target_modules]:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ConfigError(f"lora target {name!r} must be a module's leaf name, like q_proj")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = ""  # a local directory or a Hugging Face Hub id
+    dtype: Dtype = "auto"  # "auto": the checkpoint's own dtype
+    attn_implementation: AttnImplementation = "sdpa"
+    device: str | None = None  # the whole model on one device; None: cuda if available, else cpu
+    device_map: str | None = None  # e.g. "auto" to spread a large model over GPUs (instead of device)
+    freeze_vision: bool = False  # no gradients into the vision tower (patch embed, blocks, merger)
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def validate(self) -> None:
+        if not self.name_or_path:
+            raise ConfigError("model.name_or_path is empty: give a checkpoint directory or a Hub id")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
+            raise ConfigError(
+                f"model.attn_implementation {self.attn_implementation!r} is not sdpa, eager or flash_attention_2"
+            )
+        if self.attn_implementation == "flash_attention_2" and self.dtype == "float32":
+            raise ConfigError("model.attn_implementation flash_attention_2 needs dtype bfloat16 or float16")
+        if self.device is not None and self.device_map is not None:
+            raise ConfigError("set model.device or model.device_map, not both")
+        if self.freeze_vision and self.lora.enabled and self.lora.vision_target_modules:
+            raise ConfigError("model.freeze_vision contradicts lora.vision_target_modules; choose one")
+        self.lora.validate()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a checkpoint lives: the full model, and the LoRA adapter on top of it if any."""
+
+    model: str  # directory or Hub id of the full model
+    local: bool
+    adapter: Path | None = None
+
+
+def resolve_checkpoint(name_or_path: str) -> Checkpoint:
+    """Classify `name_or_path`; a local directory must hold a model or a LoRA adapter."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if (path / "config.json").is_file():
+            return Checkpoint(str(path), local=True)
+        adapter_file = path / "adapter_config.json"
+        if adapter_file.is_file():
+            try:
+                base = json.loads(adapter_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+            except (OSError, ValueError) as err:
+                raise VaurError(f"{adapter_file}: cannot read the adapter config: {err}") from None
+            if not base:
+                raise VaurError(f"{adapter_file}: no base_model_name_or_path to load the adapter onto")
+            base_checkpoint = resolve_checkpoint(base)
+            return Checkpoint(base_checkpoint.model, base_checkpoint.local, adapter=path)
+        raise VaurError(f"{path}: not a model checkpoint (no config.json or adapter_config.json)")
+    if _looks_local(name_or_path):
+        raise VaurError(f"{name_or_path}: no such checkpoint directory")
+    return Checkpoint(name_or_path, local=False)
+
+
+def check_qwen_vl(config, where: str) -> str:
+    """The model type of a Qwen-VL config, or a clear error naming the checkpoint."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in QWEN_VL_TYPES:
+        raise VaurError(
+            f"{where}: a {model_type} checkpoint, not Qwen2-VL, Qwen2.5-VL or Qwen3-VL ({', '.join(QWEN_VL_TYPES)})"
+        )
+    return model_type
+
+
+def load_config_of(name_or_path: str):
+    """The transformers config of a Qwen-VL checkpoint (for an adapter: of its base model)."""
+    from transformers import AutoConfig
+
+    checkpoint = resolve_checkpoint(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(checkpoint.model, local_files_only=checkpoint.local)
+    except (OSError, ValueError, KeyError) as err:
+        where = (
+            checkpoint.model
+            if checkpoint.local
+            else f"{checkpoint.model} (no such local directory; Hub lookup)"
+        )
+        raise VaurError(f"{where}: cannot read the model config: {_first_line(err)}") from None
+    check_qwen_vl(config, checkpoint.model)
+    return config
+
+
+def load_model(cfg: ModelConfig):
+    """(model, processor) for `cfg`: dtype, attention, device, frozen vision tower, LoRA applied.
+
+    The model is returned in eval mode. A LoRA adapter directory loads onto its base model; its
+    adapters are trainable when `cfg.lora.enabled`, frozen otherwise.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    cfg.validate()
+    checkpoint = resolve_checkpoint(cfg.name_or_path)
+    load_config_of(cfg.name_or_path)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            checkpoint.model,
+            dtype=DTYPES[cfg.dtype],
+            attn_implementation=cfg.attn_implementation,
+            device_map=cfg.device_map,
+            local_files_only=checkpoint.local,
+        )
+        processor_source = checkpoint.model
+        if checkpoint.adapter is not None and (checkpoint.adapter / "processor_config.json").is_file():
+            processor_source = str(checkpoint.adapter)
+        processor = AutoProcessor.from_pretrained(
+            processor_source, local_files_only=checkpoint.local or processor_source != checkpoint.model
+        )
+    except (OSError, ValueError, ImportError) as err:
+        raise VaurError(f"{cfg.name_or_path}: cannot load the model: {_first_line(err)}") from None
+    if not hasattr(processor, "video_processor"):
+        raise VaurError(
+            f"{cfg.name_or_path}: the processor {type(processor).__name__} has no video processor"
+        )
+    if cfg.device_map is None:
+        model.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.freeze_vision:
+        freeze_vision_tower(model)
+    if checkpoint.adapter is not None:
+        model = _load_adapter(model, checkpoint.adapter, trainable=cfg.lora.enabled)
+    elif cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    model.eval()  # PEFT leaves the model in train mode; trainers switch explicitly
+    return model, processor
+
+
+def vision_tower(model) -> torch.nn.Module:
+    """The vision encoder (patch embedding, blocks and merger) of a plain or PEFT-wrapped model."""
+    base = _unwrap(model)
+    inner = getattr(base, "model", None)
+    tower = getattr(inner, "visual", None)
+    if not isinstance(tower, torch.nn.Module):
+        raise VaurError(f"{type(base).__name__} has no vision tower at .model.visual; is it a Qwen-VL model?")
+    return tower
+
+
+def vision_tower_prefix(model) -> str:
+    """The vision tower's module name inside the transformers model, e.g. `model.visual`."""
+    tower = vision_tower(model)
+    for name, module in _unwrap(model).named_modules():
+        if module is tower:
+            return name
+    raise VaurError("the vision tower is not a submodule of the model")
+
+
+def freeze_vision_tower(model) -> None:
+    """No gradients into the vision tower; the language model is untouched."""
+    for parameter in vision_tower(model).parameters():
+        parameter.requires_grad_(False)
+
+
+def lora_target_pattern(model, lora: LoraConfig) -> str:
+    """A regex PEFT matches against full module names: `target_modules` outside the vision tower,
+    `vision_target_modules` inside it."""
+    prefix = re.escape(vision_tower_prefix(model))
+    parts = []
+    if lora.target_modules:
+        leaves = "|".join(re.escape(name) for name in lora.target_modules)
+        parts.append(rf"(?!{prefix}\.).*\.(?:{leaves})")
+    if lora.vision_target_modules:
+        leaves = "|".join(re.escape(name) for name in lora.vision_target_modules)
+        parts.append(rf"{prefix}\..*\.(?:{leaves})")
+    return "|".join(f"(?:{part})" for part in parts)
+
+
+def lora_target_names(model, lora: LoraConfig) -> list[str]:
+    """The linear layers `apply_lora` puts adapters on."""
+    pattern = re.compile(lora_target_pattern(model, lora))
+    return [
+        name
+        for name, module in _unwrap(model).named_modules()
+        if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name)
+    ]
+
+
+def apply_lora(model, lora: LoraConfig):
+    """Wrap `model` in PEFT LoRA; only the adapters are trainable afterwards."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    lora.validate()
+    targets = lora_target_names(model, lora)
+    if not targets:
+        wanted = [*lora.target_modules, *lora.vision_target_modules]
+        raise VaurError(f"LoRA targets {wanted} match no linear layer of {type(_unwrap(model)).__name__}")
+    peft_config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora_target_pattern(model, lora),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_config)
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    total: int
+    trainable: int
+    vision: int
+
+    @property
+    def text(self) -> int:
+        return self.total - self.vision
+
+
+def count_parameters(model) -> ParameterCounts:
+    """Parameters of the model (LoRA adapters included), the trainable ones, and the vision tower's."""
+    parameters = list(model.parameters())
+    return ParameterCounts(
+        total=sum(p.numel() for p in parameters),
+        trainable=sum(p.numel() for p in parameters if p.requires_grad),
+        vision=sum(p.numel() for p in vision_tower(model).parameters()),
+    )
+
+
+def _load_adapter(model, adapter: Path, trainable: bool):
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    except (OSError, ValueError) as err:
+        raise VaurError(f"{adapter}: cannot load the LoRA adapter: {_first_line(err)}") from None
+
+
+def _unwrap(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _looks_local(name_or_path: str) -> bool:
+    """Hub ids look like `org/name`; anything else that does not exist is a missing local path."""
+    return name_or_path.startswith((".", "/", "~")) or "\\" in name_or_path or name_or_path.count("/") != 1
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli
+from model_fixtures import load_tiny, make_video, video_prompt
+from vaur1.model import SamplingConfig, build_inputs, generate
+
+
+def test_model_tiny_through_the_console_script_loads_and_generates(tmp_path):
+    out = tmp_path / "tiny"
+    result = run_cli(
+        "model",
+        "tiny",
+        "--arch",
+        "qwen2_5_vl",
+        "--out",
+        str(out),
+        "--hidden-size",
+        "64",
+        "--layers",
+        "1",
+        "--seed",
+        "3",
+        check=True,
+    )
+    assert f"built qwen2_5_vl in {out}" in result.stdout
+    model, processor = load_tiny(out)
+    text = model.config.text_config
+    assert (text.hidden_size, text.num_hidden_layers) == (64, 1)
+    inputs = build_inputs(processor, [video_prompt()], [make_video(processor)])
+    assert len(generate(model, processor, inputs, SamplingConfig(max_new_tokens=4)).texts) == 1
+
+    info = json.loads(run_cli("model", "info", str(out), "--json", check=True).stdout)
+    assert info["arch"] == "qwen2_5_vl"
+    assert info["parameters"]["total"] == sum(p.numel() for p in model.parameters())
+    assert info["processor"]["factor"] == 28 and info["processor"]["temporal_patch"] == 2
+    assert info["processor"]["chat_template"] == "official"
+    assert info["text"]["hidden_size"] == 64
+
+    table = run_cli("model", "info", str(out), check=True).stdout
+    assert "Qwen2_5_VLProcessor" in table and "processor.video_max_pixels" in table
+
+    again = run_cli("model", "tiny", "--arch", "qwen2_5_vl", "--out", str(out))
+    assert again.returncode == 2
+    assert f"{out}: directory is not empty (pass --force to write into it)" in again.stderr
+
+
+def test_model_commands_report_bad_input_in_one_line(tmp_path):
+    missing = run_cli("model", "info", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2
+    assert f"{tmp_path / 'nowhere'}: no such checkpoint directory" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    bad_arch = run_cli("model", "tiny", "--arch", "llava", "--out", str(tmp_path / "x"))
+    assert bad_arch.returncode == 2 and "invalid choice: 'llava'" in bad_arch.stderr
+
+    bad_size = run_cli(
+        "model", "tiny", "--arch", "qwen3_vl", "--out", str(tmp_path / "y"), "--hidden-size", "40"
+    )
+    assert bad_size.returncode == 2 and "hidden_size 40" in bad_size.stderr
