@@ -1,0 +1,297 @@
+"""GRPO loss maths as pure functions on tensors: no model, no I/O, no process group.
+
+The option names and their meaning follow TRL 1.16's `GRPOConfig` / `GRPOTrainer._compute_loss`, so a
+TRL user finds the same knobs here:
+
+    mask = completion_mask(completion_ids, eos_ids)              # 1 up to and including the first EOS
+    adv = group_advantages(rewards, group_size=G, scale_rewards="group").advantages
+    loss, stats = policy_loss(logp, old_logp, ref_logp, adv, mask, loss_type="dapo",
+                              epsilon=0.2, epsilon_high=None, beta=0.04, max_completion_length=1024)
+
+Deliberate differences from TRL, all in what is reported rather than what is optimised:
+- `group_advantages` counts groups with zero reward std per group, also with `scale_rewards="batch"`
+  (TRL then reports whether the whole batch's std is zero, which is 0 or 1 for the batch).
+- Rewards must be finite. TRL turns NaN ("no reward function applied") into a zero advantage; vaur1
+  scores every completion with its task's rewards, so a NaN here is a bug and raises.
+- `completion_mask` and `truncated` accept several end-of-turn ids, so a completion that stops on
+  `<|endoftext|>` instead of `<|im_end|>` is not left unmasked (the official VAU-R1 trainer's edge case).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from vaur1.errors import ConfigError
+
+LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
+ScaleRewards = Literal["group", "batch", "none"]
+
+LOSS_TYPES: tuple[str, ...] = ("grpo", "dr_grpo", "dapo", "bnpo")
+SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
+
+# Added to the std before dividing, as in TRL and the official VAU-R1 trainer.
+ADVANTAGE_EPS = 1e-4
+
+
+@dataclass
+class GRPOLossConfig:
+    """The loss options, with TRL 1.16's names and defaults (`beta=0.0` loads no reference model)."""
+
+    loss_type: LossType = "dapo"
+    beta: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    scale_rewards: ScaleRewards = "group"
+    num_iterations: int = 1
+    mask_truncated_completions: bool = False
+
+    def validate(self) -> None:
+        if self.loss_type not in LOSS_TYPES:
+            raise ConfigError(f"loss_type: {self.loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ConfigError(
+                f"scale_rewards: {self.scale_rewards!r} is not one of {', '.join(SCALE_REWARDS)}"
+            )
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+        if not 0 < self.epsilon < 1:
+            raise ConfigError(f"epsilon must be in (0, 1), got {self.epsilon}")
+        if self.epsilon_high is not None and self.epsilon_high <= 0:
+            raise ConfigError(f"epsilon_high must be > 0, got {self.epsilon_high}")
+        if self.num_iterations < 1:
+            raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
+
+    @property
+    def clip_high(self) -> float:
+        """The upper clip width: `epsilon_high`, or `epsilon` when it is unset (TRL's rule)."""
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+def _eos_hits(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    if completion_ids.dim() != 2:
+        raise ValueError(f"completion_ids must be (batch, length), got shape {tuple(completion_ids.shape)}")
+    eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if not eos:
+        raise ValueError("eos_token_id is empty")
+    return torch.isin(completion_ids, torch.tensor(eos, device=completion_ids.device))
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    """1 for every token up to and including the first end-of-turn token, 0 after it (int64, (B, T)).
+
+    A completion with no end-of-turn token (cut at the length limit) is all ones. Any id in
+    `eos_token_id` ends the turn.
+    """
+    is_eos = _eos_hits(completion_ids, eos_token_id)
+    length = completion_ids.size(1)
+    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), length)
+    positions = torch.arange(length, device=completion_ids.device).expand_as(completion_ids)
+    return (positions <= first_eos.unsqueeze(1)).long()
+
+
+def truncated(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    """True for completions that never produced an end-of-turn token (cut at the length limit), (B,)."""
+    return ~_eos_hits(completion_ids, eos_token_id).any(dim=1)
+
+
+class GroupAdvantages(NamedTuple):
+    advantages: torch.Tensor  # (N,) one per completion
+    group_std: torch.Tensor  # (N / group_size,) reward std of each group (unbiased)
+    frac_zero_std: torch.Tensor  # scalar: fraction of groups whose rewards are all equal
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: ScaleRewards) -> GroupAdvantages:
+    """Group-relative advantages: `r - mean(group)`, divided by a std chosen by `scale_rewards`.
+
+    `rewards` is (N,), with the G completions of each prompt next to each other (N = prompts * G).
+    - "group": divide by the group's std + 1e-4 (GRPO as published).
+    - "batch": divide by the std of all N rewards + 1e-4 (robust to tiny-variance groups). Under
+      several processes the caller gathers all rewards first, as TRL does, so the std is global.
+    - "none": no division (Dr. GRPO).
+    The std is unbiased (N-1), as `torch.std` in TRL and the official trainer; a group of one has std 0.
+    """
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, got {scale_rewards!r}")
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D (one per completion), got shape {tuple(rewards.shape)}")
+    if group_size < 1 or rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    if not torch.isfinite(rewards).all():
+        raise ValueError(f"rewards must be finite, got {rewards.tolist()}")
+    groups = rewards.view(-1, group_size)
+    group_mean = groups.mean(dim=1)
+    group_std = groups.std(dim=1) if group_size > 1 else torch.zeros_like(group_mean)
+    advantages = rewards - group_mean.repeat_interleave(group_size)
+    if scale_rewards == "group":
+        advantages = advantages / (group_std.repeat_interleave(group_size) + ADVANTAGE_EPS)
+    elif scale_rewards == "batch":
+        batch_std = rewards.std() if rewards.numel() > 1 else torch.zeros_like(group_mean[0])
+        advantages = advantages / (batch_std + ADVANTAGE_EPS)
+    frac_zero_std = torch.isclose(group_std, torch.zeros_like(group_std)).float().mean()
+    return GroupAdvantages(advantages, group_std, frac_zero_std)
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(policy || reference): exp(ref - logp) - (ref - logp) - 1 >= 0.
+
+    Unbiased for the KL when tokens are sampled from the policy, and zero where the two agree.
+    """
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over the positions where `mask` is 1 (0 when the mask is empty)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def _per_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One mean per sequence, over sequences that have at least one token."""
+    tokens = mask.sum(dim=1)
+    keep = tokens > 0
+    return (values * mask).sum(dim=1)[keep] / tokens[keep]
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor | None,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    loss_type: LossType,
+    epsilon: float,
+    epsilon_high: float | None,
+    beta: float,
+    max_completion_length: int | None = None,
+    num_items_in_batch: float | torch.Tensor | None = None,
+    gradient_accumulation_steps: int = 1,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped GRPO surrogate plus `beta` times the k3 KL, normalised by `loss_type`.
+
+    Shapes: `logp`, `old_logp`, `ref_logp` and `mask` are (B, T) over completion tokens; `advantages`
+    is (B,) (or (B, T)). Per token, with ratio r = exp(logp - old_logp):
+
+        loss_t = -min(r * A, clip(r, 1 - epsilon, 1 + epsilon_high) * A) + beta * kl_k3(logp, ref_logp)
+
+    and the normalisation is TRL's:
+    - "grpo":    mean over each sequence's tokens, then mean over sequences (length-biased).
+    - "bnpo":    sum over the micro-batch's tokens / their number.
+    - "dr_grpo": sum over tokens / (B * max_completion_length).
+    - "dapo":    sum over tokens / `num_items_in_batch`: the completion tokens of the whole optimizer
+      step across all processes, divided by the number of processes (DDP averages gradients over
+      processes and accumulation sums them, so this makes the step a global token mean). Defaults to
+      this micro-batch's token count.
+    "grpo", "bnpo" and "dr_grpo" are divided by `gradient_accumulation_steps`; "dapo" already is,
+    through `num_items_in_batch`.
+
+    `old_logp=None` means a single update per rollout (`num_iterations=1`): the ratio is exactly 1 but
+    still carries the gradient. `epsilon_high=None` means `epsilon`. `ref_logp` is required when
+    beta > 0; given with beta = 0, the KL is only reported.
+
+    Returns the loss to back-propagate and detached scalar stats: "policy_loss" (before accumulation
+    scaling), "tokens", "kl" (token mean, when `ref_logp` is given) and TRL's clip ratios:
+    "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean" (token means; low = ratio
+    below 1 - epsilon with A < 0, high = above 1 + epsilon_high with A > 0), "clip_ratio/low_min" and
+    "clip_ratio/high_max" (min / max over sequences of the per-sequence mean). Across processes,
+    reduce the means weighted by "tokens", and the _min / _max keys by min / max.
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
+    if logp.dim() != 2 or mask.shape != logp.shape:
+        raise ValueError(
+            f"logp and mask must both be (B, T); got {tuple(logp.shape)} and {tuple(mask.shape)}"
+        )
+    for name, other in (("old_logp", old_logp), ("ref_logp", ref_logp)):
+        if other is not None and other.shape != logp.shape:
+            raise ValueError(f"{name} has shape {tuple(other.shape)}, logp has {tuple(logp.shape)}")
+    if beta != 0.0 and ref_logp is None:
+        raise ValueError(f"beta={beta} needs ref_logp (the frozen reference model's log-probs)")
+    if loss_type == "dr_grpo" and not max_completion_length:
+        raise ValueError("loss_type='dr_grpo' needs max_completion_length")
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    if advantages.shape[0] != logp.shape[0]:
+        raise ValueError(f"{advantages.shape[0]} advantages for {logp.shape[0]} completions")
+    epsilon_low = epsilon
+    epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    mask = mask.to(logp.dtype)
+
+    if old_logp is None:
+        old_logp = logp.detach()
+    ratio = torch.exp(logp - old_logp)
+    clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
+    per_token_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
+    per_token_kl = kl_k3(logp, ref_logp) if ref_logp is not None else None
+    if beta != 0.0:
+        per_token_loss = per_token_loss + beta * per_token_kl
+
+    masked_sum = (per_token_loss * mask).sum()
+    if loss_type == "grpo":
+        loss = ((per_token_loss * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).mean()
+    elif loss_type == "bnpo":
+        loss = masked_sum / mask.sum().clamp(min=1.0)
+    elif loss_type == "dr_grpo":
+        loss = masked_sum / (logp.size(0) * max_completion_length)
+    else:
+        normalizer = mask.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch)
+        loss = masked_sum / normalizer.to(device=logp.device, dtype=logp.dtype).clamp(min=1.0)
+    unscaled = loss.detach()
+    if loss_type != "dapo":
+        loss = loss / gradient_accumulation_steps
+
+    with torch.no_grad():
+        low = ((ratio < 1 - epsilon_low) & (advantages < 0)).to(logp.dtype)
+        high = ((ratio > 1 + epsilon_high) & (advantages > 0)).to(logp.dtype)
+        region = torch.maximum(low, high)
+        low_per_seq, high_per_seq = _per_sequence_mean(low, mask), _per_sequence_mean(high, mask)
+        zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+        stats = {
+            "policy_loss": unscaled,
+            "tokens": mask.sum().detach(),
+            "clip_ratio/low_mean": masked_mean(low, mask),
+            "clip_ratio/high_mean": masked_mean(high, mask),
+            "clip_ratio/region_mean": masked_mean(region, mask),
+            "clip_ratio/low_min": low_per_seq.min() if low_per_seq.numel() else zero,
+            "clip_ratio/high_max": high_per_seq.max() if high_per_seq.numel() else zero,
+        }
+        if per_token_kl is not None:
+            stats["kl"] = masked_mean(per_token_kl.detach(), mask)
+    return loss, stats
+
+
+def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[..., ids] without materialising the full log-softmax: (B, T, V) -> (B, T).
+
+    In fp32/fp64 it is gather minus a row-by-row logsumexp; in bf16/fp16, where that difference loses
+    precision, it takes the log-softmax one row at a time (TRL's approach; peak memory is one row).
+    """
+    if logits.shape[:-1] != ids.shape:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} do not match ids {tuple(ids.shape)} (expected (..., V))"
+        )
+    if logits.dtype in (torch.float32, torch.float64):
+        selected = torch.gather(logits, dim=-1, index=ids.unsqueeze(-1)).squeeze(-1)
+        logsumexp = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])
+        return selected - logsumexp
+    rows = [
+        F.log_softmax(row_logits, dim=-1).gather(dim=-1, index=row_ids.unsqueeze(-1)).squeeze(-1)
+        for row_logits, row_ids in zip(logits, ids, strict=True)
+    ]
+    return torch.stack(rows)
+
+
+def entropy_from_logits(logits: torch.Tensor, chunk_size: int = 128) -> torch.Tensor:
+    """Entropy in nats of softmax(logits) along the last axis, `chunk_size` rows at a time: (..., V) -> (...)."""
+    flat = logits.reshape(-1, logits.size(-1))
+    entropies = []
+    for chunk in flat.split(chunk_size, dim=0):
+        logps = F.log_softmax(chunk, dim=-1)
+        entropies.append(-(logps.exp() * logps).sum(dim=-1))
+    return torch.cat(entropies).reshape(logits.shape[:-1])

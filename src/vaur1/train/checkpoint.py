@@ -1,0 +1,272 @@
+"""Full-state checkpoints: everything a run needs to continue exactly, written atomically.
+
+Layout of `<output_dir>/checkpoint-<step>/`:
+
+    state/               Accelerator.save_state: model (or DeepSpeed/FSDP shards), optimizer, scheduler,
+                         RNG states of every process (random_states_<rank>.pkl), registered objects
+    trainer_state.json   step, data order position, bad-step counters, loop extras (TrainerState)
+    hf/                  the model for evaluation, loadable with `from_pretrained`: a full model, with any
+                         LoRA adapter merged into its weights, plus the processor or tokenizer
+
+The directory is written as `checkpoint-<step>.tmp/` and renamed when complete, so a crash mid-save
+leaves the previous checkpoints untouched; leftovers are ignored by `latest_checkpoint` and removed
+by the next save. Every process must call `save_checkpoint` and `load_checkpoint` (they synchronise),
+and the output directory must be shared between processes.
+
+    resume_from = resolve_resume(cfg.run.resume, cfg.run.output_dir)
+    if resume_from:
+        load_checkpoint(accelerator, resume_from, state)
+    ...
+    save_checkpoint(accelerator, cfg.run.output_dir, state, model=model, processor=processor,
+                    save_total_limit=cfg.run.save_total_limit)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaur1.errors import ConfigError, VaurError
+from vaur1.train.common import BadStepGuard
+from vaur1.train.data_order import DataOrder
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+STATE_DIR = "state"
+HF_DIR = "hf"
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainerState:
+    """The loop's own state, saved next to the accelerate state as JSON.
+
+    `extra` holds any other JSON-serialisable counters a loop keeps (e.g. the ids of skipped samples).
+    """
+
+    data: DataOrder
+    guard: BadStepGuard
+    step: int = 0
+    elapsed_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "elapsed_seconds": self.elapsed_seconds,
+            "data": self.data.state_dict(),
+            "guard": self.guard.state_dict(),
+            "extra": self.extra,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.elapsed_seconds = float(state["elapsed_seconds"])
+        self.data.load_state_dict(state["data"])
+        self.guard.load_state_dict(state["guard"])
+        self.extra = dict(state["extra"])
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of a `checkpoint-<step>` directory name, None for anything else."""
+    match = CHECKPOINT_PATTERN.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in `run_dir`, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(found, key=lambda p: checkpoint_step(p) or 0)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
+    """Which checkpoint to start from: "auto" -> the latest in `run_dir` (or none), "never" -> none
+    (and `run_dir` must not hold checkpoints already), anything else -> that checkpoint directory."""
+    if resume == "auto":
+        return latest_checkpoint(run_dir)
+    if resume == "never":
+        existing = latest_checkpoint(run_dir)
+        if existing is not None:
+            raise ConfigError(
+                f"{run_dir} already holds checkpoints ({existing.name}); pass resume=auto to continue "
+                "that run, or choose another output_dir"
+            )
+        return None
+    path = Path(resume)
+    if not (path / TRAINER_STATE_FILE).is_file() or not (path / STATE_DIR).is_dir():
+        inside = latest_checkpoint(path)
+        hint = f" (latest there: {inside})" if inside else ""
+        raise ConfigError(f"resume={resume}: not a vaur1 checkpoint directory{hint}")
+    return path
+
+
+def remove_incomplete(run_dir: str | Path) -> list[Path]:
+    """Delete leftovers of interrupted saves (`checkpoint-*.tmp`, `checkpoint-*.stale`); main process only."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    leftovers = [
+        p
+        for p in run_dir.iterdir()
+        if p.is_dir() and p.suffix in (".tmp", ".stale") and checkpoint_step(p.with_suffix("")) is not None
+    ]
+    for path in leftovers:
+        shutil.rmtree(path)
+    return leftovers
+
+
+def save_checkpoint(
+    accelerator: Any,
+    run_dir: str | Path,
+    state: TrainerState,
+    *,
+    model: Any = None,
+    processor: Any = None,
+    save_total_limit: int | None = None,
+) -> Path:
+    """Write `run_dir/checkpoint-<state.step>/` atomically and prune to `save_total_limit` checkpoints.
+
+    `model` (the prepared model) is exported under `hf/` when given; it must be a transformers model
+    or a PEFT model around one. Call on every process.
+    """
+    run_dir = Path(run_dir)
+    final = run_dir / f"checkpoint-{state.step}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_incomplete(run_dir)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+
+    accelerator.save_state(str(tmp / STATE_DIR))
+    if model is not None:
+        export_hf_model(accelerator, model, tmp / HF_DIR, processor=processor)
+    if accelerator.is_main_process:
+        payload = json.dumps(state.state_dict(), indent=2)
+        (tmp / TRAINER_STATE_FILE).write_text(payload, encoding="utf-8")
+    accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        _commit(tmp, final)
+        if save_total_limit is not None:
+            for old in list_checkpoints(run_dir)[:-save_total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Move the finished `tmp` into place; an older checkpoint of the same step is replaced."""
+    if final.exists():
+        stale = final.with_name(final.name + ".stale")
+        final.rename(stale)
+        tmp.rename(final)
+        shutil.rmtree(stale)
+    else:
+        tmp.rename(final)
+
+
+def load_checkpoint(accelerator: Any, checkpoint_dir: str | Path, state: TrainerState) -> TrainerState:
+    """Restore model, optimizer, scheduler, RNG states and registered objects, then `state` in place.
+
+    The prepared objects and registrations must match those of the run that saved it. Call on
+    every process.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    state_file = checkpoint_dir / TRAINER_STATE_FILE
+    try:
+        saved = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise VaurError(f"{state_file}: cannot read the trainer state: {err}") from None
+    accelerator.load_state(str(checkpoint_dir / STATE_DIR))
+    state.load_state_dict(saved)
+    return state
+
+
+def export_hf_model(accelerator: Any, model: Any, out_dir: str | Path, processor: Any = None) -> Path:
+    """Save `model` with `save_pretrained` so it loads for evaluation with `from_pretrained`.
+
+    A PEFT model is saved as its base model with the LoRA deltas added to the weights (the training
+    model itself is left unmerged). The full state dict is gathered first, which also works under
+    DeepSpeed ZeRO-3 (with `stage3_gather_16bit_weights_on_model_save`) and FSDP. Call on every process.
+    """
+    out_dir = Path(out_dir)
+    unwrapped = accelerator.unwrap_model(model)
+    state_dict = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return out_dir
+    if _is_peft_model(unwrapped):
+        target = unwrapped.get_base_model()
+        state_dict = merge_lora_state_dict(unwrapped, state_dict)
+    else:
+        target = unwrapped
+    if not hasattr(target, "save_pretrained"):
+        raise VaurError(f"cannot export {type(target).__name__} as a Hugging Face model (no save_pretrained)")
+    target.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+    if processor is not None:
+        processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def _is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+def merge_lora_state_dict(peft_model: Any, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The base model's state dict with W + scaling * B @ A in place of every LoRA-wrapped linear layer.
+
+    `state_dict` is the PEFT model's full state dict (keys under `base_model.model.`); the result has
+    the base model's own key names. Only plain LoRA on linear layers with one active adapter is
+    supported: anything else raises rather than export a model that differs from the trained one.
+    """
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+
+    adapters = list(peft_model.active_adapters)
+    if len(adapters) != 1:
+        raise VaurError(f"cannot merge {len(adapters)} active adapters into one model: {adapters}")
+    adapter = adapters[0]
+    prefix = "base_model.model."
+    merged: dict[str, torch.Tensor] = {}
+    lora_modules = {}
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer):
+            if not isinstance(module, LoraLinear) or module.use_dora.get(adapter, False):
+                raise VaurError(f"{name}: only plain LoRA on linear layers can be merged for export")
+            lora_modules[name] = module
+    for key, tensor in state_dict.items():
+        if ".lora_" in key or ".original_module." in key:
+            continue
+        merged[_base_key(key, prefix, adapter)] = tensor
+    for name, module in lora_modules.items():
+        weight_key = f"{name}.base_layer.weight"
+        lora_a = state_dict[f"{name}.lora_A.{adapter}.weight"].float()
+        lora_b = state_dict[f"{name}.lora_B.{adapter}.weight"].float()
+        delta = (lora_b @ lora_a) * module.scaling[adapter]
+        if module.fan_in_fan_out:
+            delta = delta.T
+        weight = state_dict[weight_key]
+        merged[_base_key(weight_key, prefix, adapter)] = (weight.float() + delta).to(weight.dtype)
+    return merged
+
+
+def _base_key(key: str, prefix: str, adapter: str) -> str:
+    key = key.removeprefix(prefix)
+    return key.replace(".base_layer.", ".").replace(f".modules_to_save.{adapter}.", ".")

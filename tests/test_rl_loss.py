@@ -1,0 +1,486 @@
+"""The GRPO loss maths: hand-computed values on tiny tensors, then a cross-check against TRL's own code."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vaur1.config import from_dict
+from vaur1.errors import ConfigError
+from vaur1.rl.loss import (
+    GRPOLossConfig,
+    completion_mask,
+    entropy_from_logits,
+    group_advantages,
+    kl_k3,
+    masked_mean,
+    policy_loss,
+    selective_log_softmax,
+    truncated,
+)
+
+LN = math.log
+
+
+def assert_values(actual: torch.Tensor, expected: list) -> None:
+    torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- masks
+
+
+def test_completion_mask_stops_after_first_eos():
+    ids = torch.tensor([[5, 2, 7, 2], [5, 5, 5, 5], [2, 9, 9, 9]])
+    # eos = 2: row 0 keeps up to index 1, row 1 has no eos (all ones), row 2 ends at index 0.
+    assert completion_mask(ids, 2).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert completion_mask(ids, 2).dtype == torch.long
+
+
+def test_completion_mask_any_of_several_eos_ids():
+    ids = torch.tensor([[5, 3, 2, 7], [5, 6, 6, 2]])
+    # <|endoftext|> (3) ends row 0 as well as <|im_end|> (2).
+    assert completion_mask(ids, [2, 3]).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert completion_mask(ids, 2).tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+
+
+def test_truncated_means_no_eos_at_all():
+    ids = torch.tensor([[5, 2, 0, 0], [5, 5, 5, 5], [5, 5, 5, 3]])
+    assert truncated(ids, 2).tolist() == [False, True, True]
+    assert truncated(ids, (2, 3)).tolist() == [False, True, False]
+
+
+def test_mask_inputs_are_checked():
+    with pytest.raises(ValueError, match=r"\(batch, length\)"):
+        completion_mask(torch.tensor([1, 2, 3]), 2)
+    with pytest.raises(ValueError, match="empty"):
+        truncated(torch.tensor([[1, 2]]), [])
+
+
+# ---------------------------------------------------------------- advantages
+
+
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0])
+    # Group 1: mean 0.5, unbiased std sqrt(4 * 0.25 / 3) = 0.577350; A = ±0.5 / (0.577350 + 1e-4).
+    # Group 2: all equal, std 0, A = 0.
+    a = 0.5 / (math.sqrt(1 / 3) + 1e-4)
+    out = group_advantages(rewards, 4, "group")
+    assert out.advantages.tolist() == pytest.approx([a, -a, a, -a, 0, 0, 0, 0], abs=1e-6)
+    assert out.group_std.tolist() == pytest.approx([math.sqrt(1 / 3), 0.0], abs=1e-6)
+    assert out.frac_zero_std.item() == 0.5
+
+    # "batch": the same centring, divided by the std of all 8 rewards: mean 1.25, squared deviations
+    # 0.0625, 1.5625, 0.0625, 1.5625, 4 * 0.5625 -> sum 5.5, / 7 -> std 0.886405.
+    b = 0.5 / (math.sqrt(5.5 / 7) + 1e-4)
+    out = group_advantages(rewards, 4, "batch")
+    assert out.advantages.tolist() == pytest.approx([b, -b, b, -b, 0, 0, 0, 0], abs=1e-6)
+    assert out.frac_zero_std.item() == 0.5  # counted per group, also under "batch"
+
+    # "none" (Dr. GRPO): centred only.
+    assert group_advantages(rewards, 4, "none").advantages.tolist() == [0.5, -0.5, 0.5, -0.5, 0, 0, 0, 0]
+
+
+def test_group_advantages_group_of_one_and_errors():
+    out = group_advantages(torch.tensor([3.0, 1.0]), 1, "group")
+    assert out.advantages.tolist() == [0.0, 0.0] and out.frac_zero_std.item() == 1.0
+    with pytest.raises(ValueError, match="do not split into groups of 4"):
+        group_advantages(torch.zeros(6), 4, "group")
+    with pytest.raises(ValueError, match="finite"):
+        group_advantages(torch.tensor([1.0, float("nan")]), 2, "group")
+    with pytest.raises(ValueError, match="scale_rewards"):
+        group_advantages(torch.zeros(2), 2, "global")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- KL
+
+
+def test_kl_k3_by_hand_and_zero_when_equal():
+    # policy p = 0.5, reference q = 0.25: delta = ln q - ln p = -ln 2; exp(delta) - delta - 1 = 0.5 + ln 2 - 1.
+    kl = kl_k3(torch.tensor([LN(0.5)]), torch.tensor([LN(0.25)]))
+    assert kl.item() == pytest.approx(0.5 + LN(2) - 1, abs=1e-6)
+    logp = torch.log(torch.rand(3, 7) + 0.01)
+    assert torch.equal(kl_k3(logp, logp.clone()), torch.zeros(3, 7))
+    assert (kl_k3(logp, torch.log(torch.rand(3, 7) + 0.01)) >= 0).all()
+
+
+# ---------------------------------------------------------------- policy loss
+
+# Two completions of two tokens; advantages A = [2, -1]; epsilon = 0.2.
+#   token (0,0): ratio 1.5, A = 2  -> -min(3.0, 1.2 * 2) = -2.4   (clipped high)
+#   token (0,1): ratio 1,   A = 2  -> -2
+#   token (1,0): ratio 0.5, A = -1 -> -min(-0.5, 0.8 * -1) = 0.8  (clipped low)
+#   token (1,1): ratio 1,   A = -1 -> 1
+OLD = torch.zeros(2, 2)
+LOGP = torch.tensor([[LN(1.5), 0.0], [LN(0.5), 0.0]])
+ADV = torch.tensor([2.0, -1.0])
+FULL = torch.ones(2, 2)
+KW = {"epsilon": 0.2, "epsilon_high": None, "beta": 0.0, "max_completion_length": 4}
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "expected"),
+    [
+        ("grpo", (-4.4 / 2 + 1.8 / 2) / 2),  # mean per sequence, then over sequences: -0.65
+        ("bnpo", (-4.4 + 1.8) / 4),  # token mean over the batch: -0.65
+        ("dr_grpo", (-4.4 + 1.8) / (2 * 4)),  # / (B * max_completion_length): -0.325
+        ("dapo", (-4.4 + 1.8) / 4),  # / tokens in the batch by default: -0.65
+    ],
+)
+def test_policy_loss_by_hand_every_loss_type(loss_type, expected):
+    loss, stats = policy_loss(LOGP, OLD, None, ADV, FULL, loss_type=loss_type, **KW)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert stats["policy_loss"].item() == pytest.approx(expected, abs=1e-6)
+    assert stats["tokens"].item() == 4 and "kl" not in stats
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "expected"),
+    [
+        # Token (1,1) masked out: sequence 2 has one token (0.8).
+        ("grpo", (-4.4 / 2 + 0.8 / 1) / 2),  # -0.7: each sequence weighs the same
+        ("bnpo", (-4.4 + 0.8) / 3),  # -1.2: each token weighs the same
+        ("dr_grpo", (-4.4 + 0.8) / 8),
+        ("dapo", (-4.4 + 0.8) / 3),
+    ],
+)
+def test_policy_loss_ignores_masked_tokens(loss_type, expected):
+    mask = torch.tensor([[1, 1], [1, 0]])
+    loss, _ = policy_loss(LOGP, OLD, None, ADV, mask, loss_type=loss_type, **KW)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_accumulation_and_global_token_normalisation():
+    # grpo/bnpo/dr_grpo are divided by the accumulation steps; dapo divides by num_items_in_batch instead.
+    loss, stats = policy_loss(
+        LOGP, OLD, None, ADV, FULL, loss_type="grpo", gradient_accumulation_steps=2, **KW
+    )
+    assert loss.item() == pytest.approx(-0.65 / 2, abs=1e-6) and stats["policy_loss"].item() == pytest.approx(
+        -0.65
+    )
+    loss, _ = policy_loss(
+        LOGP,
+        OLD,
+        None,
+        ADV,
+        FULL,
+        loss_type="dapo",
+        num_items_in_batch=8,
+        gradient_accumulation_steps=2,
+        **KW,
+    )
+    assert loss.item() == pytest.approx(-2.6 / 8, abs=1e-6)
+
+
+def test_clip_region_and_clip_ratios():
+    _, stats = policy_loss(LOGP, OLD, None, ADV, FULL, loss_type="bnpo", **KW)
+    assert stats["clip_ratio/low_mean"].item() == 0.25  # token (1,0)
+    assert stats["clip_ratio/high_mean"].item() == 0.25  # token (0,0)
+    assert stats["clip_ratio/region_mean"].item() == 0.5
+    assert stats["clip_ratio/low_min"].item() == 0.0  # sequence 0 has no low-clipped token
+    assert stats["clip_ratio/high_max"].item() == 0.5  # one of sequence 0's two tokens
+
+    # A wider upper clip (epsilon_high = 0.6) lets ratio 1.5 through: token (0,0) costs -3 instead of -2.4.
+    loss, stats = policy_loss(LOGP, OLD, None, ADV, FULL, loss_type="bnpo", **{**KW, "epsilon_high": 0.6})
+    assert loss.item() == pytest.approx((-3 - 2 + 0.8 + 1) / 4, abs=1e-6)
+    assert stats["clip_ratio/high_mean"].item() == 0.0
+
+    # The clip only removes incentive: ratio 1.5 with a negative advantage is not clipped (-min(-1.5, -1.2)).
+    loss, stats = policy_loss(
+        LOGP[:1, :1], OLD[:1, :1], None, torch.tensor([-1.0]), FULL[:1, :1], loss_type="bnpo", **KW
+    )
+    assert loss.item() == pytest.approx(1.5, abs=1e-6) and stats["clip_ratio/region_mean"].item() == 0.0
+
+
+def test_clipped_tokens_get_no_gradient_and_signs_are_right():
+    logp = LOGP.clone().requires_grad_()
+    loss, _ = policy_loss(logp, OLD, None, ADV, FULL, loss_type="bnpo", **KW)
+    loss.backward()
+    # d/dlogp of -ratio * A / 4 is -ratio * A / 4 where unclipped, 0 where clipped.
+    assert_values(logp.grad, [[0.0, -2 / 4], [0.0, 1 / 4]])
+    # Gradient descent raises the log-prob of a positive-advantage token and lowers a negative one.
+    assert logp.grad[0, 1] < 0 < logp.grad[1, 1]
+
+
+def test_ratio_is_one_when_old_equals_current():
+    logp = torch.tensor([[LN(0.3), LN(0.6)], [LN(0.9), LN(0.2)]], requires_grad=True)
+    loss_none, stats = policy_loss(logp, None, None, ADV, FULL, loss_type="dapo", **KW)
+    loss_none.backward()
+    grad_none = logp.grad.clone()
+    logp.grad = None
+    loss_same, _ = policy_loss(logp, logp.detach().clone(), None, ADV, FULL, loss_type="dapo", **KW)
+    loss_same.backward()
+    # ratio == 1: the loss is -mean(A) over tokens = -(2 + 2 - 1 - 1) / 4 and d ratio / d logp = 1.
+    assert loss_none.item() == loss_same.item() == pytest.approx(-0.5)
+    assert torch.equal(grad_none, logp.grad)
+    assert_values(logp.grad, [[-0.5, -0.5], [0.25, 0.25]])
+    assert stats["clip_ratio/region_mean"].item() == 0.0
+
+
+def test_kl_term_by_hand_and_its_gradient_pulls_towards_the_reference():
+    logp = torch.full((1, 2), LN(0.5), requires_grad=True)
+    ref = torch.full((1, 2), LN(0.25))
+    kw = {**KW, "beta": 0.1}
+    loss, stats = policy_loss(logp, None, ref, torch.zeros(1), torch.ones(1, 2), loss_type="grpo", **kw)
+    # A = 0, so only beta * kl_k3 = 0.1 * (0.5 + ln 2 - 1) per token remains; mean over tokens.
+    assert loss.item() == pytest.approx(0.1 * (0.5 + LN(2) - 1), abs=1e-6)
+    assert stats["kl"].item() == pytest.approx(0.5 + LN(2) - 1, abs=1e-6)
+    loss.backward()
+    # The policy is above the reference, so descent lowers logp (d kl / d logp = 1 - exp(ref - logp) = 0.5).
+    assert_values(logp.grad, [[0.1 * 0.5 / 2, 0.1 * 0.5 / 2]])
+
+    # KL = 0 when the reference equals the policy; with beta = 0 it is reported, not added.
+    loss0, stats0 = policy_loss(logp, None, logp.detach(), ADV[:1], torch.ones(1, 2), loss_type="grpo", **kw)
+    assert stats0["kl"].item() == 0.0 and loss0.item() == pytest.approx(-2.0)
+    _, reported = policy_loss(logp, None, ref, torch.zeros(1), torch.ones(1, 2), loss_type="grpo", **KW)
+    assert reported["kl"].item() == pytest.approx(0.5 + LN(2) - 1, abs=1e-6)
+
+
+def test_empty_mask_gives_zero_not_nan():
+    loss, stats = policy_loss(LOGP, OLD, LOGP, ADV, torch.zeros(2, 2), loss_type="grpo", **KW)
+    assert loss.item() == 0.0 and all(torch.isfinite(v) for v in stats.values())
+
+
+def test_policy_loss_argument_errors():
+    with pytest.raises(ValueError, match="needs ref_logp"):
+        policy_loss(LOGP, OLD, None, ADV, FULL, loss_type="grpo", **{**KW, "beta": 0.04})
+    with pytest.raises(ValueError, match="max_completion_length"):
+        policy_loss(LOGP, OLD, None, ADV, FULL, loss_type="dr_grpo", **{**KW, "max_completion_length": None})
+    with pytest.raises(ValueError, match="loss_type"):
+        policy_loss(LOGP, OLD, None, ADV, FULL, loss_type="ppo", **KW)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="old_logp has shape"):
+        policy_loss(LOGP, OLD[:1], None, ADV, FULL, loss_type="grpo", **KW)
+    with pytest.raises(ValueError, match="3 advantages for 2 completions"):
+        policy_loss(LOGP, OLD, None, torch.zeros(3), FULL, loss_type="grpo", **KW)
+
+
+def test_masked_mean():
+    values = torch.tensor([[1.0, 2.0], [3.0, 100.0]])
+    assert masked_mean(values, torch.tensor([[1, 1], [1, 0]])).item() == 2.0
+    assert masked_mean(values, torch.zeros(2, 2)).item() == 0.0
+
+
+# ---------------------------------------------------------------- log-probs and entropy
+
+
+def test_selective_log_softmax_by_hand():
+    # logits [0, ln 3] -> softmax [0.25, 0.75].
+    logits = torch.tensor([[[0.0, LN(3)], [0.0, LN(3)]]])
+    out = selective_log_softmax(logits, torch.tensor([[1, 0]]))
+    assert_values(out, [[LN(0.75), LN(0.25)]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_selective_log_softmax_matches_the_naive_gather(dtype):
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 5, 11) * 4).to(dtype)
+    ids = torch.randint(0, 11, (3, 5))
+    naive = torch.gather(logits.float().log_softmax(-1), -1, ids.unsqueeze(-1)).squeeze(-1)
+    tol = 5e-2 if dtype == torch.bfloat16 else 1e-5
+    assert torch.allclose(selective_log_softmax(logits, ids).float(), naive, atol=tol)
+    with pytest.raises(ValueError, match="do not match"):
+        selective_log_softmax(logits, ids[:, :4])
+
+
+def test_entropy_by_hand_and_across_chunks():
+    logits = torch.tensor([[0.0, 0.0], [0.0, LN(3)]])
+    # uniform over 2 -> ln 2; [0.25, 0.75] -> -(0.25 ln 0.25 + 0.75 ln 0.75).
+    expected = [LN(2), -(0.25 * LN(0.25) + 0.75 * LN(0.75))]
+    assert entropy_from_logits(logits).tolist() == pytest.approx(expected, abs=1e-6)
+    big = torch.randn(3, 50, 17)
+    p = big.softmax(-1)
+    assert torch.allclose(entropy_from_logits(big, chunk_size=7), -(p * p.log()).sum(-1), atol=1e-5)
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_loss_config_defaults_are_trl_and_validation_names_the_key():
+    cfg = GRPOLossConfig()
+    assert (cfg.loss_type, cfg.beta, cfg.epsilon, cfg.scale_rewards, cfg.num_iterations) == (
+        "dapo",
+        0.0,
+        0.2,
+        "group",
+        1,
+    )
+    assert cfg.clip_high == 0.2 and GRPOLossConfig(epsilon_high=0.28).clip_high == 0.28
+    with pytest.raises(ConfigError, match="loss_type"):
+        from_dict(GRPOLossConfig, {"loss_type": "ppo"})
+    with pytest.raises(ConfigError, match="num_iterations"):
+        from_dict(GRPOLossConfig, {"num_iterations": 0})
+    with pytest.raises(ConfigError, match="beta"):
+        from_dict(GRPOLossConfig, {"beta": -1})
+
+
+# ---------------------------------------------------------------- TRL cross-check
+
+
+def _trl_compute_loss(
+    logp,
+    old,
+    ref,
+    adv,
+    mask,
+    *,
+    loss_type,
+    epsilon,
+    epsilon_high,
+    beta,
+    max_len,
+    num_items,
+    accumulation,
+    processes,
+):
+    """Run TRL 1.16's own `GRPOTrainer._compute_loss` on given log-probs.
+
+    The trainer object is a namespace holding exactly the attributes that method reads; the log-prob
+    forward returns `logp`, and the process group is a single process that reports `processes`.
+    """
+    from trl import GRPOTrainer
+
+    metrics: dict = {"train": defaultdict(list)}
+    same = lambda tensor, **_: tensor  # noqa: E731
+    trainer = SimpleNamespace(
+        _get_per_token_logps_and_entropies=lambda *a, **k: (logp, torch.zeros_like(logp), None),
+        top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None,
+        importance_sampling_level="token",
+        beta=beta,
+        args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=accumulation),
+        loss_type=loss_type,
+        epsilon_low=epsilon,
+        epsilon_high=epsilon if epsilon_high is None else epsilon_high,
+        use_vllm=False,
+        vllm_importance_sampling_correction=False,
+        model=SimpleNamespace(training=True),
+        current_gradient_accumulation_steps=accumulation,
+        max_completion_length=max_len,
+        accelerator=SimpleNamespace(num_processes=processes, reduce=same, gather=same, sync_gradients=True),
+        _entropy_bonus_enabled=False,
+        aux_loss_enabled=False,
+        _metrics=metrics,
+    )
+    batch, length = logp.shape
+    inputs = {
+        "prompt_ids": torch.zeros(batch, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(batch, 1, dtype=torch.long),
+        "completion_ids": torch.zeros(batch, length, dtype=torch.long),
+        "completion_mask": mask,
+        "advantages": adv,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+        "num_items_in_batch": torch.tensor(float(num_items)),
+    }
+    loss = GRPOTrainer._compute_loss(trainer, None, inputs)
+    return loss, {key: values[-1] for key, values in metrics["train"].items()}
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo"])
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_policy_loss_matches_trl(loss_type, beta):
+    torch.manual_seed(1)
+    logp = (-2 * torch.rand(4, 6)).requires_grad_()
+    old = logp.detach() + 0.3 * torch.randn(4, 6)
+    ref = logp.detach() + 0.2 * torch.randn(4, 6)
+    adv = torch.randn(4)
+    mask = torch.tensor([[1] * 6, [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0], [0] * 6])
+    # TRL's num_items_in_batch counts the whole generation batch (here 2 micro-batches on each of 2
+    # processes: 4x this micro-batch's tokens), then divides by the process count.
+    step_tokens = 4 * mask.sum().item()
+    trl_loss, trl_stats = _trl_compute_loss(
+        logp,
+        old,
+        ref,
+        adv,
+        mask,
+        loss_type=loss_type,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        beta=beta,
+        max_len=9,
+        num_items=step_tokens,
+        accumulation=2,
+        processes=2,
+    )
+    (trl_grad,) = torch.autograd.grad(trl_loss, logp)
+    loss, stats = policy_loss(
+        logp,
+        old,
+        ref,
+        adv,
+        mask,
+        loss_type=loss_type,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        beta=beta,
+        max_completion_length=9,
+        num_items_in_batch=step_tokens / 2,
+        gradient_accumulation_steps=2,
+    )
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-6)
+    assert torch.allclose(grad, trl_grad, atol=1e-7)
+    for key in (
+        "clip_ratio/low_mean",
+        "clip_ratio/high_mean",
+        "clip_ratio/region_mean",
+        "clip_ratio/low_min",
+        "clip_ratio/high_max",
+    ):
+        assert stats[key].item() == pytest.approx(trl_stats[key], abs=1e-6), key
+    assert stats["clip_ratio/region_mean"].item() > 0  # the check covers clipped tokens
+    if beta:
+        assert stats["kl"].item() == pytest.approx(trl_stats["kl"], abs=1e-6)
+
+
+def test_advantages_match_trl_formula():
+    from trl.trainer.utils import nanstd
+
+    torch.manual_seed(2)
+    rewards = torch.randint(0, 3, (12,)).float()
+    rewards[4:8] = 1.0  # one group with zero std
+    grouped = rewards.view(-1, 4)
+    # TRL 1.16 `_generate_and_score_completions`, sum_then_normalize branch:
+    mean = grouped.mean(dim=1).repeat_interleave(4)
+    std_group = nanstd(grouped, dim=1).repeat_interleave(4)
+    assert torch.allclose(
+        group_advantages(rewards, 4, "group").advantages, (rewards - mean) / (std_group + 1e-4)
+    )
+    assert torch.allclose(
+        group_advantages(rewards, 4, "batch").advantages, (rewards - mean) / (nanstd(rewards) + 1e-4)
+    )
+    assert torch.allclose(group_advantages(rewards, 4, "none").advantages, rewards - mean)
+
+
+def test_masks_match_trl_rules():
+    torch.manual_seed(3)
+    eos_ids, pad_id = [7, 8], 8
+    ids = torch.randint(0, 10, (64, 6))
+    # TRL: ones up to the first eos (`sequence_indices <= eos_idx`) ...
+    is_eos = torch.isin(ids, torch.tensor(eos_ids))
+    eos_idx = torch.full((64,), 6, dtype=torch.long)
+    eos_idx[is_eos.any(dim=1)] = is_eos.int().argmax(dim=1)[is_eos.any(dim=1)]
+    trl_mask = (torch.arange(6).expand(64, -1) <= eos_idx.unsqueeze(1)).int()
+    assert torch.equal(completion_mask(ids, eos_ids), trl_mask.long())
+    # ... and a completion is truncated when its last unmasked token is neither eos nor pad.
+    trimmed = [row[: int(m.sum())].tolist() for row, m in zip(ids, trl_mask, strict=True)]
+    trl_truncated = [row[-1] not in [*eos_ids, pad_id] for row in trimmed]
+    assert truncated(ids, eos_ids).tolist() == trl_truncated
+
+
+def test_logprob_and_entropy_helpers_match_trl():
+    from trl.trainer.utils import entropy_from_logits as trl_entropy
+    from trl.trainer.utils import selective_log_softmax as trl_selective
+
+    torch.manual_seed(4)
+    logits = torch.randn(2, 7, 13)
+    ids = torch.randint(0, 13, (2, 7))
+    assert torch.allclose(selective_log_softmax(logits, ids), trl_selective(logits, ids), atol=1e-6)
+    assert torch.allclose(entropy_from_logits(logits), trl_entropy(logits), atol=1e-6)
+    reference = -(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1)
+    assert torch.allclose(entropy_from_logits(logits), reference, atol=1e-6)
