@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the VAU-Eval LLM judge and the offline reasoning scorer."""
