@@ -1,0 +1,47 @@
+"""Which examples a job reads: the benchmark, its split, the tasks, and where the videos are.
+
+Shared by SFT, GRPO and evaluation so that all three select data the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from vaur1.bench import load_bench
+from vaur1.bench.tasks import Example, parse_tasks, task_view
+from vaur1.errors import ConfigError
+from vaur1.video.roots import VideoRoots
+
+
+@dataclass
+class DataConfig:
+    bench: str = ""  # a CSV file, a folder with train/val/test*.csv (e.g. SynthVAU), or `vau-bench`
+    split: str = "train"  # the file stem: train, val, test, test_msad, ...
+    tasks: list[str] = field(default_factory=lambda: ["qa", "tag", "cls"])
+    video_roots: VideoRoots = field(default_factory=VideoRoots)
+    max_per_task: int | None = None  # the first N examples of each task (for quick runs)
+    strict: bool = False  # stop at the first malformed CSV row instead of skipping it
+
+    def validate(self) -> None:
+        parse_tasks(self.tasks)
+        if self.max_per_task is not None and self.max_per_task < 1:
+            raise ConfigError(f"data.max_per_task must be at least 1, got {self.max_per_task}")
+
+    def roots(self) -> VideoRoots:
+        """The configured roots; for a benchmark folder with a `videos/` subfolder (SynthVAU), that
+        subfolder serves every source left unset."""
+        folder = Path(self.bench)
+        if self.video_roots.default is None and (folder / "videos").is_dir():
+            return replace(self.video_roots, default=str(folder / "videos"))
+        return self.video_roots
+
+    def load(self) -> list[Example]:
+        if not self.bench:
+            raise ConfigError("data.bench is not set: give a CSV file, a benchmark folder, or vau-bench")
+        samples = load_bench(self.bench, strict=self.strict).split(self.split)
+        examples: list[Example] = []
+        for task in parse_tasks(self.tasks):
+            view = task_view(samples, task)
+            examples.extend(view[: self.max_per_task] if self.max_per_task else view)
+        return examples
