@@ -1,0 +1,150 @@
+"""`vaur1 rewards`: score completions from a JSONL file with every reward that applies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from vaur1.errors import VaurError
+
+INPUT_HELP = (
+    'one JSON object a line: {"completion": "...", "sample": {"answer": "B" | null, '
+    '"interval": [s, e] | [0, 0] | null, "class": "Fighting" | null}} ([0, 0]: a normal video; '
+    "null: not known). Optional sample key: options (the option texts, for answers that quote one)."
+)
+SAMPLE_KEYS = ("answer", "interval", "class", "options")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rewards",
+        help="score completions with every reward that applies to their task",
+        description="Score each completion of a JSONL file with every reward that applies; `total` "
+        "is the weighted sum with the default weights (the paper's). A malformed line is reported "
+        "with its line number, the others are still scored, and the exit status is then 1.",
+    )
+    parser.add_argument("--task", required=True, choices=("qa", "tag", "cls"))
+    parser.add_argument("--input", required=True, type=Path, metavar="FILE.jsonl", help=INPUT_HELP)
+    parser.add_argument("--json", action="store_true", help="one JSON line per input line instead of a table")
+    parser.set_defaults(func=run_rewards)
+
+
+def _interval(value: object) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    numbers = isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+    if not numbers or len(value) != 2 or not all(math.isfinite(v) for v in value):
+        raise ValueError(f"interval must be [start, end] in seconds, [0, 0] or null, got {value!r}")
+    start, end = float(value[0]), float(value[1])
+    if (start, end) == (-1.0, -1.0):
+        raise ValueError(
+            "interval [-1, -1] is ambiguous: write [0, 0] for a normal video, null when not known"
+        )
+    if (start, end) != (0.0, 0.0) and not 0 <= start < end:
+        raise ValueError(
+            f"interval must have 0 <= start < end (or be [0, 0] for a normal video), got {value!r}"
+        )
+    return (start, end)
+
+
+def _example(task: str, sample: object, line: int):
+    from vaur1.bench.schema import LETTERS, normalize_class
+    from vaur1.bench.tasks import Example
+
+    if not isinstance(sample, dict):
+        raise ValueError(f'"sample" must be an object, got {sample!r}')
+    unknown = sorted(set(sample) - set(SAMPLE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown sample key {unknown[0]!r} (keys: {', '.join(SAMPLE_KEYS)})")
+    answer = sample.get("answer")
+    if answer is not None and answer not in LETTERS:
+        raise ValueError(f"answer must be one of {', '.join(LETTERS)} or null, got {answer!r}")
+    raw_class = sample.get("class")
+    anomaly_class = None
+    if raw_class is not None:
+        anomaly_class = normalize_class(raw_class) if isinstance(raw_class, str) else None
+        if anomaly_class is None:
+            raise ValueError(f"unknown class {raw_class!r}")
+    options = sample.get("options")
+    if options is not None and (
+        not isinstance(options, list)
+        or not all(isinstance(o, str) for o in options)
+        or len(options) > len(LETTERS)
+    ):
+        raise ValueError(f"options must be a list of at most {len(LETTERS)} strings, got {options!r}")
+    return Example(
+        task=task,  # type: ignore[arg-type]
+        id=f"line {line}",
+        answer=answer,
+        interval=_interval(sample.get("interval")),
+        anomaly_class=anomaly_class,
+        options=tuple(options) if options is not None else None,
+    )
+
+
+def _score_line(task: str, text: str, line: int) -> dict:
+    from vaur1.rewards import RewardConfig, applicable_rewards, score
+
+    record = json.loads(text)
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    if not isinstance(record.get("completion"), str):
+        raise ValueError('"completion" must be a string')
+    if "sample" not in record:
+        raise ValueError('missing "sample"')
+    example = _example(task, record["sample"], line)
+    completion = record["completion"]
+    total, _ = score(completion, example, RewardConfig())
+    return {"line": line, "rewards": applicable_rewards(completion, example), "total": total}
+
+
+def run_rewards(args: argparse.Namespace) -> int:
+    try:
+        lines = args.input.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise VaurError(f"{args.input}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise VaurError(f"{args.input}: not UTF-8 text: {err}") from None
+    results, errors = [], []
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            results.append(_score_line(args.task, text, number))
+        except ValueError as err:  # json.JSONDecodeError is a ValueError too
+            errors.append({"line": number, "error": str(err)})
+            results.append(errors[-1])
+    err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    for error in errors:
+        err_console.print(f"[red]{args.input}:{error['line']}:[/] {error['error']}")
+    if args.json:
+        for result in results:
+            print(json.dumps(result))
+    else:
+        _print_table(args.task, args.input, results)
+    return 1 if errors else 0
+
+
+def _print_table(task: str, path: Path, results: list[dict]) -> None:
+    from vaur1.rewards import REWARD_TASKS
+
+    names = [name for name, tasks in REWARD_TASKS.items() if task in tasks]
+    table = Table(title=f"{task} rewards: {path}")
+    table.add_column("line", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    for result in results:
+        if "error" in result:
+            table.add_row(str(result["line"]), *(["[red]malformed[/]"] + [""] * len(names)))
+            continue
+        cells = [f"{result['rewards'][n]:.3f}" if n in result["rewards"] else "-" for n in names]
+        table.add_row(str(result["line"]), *cells, f"{result['total']:.3f}")
+    Console().print(table)

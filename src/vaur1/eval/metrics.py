@@ -1,0 +1,302 @@
+"""Per-task metrics from (example, raw model output or None) pairs.
+
+    result = compute_metrics("tag", examples, outputs)     # outputs: {example.key: text or None}
+
+Each sample is scored with the reward functions themselves (`vaur1.rewards`), so a metric and
+its reward cannot disagree on an output:
+
+    qa   accuracy: the option letter (the `accuracy` reward)
+    tag  over positives (end > start): mIoU and R@0.3/0.5/0.7 (the `iou` reward); a missing
+         output or an unreadable interval scores IoU 0 and is counted in `missing` / `unparsed`;
+         `predicted_normal` counts positives answered `[-1, -1]`.
+         Over normal videos: `false_alarm_rate`, the share whose output claims an anomaly (its
+         answer says Anomaly, or, without a label, it gives an interval); a missing or
+         unreadable output is no false alarm.
+    cls  binary accuracy (Normal must be predicted Normal; any other class on an anomalous video
+         is right), 20-way accuracy (the `class` reward) and macro-F1. Macro-F1 averages the
+         per-class F1 over the classes present in the ground truth of the rows scored; a wrong,
+         missing or unreadable prediction is a miss for the true class and, when it names a
+         class, a false positive for that class.
+
+Every metric is in percent with two decimals, overall and per source (`by_source`), with a
+seeded percentile-bootstrap 95% interval (`ci`). `n` counts the rows a metric is computed over
+(for TAG, the positives).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from vaur1.bench.schema import NORMAL
+from vaur1.bench.tasks import Example
+from vaur1.errors import VaurError
+from vaur1.parse import (
+    NO_ANOMALY,
+    extract_class,
+    extract_letter,
+    format_interval,
+    parse_completion,
+    parse_interval,
+    tag_prediction,
+)
+from vaur1.rewards import accuracy_reward, class_reward, iou_reward
+
+METRIC_TASKS: tuple[str, ...] = ("qa", "tag", "cls")
+RECALL_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
+RESAMPLES = 1000
+SEED = 0
+
+Status = Literal["ok", "missing", "unparsed"]
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    """One example's score; the fields that do not apply to its task are None."""
+
+    key: str
+    source: str
+    status: Status  # ok, missing (no output), unparsed (nothing readable in the output)
+    target: str  # the ground truth as text: a letter, an interval, Normal, a class
+    prediction: str | None  # what the parser read, written the same way
+    correct: float | None = None  # qa: the letter; cls: the class
+    binary_correct: float | None = None  # cls: normal vs anomalous
+    iou: float | None = None  # tag positives
+    false_alarm: float | None = None  # tag normal videos
+
+
+def _status(output: str | None, prediction: str | None) -> Status:
+    if output is None:
+        return "missing"
+    return "ok" if prediction is not None else "unparsed"
+
+
+def binary_correct(target: str, prediction: str | None) -> bool:
+    """Normal vs anomalous: Normal must be predicted Normal; any other class is right on an anomaly."""
+    if target == NORMAL:
+        return prediction == NORMAL
+    return prediction is not None and prediction != NORMAL
+
+
+def score_sample(example: Example, output: str | None) -> SampleScore:
+    """Score one example's raw output; None (no output) scores like an empty one, as `missing`."""
+    text = output if output is not None else ""
+    parsed = parse_completion(text)
+    common = {"key": example.key, "source": example.source}
+    if example.task == "qa":
+        if example.answer is None:
+            raise VaurError(f"{example.key}: no answer letter, not a QA example")
+        letter = extract_letter(parsed.answer, example.options)
+        return SampleScore(
+            **common,
+            status=_status(output, letter),
+            target=example.answer,
+            prediction=letter,
+            correct=accuracy_reward(text, example),
+        )
+    if example.task == "tag":
+        if example.interval is None:
+            raise VaurError(f"{example.key}: no interval, not a TAG example (missing intervals are left out)")
+        if example.is_normal:
+            label = tag_prediction(parsed)
+            return SampleScore(
+                **common,
+                status=_status(output, label),
+                target=NORMAL,
+                prediction=label,
+                false_alarm=float(label == "Anomaly"),
+            )
+        interval = parse_interval(parsed.glue)
+        shown = None if interval is None else format_interval(interval)
+        return SampleScore(
+            **common,
+            status=_status(output, shown),
+            target=format_interval(example.interval),
+            prediction=shown,
+            iou=iou_reward(text, example),
+        )
+    if example.task == "cls":
+        if example.anomaly_class is None:
+            raise VaurError(f"{example.key}: no anomaly class, not a CLS example")
+        label = extract_class(parsed.answer)
+        return SampleScore(
+            **common,
+            status=_status(output, label),
+            target=example.anomaly_class,
+            prediction=label,
+            correct=class_reward(text, example),
+            binary_correct=float(binary_correct(example.anomaly_class, label)),
+        )
+    raise VaurError(f"{example.key}: task {example.task!r} has no metrics (tasks: {', '.join(METRIC_TASKS)})")
+
+
+# ---- aggregation ----------------------------------------------------------------------------
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(100 * float(value), 2)
+
+
+def _interval(statistics: np.ndarray) -> list[float]:
+    low, high = np.percentile(statistics, [2.5, 97.5])
+    return [round(100 * float(low), 2), round(100 * float(high), 2)]
+
+
+def _mean_with_ci(
+    values: np.ndarray, rng: np.random.Generator, resamples: int
+) -> tuple[float | None, list | None]:
+    if len(values) == 0:
+        return None, None
+    draws = rng.integers(0, len(values), size=(resamples, len(values)))
+    return _percent(values.mean()), _interval(values[draws].mean(axis=1))
+
+
+def _class_codes(
+    targets: Sequence[str], predictions: Sequence[str | None]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Targets and predictions as integer codes; a missing prediction is -1."""
+    labels = sorted(set(targets) | {p for p in predictions if p is not None})
+    code = {label: i for i, label in enumerate(labels)}
+    target_codes = np.array([code[t] for t in targets], dtype=np.int64)
+    prediction_codes = np.array([-1 if p is None else code[p] for p in predictions], dtype=np.int64)
+    return target_codes, prediction_codes, len(labels)
+
+
+def _macro_f1_codes(targets: np.ndarray, predictions: np.ndarray, num_labels: int) -> float:
+    true_pos = np.bincount(targets[targets == predictions], minlength=num_labels)
+    target_counts = np.bincount(targets, minlength=num_labels)  # TP + FN
+    predicted_counts = np.bincount(predictions[predictions >= 0], minlength=num_labels)  # TP + FP
+    present = target_counts > 0
+    if not present.any():
+        return 0.0
+    return float(np.mean(2 * true_pos[present] / (target_counts[present] + predicted_counts[present])))
+
+
+def macro_f1(targets: Sequence[str], predictions: Sequence[str | None]) -> float:
+    """Mean F1 over the classes present in `targets`, as a fraction (not a percent)."""
+    return _macro_f1_codes(*_class_codes(targets, predictions))
+
+
+def _statistic_with_ci(
+    n: int, statistic: Callable[[np.ndarray], float], rng: np.random.Generator, resamples: int
+) -> tuple[float | None, list | None]:
+    if n == 0:
+        return None, None
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)])
+    return _percent(statistic(np.arange(n))), _interval(values)
+
+
+def _counts(scores: list[SampleScore]) -> dict[str, int]:
+    statuses = Counter(s.status for s in scores)
+    return {"missing": statuses["missing"], "unparsed": statuses["unparsed"]}
+
+
+def _summary_qa(scores: list[SampleScore], rng: np.random.Generator, resamples: int) -> dict:
+    accuracy, ci = _mean_with_ci(np.array([s.correct for s in scores], dtype=float), rng, resamples)
+    return {"n": len(scores), "accuracy": accuracy, **_counts(scores), "ci": {"accuracy": ci}}
+
+
+def _summary_tag(scores: list[SampleScore], rng: np.random.Generator, resamples: int) -> dict:
+    positives = [s for s in scores if s.iou is not None]
+    normals = [s for s in scores if s.false_alarm is not None]
+    ious = np.array([s.iou for s in positives], dtype=float)
+    result: dict = {"n": len(positives)}
+    ci: dict = {}
+    result["miou"], ci["miou"] = _mean_with_ci(ious, rng, resamples)
+    for threshold in RECALL_THRESHOLDS:
+        name = f"r@{threshold}"
+        result[name], ci[name] = _mean_with_ci((ious >= threshold).astype(float), rng, resamples)
+    result.update(_counts(positives))
+    false_alarms = np.array([s.false_alarm for s in normals], dtype=float)
+    result["false_alarm_rate"], ci["false_alarm_rate"] = _mean_with_ci(false_alarms, rng, resamples)
+    result["n_normal"] = len(normals)
+    result["predicted_normal"] = sum(1 for s in positives if s.prediction == format_interval(NO_ANOMALY))
+    result["ci"] = ci
+    return result
+
+
+def _summary_cls(scores: list[SampleScore], rng: np.random.Generator, resamples: int) -> dict:
+    result: dict = {"n": len(scores)}
+    ci: dict = {}
+    binary = np.array([s.binary_correct for s in scores], dtype=float)
+    multiclass = np.array([s.correct for s in scores], dtype=float)
+    result["binary_accuracy"], ci["binary_accuracy"] = _mean_with_ci(binary, rng, resamples)
+    result["multiclass_accuracy"], ci["multiclass_accuracy"] = _mean_with_ci(multiclass, rng, resamples)
+    targets, predictions, num_labels = _class_codes(
+        [s.target for s in scores], [s.prediction for s in scores]
+    )
+    result["macro_f1"], ci["macro_f1"] = _statistic_with_ci(
+        len(scores), lambda idx: _macro_f1_codes(targets[idx], predictions[idx], num_labels), rng, resamples
+    )
+    result.update(_counts(scores))
+    result["ci"] = ci
+    return result
+
+
+_SUMMARIES = {"qa": _summary_qa, "tag": _summary_tag, "cls": _summary_cls}
+
+
+def summarize(task: str, scores: Sequence[SampleScore], resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """The task's metrics over sample scores: overall, then per source (`by_source`)."""
+    if task not in _SUMMARIES:
+        raise VaurError(f"task {task!r} has no metrics (tasks: {', '.join(METRIC_TASKS)})")
+    if resamples < 1:
+        raise VaurError(f"resamples must be at least 1, got {resamples}")
+    summary = _SUMMARIES[task]
+    result = summary(list(scores), np.random.default_rng(seed), resamples)
+    sources = sorted({s.source for s in scores})
+    result["by_source"] = {
+        source: summary([s for s in scores if s.source == source], np.random.default_rng(seed), resamples)
+        for source in sources
+    }
+    return result
+
+
+def compute_metrics(
+    task: str,
+    examples: Sequence[Example],
+    outputs: Mapping[str, str | None],
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> dict:
+    """Metrics of one task; `outputs` maps `example.key` to the raw output (absent or None: missing)."""
+    wrong = [e for e in examples if e.task != task]
+    if wrong:
+        raise VaurError(f"{wrong[0].key}: a {wrong[0].task} example among {task} examples")
+    scores = [score_sample(e, outputs.get(e.key)) for e in examples]
+    return summarize(task, scores, resamples=resamples, seed=seed)
+
+
+# ---- trivial baselines ----------------------------------------------------------------------
+
+BASELINES: dict[str, tuple[str, ...]] = {
+    "qa": ("always_a",),
+    "tag": ("always_normal",),
+    "cls": ("always_normal", "always_anomaly"),
+}
+
+
+def baseline_outputs(task: str, examples: Sequence[Example], kind: str) -> dict[str, str]:
+    """Outputs of a trivial baseline, keyed like `compute_metrics` wants them.
+
+    always_a        QA: option A every time (the released files favour A heavily)
+    always_normal   TAG: `Normal` with `[-1, -1]`; CLS: `Normal`
+    always_anomaly  CLS: the most frequent anomaly class of these examples, every time
+    """
+    if kind not in BASELINES.get(task, ()):
+        known = ", ".join(f"{t}: {', '.join(k)}" for t, k in BASELINES.items())
+        raise VaurError(f"no baseline {kind!r} for task {task!r} (baselines: {known})")
+    if kind == "always_a":
+        text = "<answer>A</answer>"
+    elif kind == "always_normal":
+        text = f"<answer>{NORMAL}</answer>" + ("<glue>[-1, -1]</glue>" if task == "tag" else "")
+    else:
+        anomalies = Counter(e.anomaly_class for e in examples if e.anomaly_class not in (None, NORMAL))
+        if not anomalies:
+            raise VaurError("always_anomaly needs at least one anomalous example to pick a class from")
+        text = f"<answer>{anomalies.most_common(1)[0][0]}</answer>"
+    return {e.key: text for e in examples}

@@ -1,0 +1,241 @@
+"""Rewards for GRPO: named functions `(completion, example) -> float in [0, 1] | None`.
+
+A reward returns None where it does not apply (another task, or the example lacks the target it
+needs) and never raises, whatever the string. All of them read the completion through
+`vaur1.parse`, the parser the metrics use too.
+
+    format         strict `<think>..</think><answer>..</answer>` (+ a valid `<glue>` for TAG)
+    format_direct  strict `<answer>..</answer>` (+ a valid `<glue>` for TAG), no think block
+    accuracy       QA: the option letter; TAG: the Anomaly/Normal label the answer states
+                   (or, when it states none, that its interval implies)
+    iou            TAG: IoU with a positive; 1 when video and prediction are both normal
+                   (`[-1, -1]`); 0 for any other mix
+    class          CLS: the 20-way class
+    iou_boundary   TAG: IoU scaled down by how far each boundary is off (Time-R1)
+    consistency    TAG: answer and interval agree (Normal with [-1, -1], Anomaly with [s, e], s < e)
+    think_length   shaping: 1 inside a band of think-block words, falling off outside it
+
+`score` sums the rewards a `RewardConfig` weights for the example's task; the defaults are the
+paper's: qa format + accuracy, tag format + accuracy + iou, cls format + class, all weight 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vaur1.bench.tasks import Example
+from vaur1.errors import ConfigError, VaurError
+from vaur1.parse import (
+    NO_ANOMALY,
+    Interval,
+    extract_class,
+    extract_letter,
+    extract_tag_label,
+    is_strict_format,
+    parse_completion,
+    parse_interval,
+    tag_prediction,
+)
+
+RewardFn = Callable[[str, Example], float | None]
+REWARDED_TASKS: tuple[str, ...] = ("qa", "tag", "cls")
+
+
+def temporal_iou(a: Interval, b: Interval) -> float:
+    """IoU of two intervals; 0 when their union is empty."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    return min(1.0, inter / union) if union > 0 else 0.0  # min: float rounding can pass 1
+
+
+def format_reward(completion: str, example: Example) -> float | None:
+    if example.task not in REWARDED_TASKS:
+        return None
+    return float(is_strict_format(completion, example.task, "think"))
+
+
+def format_direct_reward(completion: str, example: Example) -> float | None:
+    if example.task not in REWARDED_TASKS:
+        return None
+    return float(is_strict_format(completion, example.task, "direct"))
+
+
+def accuracy_reward(completion: str, example: Example) -> float | None:
+    parsed = parse_completion(completion)
+    if example.task == "qa":
+        if example.answer is None:
+            return None
+        return float(extract_letter(parsed.answer, example.options) == example.answer)
+    if example.task == "tag":
+        return float(tag_prediction(parsed) == example.tag_answer)
+    return None
+
+
+def _tag_score(
+    completion: str, example: Example, overlap: Callable[[Interval, Interval], float]
+) -> float | None:
+    if example.task != "tag" or example.interval is None:
+        return None
+    predicted = parse_interval(parse_completion(completion).glue)
+    if example.is_normal:
+        return float(predicted == NO_ANOMALY)
+    if predicted is None or predicted == NO_ANOMALY:
+        return 0.0
+    return overlap(predicted, example.interval)
+
+
+def iou_reward(completion: str, example: Example) -> float | None:
+    return _tag_score(completion, example, temporal_iou)
+
+
+def boundary_iou(predicted: Interval, target: Interval) -> float:
+    """Time-R1's IoU x (1 - |start error| / T) x (1 - |end error| / T).
+
+    Time-R1 takes T as the video's duration, which an Example does not carry; T here is the span
+    covering both intervals, which keeps each factor in [0, 1] and makes the penalty scale-free.
+    """
+    span = max(predicted[1], target[1]) - min(predicted[0], target[0])
+    if span <= 0:
+        return 0.0
+    start_factor = max(0.0, 1 - abs(predicted[0] - target[0]) / span)
+    end_factor = max(0.0, 1 - abs(predicted[1] - target[1]) / span)
+    return temporal_iou(predicted, target) * start_factor * end_factor
+
+
+def iou_boundary_reward(completion: str, example: Example) -> float | None:
+    return _tag_score(completion, example, boundary_iou)
+
+
+def class_reward(completion: str, example: Example) -> float | None:
+    if example.task != "cls" or example.anomaly_class is None:
+        return None
+    return float(extract_class(parse_completion(completion).answer) == example.anomaly_class)
+
+
+def consistency_reward(completion: str, example: Example) -> float | None:
+    if example.task != "tag":
+        return None
+    parsed = parse_completion(completion)
+    label = extract_tag_label(parsed.answer)
+    interval = parse_interval(parsed.glue)
+    if label == "Normal":
+        return float(interval == NO_ANOMALY)
+    if label == "Anomaly":
+        return float(interval is not None and interval != NO_ANOMALY and interval[1] > interval[0])
+    return 0.0
+
+
+DEFAULT_THINK_MIN_WORDS = 16
+DEFAULT_THINK_MAX_WORDS = 256
+
+
+def think_length_reward(
+    completion: str,
+    example: Example,
+    min_words: int = DEFAULT_THINK_MIN_WORDS,
+    max_words: int = DEFAULT_THINK_MAX_WORDS,
+) -> float | None:
+    """1 for a think block of min..max words, linearly less below, and 0 at twice the maximum."""
+    if example.task not in REWARDED_TASKS:
+        return None
+    think = parse_completion(completion).think
+    if think is None:
+        return 0.0
+    words = len(think.split())
+    if words < min_words:
+        return words / min_words
+    if words > max_words:
+        return max(0.0, 1 - (words - max_words) / max_words)
+    return 1.0
+
+
+REWARDS: dict[str, RewardFn] = {
+    "format": format_reward,
+    "format_direct": format_direct_reward,
+    "accuracy": accuracy_reward,
+    "iou": iou_reward,
+    "class": class_reward,
+    "iou_boundary": iou_boundary_reward,
+    "consistency": consistency_reward,
+    "think_length": think_length_reward,
+}
+
+# The tasks each reward can apply to (it may still return None for an example missing its target).
+REWARD_TASKS: dict[str, tuple[str, ...]] = {
+    "format": REWARDED_TASKS,
+    "format_direct": REWARDED_TASKS,
+    "accuracy": ("qa", "tag"),
+    "iou": ("tag",),
+    "class": ("cls",),
+    "iou_boundary": ("tag",),
+    "consistency": ("tag",),
+    "think_length": REWARDED_TASKS,
+}
+
+
+@dataclass
+class RewardConfig:
+    """Per-task reward weights (reward name -> weight) and the think-length band."""
+
+    qa: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "accuracy": 1.0})
+    tag: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "accuracy": 1.0, "iou": 1.0})
+    cls: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "class": 1.0})
+    think_min_words: int = DEFAULT_THINK_MIN_WORDS
+    think_max_words: int = DEFAULT_THINK_MAX_WORDS
+
+    def validate(self) -> None:
+        for task in REWARDED_TASKS:
+            weights = getattr(self, task)
+            if not weights:
+                raise ConfigError(f"rewards.{task}: no rewards; give at least one (e.g. format: 1.0)")
+            for name, weight in weights.items():
+                if name not in REWARDS:
+                    raise ConfigError(
+                        f"rewards.{task}.{name}: unknown reward (rewards: {', '.join(REWARDS)})"
+                    )
+                if task not in REWARD_TASKS[name]:
+                    raise ConfigError(f"rewards.{task}.{name}: this reward does not apply to {task}")
+                if not math.isfinite(weight):
+                    raise ConfigError(f"rewards.{task}.{name}: weight must be a finite number, got {weight}")
+        if not 0 < self.think_min_words <= self.think_max_words:
+            raise ConfigError(
+                "rewards: need 0 < think_min_words <= think_max_words, "
+                f"got {self.think_min_words} and {self.think_max_words}"
+            )
+
+    def weights(self, task: str) -> dict[str, float]:
+        if task not in REWARDED_TASKS:
+            raise VaurError(f"task {task!r} has no rewards (rewarded tasks: {', '.join(REWARDED_TASKS)})")
+        return dict(getattr(self, task))
+
+
+def reward_functions(config: RewardConfig | None = None) -> dict[str, RewardFn]:
+    """The registry with the think-length band taken from config."""
+    config = config or RewardConfig()
+    think_length = functools.partial(
+        think_length_reward, min_words=config.think_min_words, max_words=config.think_max_words
+    )
+    return {**REWARDS, "think_length": think_length}
+
+
+def applicable_rewards(
+    completion: str, example: Example, config: RewardConfig | None = None
+) -> dict[str, float]:
+    """Every reward that applies to the example, by name."""
+    values = {name: fn(completion, example) for name, fn in reward_functions(config).items()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def score(
+    completion: str, example: Example, config: RewardConfig | None = None
+) -> tuple[float, dict[str, float | None]]:
+    """(weighted total, each weighted reward by name) for one completion."""
+    config = config or RewardConfig()
+    weights = config.weights(example.task)
+    functions = reward_functions(config)
+    parts = {name: functions[name](completion, example) for name in weights}
+    total = sum(weights[name] * value for name, value in parts.items() if value is not None)
+    return total, parts
