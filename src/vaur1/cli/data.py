@@ -19,6 +19,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--strict", action="store_true", help="stop at the first malformed row")
     stats.set_defaults(func=run_stats)
 
+    synth = data.add_parser("synth", help="generate SynthVAU, a synthetic benchmark in the VAU-Bench format")
+    synth.add_argument("--out", required=True, help="folder for videos/, the CSVs and synthvau.json")
+    synth.add_argument("--n", type=int, default=300, help="number of clips")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--split-ratio", default="0.8", help="0.8 (train/test) or 0.7,0.1,0.2 (train/val/test)")
+    synth.add_argument("--size", type=_size, default=(160, 120), metavar="WxH", help="frame size (default 160x120)")
+    synth.add_argument(
+        "--duration", type=_seconds_range, default=(8.0, 16.0), metavar="A..B", help="clip length in s (8..16)"
+    )
+    synth.add_argument("--fps", type=int, default=8, help="frame rate of the clips")
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    synth.set_defaults(func=run_synth)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 160x120") from None
+    return width, height
+
+
+def _seconds_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(".."))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not A..B, e.g. 8..16") from None
+    return low, high
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from vaur1.bench.synth import generate_synthvau
+
+    started = time.perf_counter()
+    out = generate_synthvau(
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        split_ratio=args.split_ratio,
+        size=args.size,
+        duration=args.duration,
+        fps=args.fps,
+        workers=args.workers,
+    )
+    manifest = json.loads((out / "synthvau.json").read_text(encoding="utf-8"))
+    console = Console()
+    for split, counts in manifest["counts"].items():
+        listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+        console.print(f"{split}.csv: {sum(counts.values())} clips ({listed})", highlight=False)
+    seconds = time.perf_counter() - started
+    console.print(f"SynthVAU: {args.n} clips in {out} ({seconds:.1f} s)", highlight=False, markup=False)
+    return 0
+
 
 def run_stats(args: argparse.Namespace) -> int:
     from vaur1.bench import load_bench
