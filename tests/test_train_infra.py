@@ -459,6 +459,8 @@ while state.step < total:
         os.kill(os.getpid(), signal.SIGKILL)
 if accelerator.is_main_process:
     torch.save(accelerator.unwrap_model(model).state_dict(), run_dir / "final.pt")
+accelerator.wait_for_everyone()
+accelerator.end_training()  # destroys the gloo group; exiting without it can abort a rank at teardown
 """
 
 
