@@ -1,6 +1,8 @@
-"""`vaur1 eval ...`: score model outputs against a benchmark.
+"""`vaur1 eval ...`: run a model on a benchmark, and score model outputs against it.
 
-vaur1 eval metrics --task tag --bench test_msad.csv --predictions preds.jsonl [--json]
+vaur1 eval run --model PATH --bench synth --videos runs/synth --split test --mode both --out RUN_DIR
+vaur1 eval judge RUN_DIR --judge-url https://api.deepseek.com/v1   # score a finished run again
+vaur1 eval metrics --task tag --bench test_msad.csv --predictions preds.jsonl [--mode think] [--json]
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     metrics.add_argument("--json", action="store_true", help="print JSON instead of tables")
     metrics.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     metrics.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    metrics.add_argument(
+        "--mode",
+        choices=("think", "direct"),
+        help='only lines of this prompt mode (lines that carry a "mode", as vaur1 eval run writes them)',
+    )
     metrics.set_defaults(func=run_metrics)
+
+    register_run(commands)
 
 
 @dataclass
@@ -86,8 +95,26 @@ def _parse_prediction(text: str) -> tuple[str, str | None]:
     return video, output
 
 
-def read_predictions(path: Path, known_videos: set[str]) -> PredictionFile:
-    """Read a predictions JSONL file; the first line of a video counts, later ones are duplicates."""
+def _other_item(text: str, task: str | None, mode: str | None) -> bool:
+    """Whether a line names another task or mode than asked for (a `vaur1 eval run` file holds all)."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return False
+    if not isinstance(record, dict):
+        return False
+    return (task is not None and record.get("task", task) != task) or (
+        mode is not None and record.get("mode", mode) != mode
+    )
+
+
+def read_predictions(
+    path: Path, known_videos: set[str], task: str | None = None, mode: str | None = None
+) -> PredictionFile:
+    """Read a predictions JSONL file; the first line of a video counts, later ones are duplicates.
+
+    Lines whose "task" or "mode" field names another task or mode than `task` / `mode` are left out.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as err:
@@ -96,7 +123,7 @@ def read_predictions(path: Path, known_videos: set[str]) -> PredictionFile:
         raise VaurError(f"{path}: not UTF-8 text: {err}") from None
     result = PredictionFile()
     for number, text in enumerate(lines, start=1):
-        if not text.strip():
+        if not text.strip() or _other_item(text, task, mode):
             continue
         result.lines += 1
         try:
@@ -126,7 +153,7 @@ def run_metrics(args: argparse.Namespace) -> int:
                 f"{args.bench}: video {sample.id!r} is in both {names[sample.id]} and {sample.split}"
             )
         names[sample.id] = sample.split
-    predictions = read_predictions(args.predictions, set(names))
+    predictions = read_predictions(args.predictions, set(names), args.task, args.mode)
     examples = task_view(bench.samples, args.task)
     outputs = {e.key: predictions.outputs[e.id] for e in examples if e.id in predictions.outputs}
     result = compute_metrics(args.task, examples, outputs, resamples=args.resamples, seed=args.seed)
@@ -179,3 +206,173 @@ def _print_tables(task: str, result: dict) -> None:
             console.print(
                 f"[yellow]{problem['count']} {kind.replace('_', ' ')}[/] at lines {', '.join(map(str, listed))}{more}"
             )
+
+
+# ---- vaur1 eval run / judge -----------------------------------------------------------------
+
+BENCH_HELP = (
+    "vau-bench (the Hub annotations), a CSV file, a folder of VAU-Bench CSVs, or `synth`: the SynthVAU "
+    "folder given by --videos (its CSVs and its videos/ subfolder)"
+)
+
+
+def _add_judge_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "VAU-Eval judge (any OpenAI-compatible endpoint; the key is never logged)"
+    )
+    group.add_argument("--judge-url", help="base URL, e.g. https://api.deepseek.com/v1")
+    group.add_argument("--judge-model", help="judge model name (default deepseek-chat)")
+    group.add_argument("--judge-key-env", help="NAME of the environment variable holding the API key")
+    group.add_argument(
+        "--no-offline-scorer", action="store_true", help="skip the MiniLM + ROUGE-L reasoning scorer"
+    )
+
+
+def register_run(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run a model on a benchmark: predictions.jsonl, metrics.json and a report",
+        description="Batched inference of every task and mode, appended to RUN_DIR/predictions.jsonl as it "
+        "is produced; a rerun continues where a killed run stopped. Then RUN_DIR/metrics.json (overall and "
+        "per source, with 95% intervals) and RUN_DIR/report.{md,html}. Flags set config keys; --config FILE "
+        "and dotted key=value overrides (applied last) set any other.",
+    )
+    run.add_argument("--config", help="an EvalConfig YAML file")
+    run.add_argument("--model", help="checkpoint directory or Hub id (model.name_or_path)")
+    run.add_argument("--bench", help=BENCH_HELP)
+    run.add_argument(
+        "--split", help="split(s), comma-separated, e.g. test or test_msad,test_ucf_crime,test_ecva"
+    )
+    run.add_argument("--tasks", help="comma-separated: qa,tag,cls,reasoning (default all four)")
+    run.add_argument("--mode", choices=("think", "direct", "both"), help="prompt mode (default both)")
+    run.add_argument("--videos", metavar="ROOT", help="the folder holding the videos (video_roots.default)")
+    run.add_argument("--out", metavar="RUN_DIR", help="the run directory")
+    run.add_argument("--batch-size", type=int, help="prompts per generate call (default 8)")
+    run.add_argument("--max-new-tokens", type=int, help="default 1024")
+    run.add_argument("--max-per-task", type=int, help="only the first N examples of each task and split")
+    run.add_argument("--backend", choices=("hf", "vllm"), help="hf (default) or vllm (GPU with vLLM only)")
+    run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    run.add_argument("--workers", type=int, help="video decoding worker processes (default 2)")
+    run.add_argument("--cache-dir", help="frame cache folder (default $XDG_CACHE_HOME/vaur1/frames)")
+    _add_judge_options(run)
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. video.fps=2")
+    run.set_defaults(func=run_eval_command)
+
+    judge = commands.add_parser(
+        "judge",
+        help="score a finished (or stopped) run again, e.g. with the VAU-Eval judge, without the model",
+        description="Recompute RUN_DIR/metrics.json and the report from predictions.jsonl and the run's "
+        "config.yaml; with --judge-url, the reasoning answers are judged (cached verdicts cost nothing).",
+    )
+    judge.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_judge_options(judge)
+    judge.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides of the run's config"
+    )
+    judge.set_defaults(func=run_judge_command)
+
+
+def _judge_flags(args: argparse.Namespace) -> dict:
+    flags: dict = {}
+    for option, key in (
+        ("judge_url", "base_url"),
+        ("judge_model", "model"),
+        ("judge_key_env", "api_key_env"),
+    ):
+        if getattr(args, option) is not None:
+            flags[f"judge.{key}"] = getattr(args, option)
+    if args.no_offline_scorer:
+        flags["offline_scorer"] = False
+    return flags
+
+
+def eval_flags(args: argparse.Namespace) -> dict:
+    """`vaur1 eval run` options as dotted config keys (options not given are left out)."""
+    from vaur1.bench.tasks import parse_tasks
+    from vaur1.eval.config import parse_modes
+
+    flags: dict = {}
+    if args.bench == "synth":
+        if not args.videos:
+            raise VaurError("--bench synth needs --videos: the SynthVAU folder (with its CSVs and videos/)")
+        flags["data.bench"] = args.videos
+    else:
+        if args.bench is not None:
+            flags["data.bench"] = args.bench
+        if args.videos is not None:
+            flags["data.video_roots.default"] = args.videos
+    simple = {
+        "model": "model.name_or_path",
+        "split": "data.split",
+        "out": "out",
+        "batch_size": "batch_size",
+        "max_new_tokens": "sampling.max_new_tokens",
+        "max_per_task": "data.max_per_task",
+        "backend": "backend",
+        "device": "model.device",
+        "workers": "loader.num_workers",
+        "cache_dir": "cache.dir",
+    }
+    for option, key in simple.items():
+        if getattr(args, option) is not None:
+            flags[key] = getattr(args, option)
+    if args.tasks is not None:
+        flags["data.tasks"] = list(parse_tasks(args.tasks))
+    if args.mode is not None:
+        flags["modes"] = parse_modes(args.mode)
+    return {**flags, **_judge_flags(args)}
+
+
+def _print_summary(metrics: dict, run_dir: Path) -> None:
+    console = Console(highlight=False, soft_wrap=True)
+    table = Table(title=f"{run_dir}")
+    for column in ("task", "mode", "n", "headline", "95% interval"):
+        table.add_column(column, justify="left" if column in ("task", "mode", "headline") else "right")
+    headline = {"qa": "accuracy", "tag": "miou", "cls": "multiclass_accuracy"}
+    for task, modes in metrics["tasks"].items():
+        for mode, block in modes.items():
+            if task in headline:
+                name = headline[task]
+                value, interval = block[name], block["ci"][name]
+                shown = f"{name} {'-' if value is None else f'{value:.2f}'}"
+                span = f"{interval[0]:.2f} - {interval[1]:.2f}" if interval else ""
+            else:
+                judged, offline = block.get("judge"), block.get("offline")
+                if judged and judged["mean_total"] is not None:
+                    shown, span = f"judge total {judged['mean_total']:.2f}", ""
+                elif offline and offline["description_similarity"] is not None:
+                    shown, span = f"{offline['scorer']} desc. cos {offline['description_similarity']:.3f}", ""
+                else:
+                    shown, span = "not scored", ""
+            table.add_row(task, mode, str(block["n"]), shown, span)
+    console.print(table)
+    errors = metrics["video_errors"]
+    if errors["videos"]:
+        console.print(
+            f"[yellow]{errors['videos']} unreadable videos[/] ({errors['items']} items scored as missing); "
+            f"listed in {run_dir / 'metrics.json'}"
+        )
+    console.print(f"metrics: {run_dir / 'metrics.json'}  report: {run_dir / 'report.html'}")
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from vaur1.eval.config import load_eval_config
+    from vaur1.eval.run import run_eval
+
+    hf_logging.disable_progress_bar()  # our own bar shows the progress
+    cfg = load_eval_config(args.config, args.overrides, eval_flags(args))
+    metrics = run_eval(cfg)
+    _print_summary(metrics, Path(cfg.out))
+    return 0
+
+
+def run_judge_command(args: argparse.Namespace) -> int:
+    from vaur1.eval.run import rescore
+
+    flags = _judge_flags(args)
+    overrides = [f"{key}={json.dumps(value)}" for key, value in flags.items()]
+    metrics = rescore(args.run_dir, [*overrides, *args.overrides])
+    _print_summary(metrics, args.run_dir)
+    return 0

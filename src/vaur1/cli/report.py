@@ -1,0 +1,34 @@
+"""`vaur1 report RUN_DIR... [--out FILE]`: Markdown, HTML and JSON reports of runs side by side."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="Markdown + self-contained HTML report of one or more runs, side by side",
+        description="Tables in the paper's layout (QA, TAG, CLS, VAU-Eval or the offline scorer), per source, "
+        "with 95% intervals, one column per run; plots of IoU, intervals, class confusion and, for runs "
+        "with a training log, reward curves. Writes FILE.md (+ FILE_files/), FILE.html and FILE.json.",
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument(
+        "--out", type=Path, help="FILE without extension (default: RUN_DIR/report for one run, ./report)"
+    )
+    parser.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from vaur1.eval.report import write_report
+
+    out = args.out or (args.run_dirs[0] / "report" if len(args.run_dirs) == 1 else Path("report"))
+    written = write_report(args.run_dirs, out)
+    console = Console(highlight=False, soft_wrap=True)
+    for kind, path in written.items():
+        console.print(f"{kind}: {path}")
+    return 0

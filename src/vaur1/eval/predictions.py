@@ -1,0 +1,153 @@
+"""`predictions.jsonl`: one line per (example, mode), appended as batches finish, exactly once.
+
+Every line is a JSON object in the format `vaur1 eval metrics` reads, plus what the run knows:
+
+    {"key": "test/synth_0003.mp4/tag/think", "video": "synth_0003.mp4", "output": "<think>...",
+     "task": "tag", "mode": "think", "split": "test", "source": "synth", "status": "ok",
+     "seconds": 0.21, "decode_seconds": 0.01, "completion_tokens": 57, "truncated": false, "batch_size": 8}
+
+A video that cannot be read gets `"status": "video_error"`, `"output": null` and the reason in
+`"error"`; its items count as missing in every metric, never vanish from a denominator.
+
+Exactly once: a line is written whole with one `write`, then flushed and fsynced, so a run killed
+at any moment leaves complete lines plus at most one cut-off last line. Opening the store drops
+that cut-off line, and the items of video errors (so a repaired video is tried again), and then
+skips every key already present. An exclusive lock on the run directory keeps a second run from
+writing into the same file at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vaur1.bench.tasks import Example
+from vaur1.errors import VaurError
+
+PREDICTIONS_FILE = "predictions.jsonl"
+LOCK_FILE = ".predictions.lock"
+VIDEO_ERROR = "video_error"
+
+
+def item_key(example: Example, mode: str) -> str:
+    """What a prediction is keyed by: the example's key (split/id/task) and the prompt mode."""
+    return f"{example.key}/{mode}"
+
+
+def _records(data: bytes, path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The complete records in `data`, and the byte length they span (a cut-off last line excluded)."""
+    complete = data.rfind(b"\n") + 1  # a kill mid-write leaves bytes after the last newline
+    records: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(data[:complete].split(b"\n")[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise VaurError(
+                f"{path}:{number}: not a JSON line ({err}); the file was edited or corrupted"
+            ) from None
+        key = record.get("key") if isinstance(record, dict) else None
+        if not isinstance(key, str):
+            raise VaurError(f'{path}:{number}: a prediction without a "key"; not written by vaur1 eval run')
+        if key in seen:
+            raise VaurError(f"{path}:{number}: {key} was already predicted at line {seen[key]}")
+        seen[key] = number
+        records.append(record)
+    return records, complete
+
+
+def read_predictions(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The run's predictions by key, read-only; a cut-off last line is ignored."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        return {}
+    records, _ = _records(path.read_bytes(), path)
+    return {record["key"]: record for record in records}
+
+
+class PredictionStore:
+    """The run's `predictions.jsonl`, opened for appending under an exclusive lock.
+
+    with PredictionStore(run_dir) as store:
+        todo = [item for item in items if item.key not in store.done]
+        store.append([...])
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / PREDICTIONS_FILE
+        self.done: dict[str, dict[str, Any]] = {}
+        self.dropped_partial = False  # a cut-off line from a killed run was removed
+        self.retried_video_errors = 0
+        self._lock_handle = None
+        self._handle = None
+
+    def __enter__(self) -> PredictionStore:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_handle = (self.run_dir / LOCK_FILE).open("w")
+        try:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_handle.close()
+            raise VaurError(
+                f"{self.run_dir}: another vaur1 eval run is writing to this run directory"
+            ) from None
+        try:
+            self._repair()
+            self._handle = self.path.open("ab")
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def _repair(self) -> None:
+        """Load the finished records; rewrite the file without a cut-off line and video errors."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        records, complete = _records(data, self.path)
+        self.dropped_partial = complete < len(data)
+        kept = [r for r in records if r.get("status") != VIDEO_ERROR]
+        self.retried_video_errors = len(records) - len(kept)
+        if self.dropped_partial or self.retried_video_errors:
+            temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with temp.open("wb") as out:
+                out.write(b"".join(_encode(r) for r in kept))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+        self.done = {r["key"]: r for r in kept}
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Write each record as one line, durably, before returning."""
+        if self._handle is None:
+            raise VaurError("the prediction store is not open")
+        for record in records:
+            if record["key"] in self.done:
+                raise VaurError(f"{record['key']}: predicted twice in one run")
+        self._handle.write(b"".join(_encode(r) for r in records))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        for record in records:
+            self.done[record["key"]] = record
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")

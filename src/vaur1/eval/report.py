@@ -1,0 +1,512 @@
+"""Reports of one or more run directories: Markdown, a self-contained HTML page and report.json.
+
+    paths = write_report(["runs/base/eval", "runs/grpo/eval"], "runs/report")
+    # runs/report.md (+ runs/report_files/*.png), runs/report.html, runs/report.json
+
+Tables follow the paper's layout (QA accuracy without and with think; TAG mIoU and R@0.3/0.5/0.7;
+CLS binary and 20-way accuracy and macro-F1; the judge's CLS, KM, FLU, INF, FAC and total, or the
+offline scorer under its own name), overall and per source, each value with its 95% interval;
+runs are columns, side by side. Plots: the IoU histogram, predicted against true intervals for a
+few videos, the class confusion matrix, and reward curves where a run has a training log
+(`metrics.jsonl` in the run directory, or in the training run its model came from).
+
+`stage_metrics(run_dir, mode)` returns a run's `qa`, `tag` and `cls` blocks with the keys of
+`vaur1 eval metrics --json`, for callers that compare stages of a pipeline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaur1.errors import VaurError
+from vaur1.eval.judge import DIMENSION_LABELS
+from vaur1.eval.metrics import METRIC_TASKS
+from vaur1.eval.offline_scorer import METRICS as OFFLINE_METRICS
+from vaur1.eval.offline_scorer import OFFLINE_SCORER_NAME
+from vaur1.eval.run import METRICS_FILE, SAMPLE_SCORES_FILE
+from vaur1.parse import NO_ANOMALY, parse_interval
+
+TRAINING_LOG = "metrics.jsonl"
+MODES = ("direct", "think")
+MODE_LABELS = {"direct": "w/o think", "think": "w/ think"}
+METRIC_ROWS: dict[str, tuple[tuple[str, str], ...]] = {
+    "qa": (("accuracy", "Acc"),),
+    "tag": (
+        ("miou", "mIoU"),
+        ("r@0.3", "R@0.3"),
+        ("r@0.5", "R@0.5"),
+        ("r@0.7", "R@0.7"),
+        ("false_alarm_rate", "False alarm"),
+    ),
+    "cls": (("binary_accuracy", "Bin. Acc"), ("multiclass_accuracy", "Multi Acc"), ("macro_f1", "Macro-F1")),
+}
+TASK_TITLES = {
+    "qa": "Multiple-choice QA: accuracy (%)",
+    "tag": "Temporal anomaly grounding (%), TAG positives; false alarms over normal videos",
+    "cls": "Anomaly classification (%): binary, 20-way, macro-F1",
+}
+OFFLINE_LABELS = {
+    "description_similarity": "Desc. MiniLM cos",
+    "reasoning_similarity": "Analysis MiniLM cos",
+    "description_rouge_l": "Desc. ROUGE-L",
+    "reasoning_rouge_l": "Analysis ROUGE-L",
+}
+TIMELINE_VIDEOS = 10
+
+
+@dataclass
+class Run:
+    """What a report reads from one run directory."""
+
+    name: str
+    path: Path
+    metrics: dict[str, Any] | None = None  # metrics.json of an eval run
+    sample_scores: list[dict[str, Any]] = field(default_factory=list)
+    training_log: Path | None = None
+    training_records: list[dict[str, Any]] = field(default_factory=list)
+
+    def block(self, task: str, mode: str, source: str = "all") -> dict[str, Any] | None:
+        block = ((self.metrics or {}).get("tasks", {}).get(task) or {}).get(mode)
+        if block is None or source == "all":
+            return block
+        return block.get("by_source", {}).get(source)
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file; lines that are not JSON objects (a line cut by a crash) are skipped."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def training_log_of(run_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
+    """The training log next to the run, or of the training run its model checkpoint lies in."""
+    candidates = [run_dir / TRAINING_LOG]
+    model = (metrics or {}).get("run", {}).get("model")
+    if model:
+        checkpoint = Path(model)
+        # <run>/final and <run>/checkpoint-N/hf are the trainers' checkpoint layouts
+        candidates += [checkpoint.parent / TRAINING_LOG, checkpoint.parent.parent / TRAINING_LOG]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def load_run(run_dir: str | Path, name: str | None = None) -> Run:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise VaurError(f"{path}: no such run directory")
+    metrics = None
+    if (path / METRICS_FILE).is_file():
+        try:
+            metrics = json.loads((path / METRICS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise VaurError(f"{path / METRICS_FILE}: cannot read: {err}") from None
+    log = training_log_of(path, metrics)
+    if metrics is None and log is None:
+        raise VaurError(f"{path}: neither {METRICS_FILE} (an eval run) nor {TRAINING_LOG} (a training log)")
+    scores_path = path / SAMPLE_SCORES_FILE
+    return Run(
+        name=name or path.name,
+        path=path,
+        metrics=metrics,
+        sample_scores=_read_jsonl(scores_path) if scores_path.is_file() else [],
+        training_log=log,
+        training_records=_read_jsonl(log) if log is not None else [],
+    )
+
+
+def run_names(paths: list[Path]) -> list[str]:
+    """Column names: the folder names, with parents added until they are unique."""
+    depth = 1
+    while True:
+        names = ["/".join(p.resolve().parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names) or depth >= max(len(p.resolve().parts) for p in paths):
+            return names
+        depth += 1
+
+
+def stage_metrics(run_dir: str | Path, mode: str = "think") -> dict[str, dict[str, Any]]:
+    """The run's `qa`, `tag` and `cls` blocks for one mode (those the run evaluated), with the keys
+    of `vaur1 eval metrics --json`."""
+    run = load_run(run_dir)
+    if run.metrics is None:
+        raise VaurError(f"{run_dir}: no {METRICS_FILE}; run vaur1 eval run first")
+    if mode not in run.metrics["run"]["modes"]:
+        raise VaurError(f"{run_dir}: evaluated in {', '.join(run.metrics['run']['modes'])} mode, not {mode}")
+    return {task: run.block(task, mode) for task in METRIC_TASKS if run.block(task, mode) is not None}
+
+
+# ---- tables ---------------------------------------------------------------------------------
+
+
+def _value(value: float | None, interval: list[float] | None = None, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:.{digits}f}"
+    return f"{text} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else text
+
+
+def _sources(runs: list[Run]) -> list[str]:
+    found = set()
+    for run in runs:
+        for modes in (run.metrics or {}).get("tasks", {}).values():
+            for block in modes.values():
+                found.update(block.get("by_source", {}))
+    return ["all", *sorted(found)]
+
+
+def _modes(runs: list[Run], task: str) -> list[str]:
+    return [m for m in MODES if any(run.block(task, m) is not None for run in runs)]
+
+
+def _count_cell(block: dict[str, Any] | None, task: str) -> str:
+    if block is None:
+        return "–"
+    parts = [f"{block['n']}"]
+    if task == "tag":
+        parts[0] += f" + {block['n_normal']} normal"
+    problems = [f"{block[k]} {k}" for k in ("missing", "unparsed") if block.get(k)]
+    return parts[0] + (f" ({', '.join(problems)})" if problems else "")
+
+
+def task_table(runs: list[Run], task: str) -> Table | None:
+    modes = _modes(runs, task)
+    if not modes:
+        return None
+    rows = []
+    for source in _sources(runs):
+        if not any(run.block(task, m, source) for run in runs for m in modes):
+            continue
+        for mode in modes:
+            for key, label in METRIC_ROWS[task]:
+                cells = []
+                for run in runs:
+                    block = run.block(task, mode, source)
+                    cells.append("–" if block is None else _value(block[key], block["ci"][key]))
+                rows.append([source, f"{label} ({MODE_LABELS[mode]})", *cells])
+            rows.append(
+                [
+                    source,
+                    f"n ({MODE_LABELS[mode]})",
+                    *[_count_cell(run.block(task, mode, source), task) for run in runs],
+                ]
+            )
+    note = "Each cell: value [95% bootstrap interval]. Missing outputs (unreadable videos) count as wrong."
+    return Table(TASK_TITLES[task], ["source", "metric", *[run.name for run in runs]], rows, note)
+
+
+def _reasoning_part(run: Run, mode: str, source: str, part: str) -> dict[str, Any] | None:
+    block = run.block("reasoning", mode)
+    summary = (block or {}).get(part)
+    if summary is None or source == "all":
+        return summary
+    return summary.get("by_source", {}).get(source)
+
+
+def judge_table(runs: list[Run]) -> Table | None:
+    modes = [m for m in _modes(runs, "reasoning") if any(_reasoning_part(r, m, "all", "judge") for r in runs)]
+    if not modes:
+        return None
+    judges = sorted({(run.metrics or {})["run"].get("judge") or "" for run in runs if run.metrics} - {""})
+    rows = []
+    for source in _sources(runs):
+        for mode in modes:
+            summaries = [_reasoning_part(run, mode, source, "judge") for run in runs]
+            if not any(summaries):
+                continue
+            for dimension, label in DIMENSION_LABELS.items():
+                rows.append(
+                    [source, f"{label} ({MODE_LABELS[mode]})"]
+                    + [
+                        _value(s["means"].get(dimension), s["ci"].get(dimension)) if s else "–"
+                        for s in summaries
+                    ]
+                )
+            rows.append(
+                [source, f"Total ({MODE_LABELS[mode]})"]
+                + [_value(s["mean_total"], s["ci"].get("mean_total")) if s else "–" for s in summaries]
+            )
+            rows.append(
+                [source, f"scored / unscored ({MODE_LABELS[mode]})"]
+                + [f"{s['scored']} / {s['unscored']}" if s else "–" for s in summaries]
+            )
+    title = f"VAU-Eval (judge: {', '.join(judges)}): each dimension 0-10, total 0-50"
+    note = "Means over scored samples; unscored samples are counted, never scored 0."
+    return Table(title, ["source", "metric", *[run.name for run in runs]], rows, note)
+
+
+def offline_table(runs: list[Run]) -> Table | None:
+    modes = [
+        m for m in _modes(runs, "reasoning") if any(_reasoning_part(r, m, "all", "offline") for r in runs)
+    ]
+    if not modes:
+        return None
+    rows = []
+    for source in _sources(runs):
+        for mode in modes:
+            summaries = [_reasoning_part(run, mode, source, "offline") for run in runs]
+            if not any(summaries):
+                continue
+            for metric in OFFLINE_METRICS:
+                rows.append(
+                    [source, f"{OFFLINE_LABELS[metric]} ({MODE_LABELS[mode]})"]
+                    + [_value(s[metric], s["ci"].get(metric), digits=3) if s else "–" for s in summaries]
+                )
+            rows.append(
+                [source, f"scored / missing ({MODE_LABELS[mode]})"]
+                + [f"{s['samples']} / {s['missing']}" if s else "–" for s in summaries]
+            )
+    title = (
+        f"Reasoning, offline scorer {OFFLINE_SCORER_NAME} (not VAU-Eval): similarity to the references, 0-1"
+    )
+    return Table(title, ["source", "metric", *[run.name for run in runs]], rows)
+
+
+def overview_table(runs: list[Run]) -> Table:
+    fields = (
+        "model",
+        "bench",
+        "splits",
+        "video_spec",
+        "backend",
+        "items",
+        "video errors",
+        "s / item",
+        "truncated",
+    )
+    rows = []
+    for label in fields:
+        cells = []
+        for run in runs:
+            metrics = run.metrics
+            if metrics is None:
+                cells.append("training log only")
+                continue
+            info, timing = metrics["run"], metrics["timing"]
+            values = {
+                "model": info["model"],
+                "bench": info["bench"],
+                "splits": ", ".join(info["splits"]),
+                "video_spec": info["video_spec"],
+                "backend": info["backend"],
+                "items": f"{metrics['items']['predicted']} of {metrics['items']['expected']}",
+                "video errors": f"{metrics['video_errors']['videos']} videos, {metrics['video_errors']['items']} items",
+                "s / item": _value(timing["seconds_per_item"], digits=3),
+                "truncated": str(timing["truncated"]),
+            }
+            cells.append(values[label])
+        rows.append([label, *cells])
+    return Table("Runs", ["", *[run.name for run in runs]], rows)
+
+
+def video_error_table(runs: list[Run]) -> Table | None:
+    rows = [
+        [run.name, entry["split"], entry["video"], str(entry["items"]), entry["reason"] or ""]
+        for run in runs
+        for entry in (run.metrics or {}).get("video_errors", {}).get("list", [])
+    ]
+    if not rows:
+        return None
+    return Table(
+        "Unreadable videos (their items count as missing)", ["run", "split", "video", "items", "reason"], rows
+    )
+
+
+def tables(runs: list[Run]) -> list[Table]:
+    found = [overview_table(runs)]
+    found += [task_table(runs, task) for task in METRIC_TASKS]
+    found += [judge_table(runs), offline_table(runs), video_error_table(runs)]
+    return [t for t in found if t is not None]
+
+
+# ---- plots ----------------------------------------------------------------------------------
+
+
+def _interval(text: str | None) -> tuple[float, float] | None:
+    interval = parse_interval(text)
+    return None if interval is None or interval == NO_ANOMALY else interval
+
+
+def figures(runs: list[Run]) -> list[tuple[str, str, bytes]]:
+    """(file stem, caption, PNG) for every plot the runs have data for."""
+    from vaur1.eval import plots
+
+    found: list[tuple[str, str, bytes | None]] = []
+    ious = {
+        run.name: {
+            mode: [
+                s["iou"]
+                for s in run.sample_scores
+                if s["task"] == "tag" and s["mode"] == mode and s["iou"] is not None
+            ]
+            for mode in MODES
+        }
+        for run in runs
+    }
+    found.append(("iou_histogram", "TAG IoU of anomalous videos", plots.iou_histogram(ious)))
+    for index, run in enumerate(runs):
+        stem = f"run{index + 1}"
+        positives = [s for s in run.sample_scores if s["task"] == "tag" and s["iou"] is not None]
+        keys = sorted({s["key"] for s in positives})
+        chosen = sorted(random.Random(0).sample(keys, min(TIMELINE_VIDEOS, len(keys))))
+        truth = {s["key"]: _interval(s["target"]) for s in positives}
+        predicted = {
+            mode: {s["key"]: _interval(s["prediction"]) for s in positives if s["mode"] == mode}
+            for mode in MODES
+            if any(s["mode"] == mode for s in positives)
+        }
+        labels = {s["key"]: s["video"] for s in positives}
+        timeline = plots.interval_timeline(
+            [labels[k] for k in chosen],
+            {labels[k]: truth[k] for k in chosen if truth[k] is not None},
+            {mode: {labels[k]: by_key.get(k) for k in chosen} for mode, by_key in predicted.items()},
+        )
+        found.append((f"{stem}_timeline", f"{run.name}: predicted against true intervals", timeline))
+        pairs = {
+            mode: [
+                (s["target"], s["prediction"])
+                for s in run.sample_scores
+                if s["task"] == "cls" and s["mode"] == mode
+            ]
+            for mode in MODES
+        }
+        found.append(
+            (f"{stem}_confusion", f"{run.name}: class confusion matrix", plots.confusion_matrix(pairs))
+        )
+        if run.training_records:
+            curves = plots.reward_curves(
+                run.training_records, f"{run.name}: training rewards ({run.training_log})"
+            )
+            found.append((f"{stem}_rewards", f"{run.name}: reward curves", curves))
+    return [(stem, caption, png) for stem, caption, png in found if png is not None]
+
+
+# ---- rendering ------------------------------------------------------------------------------
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report_tables: list[Table], images: list[tuple[str, str, str]]) -> str:
+    """Markdown with the tables; `images` are (caption, relative PNG path, stem)."""
+    lines = ["# vaur1 evaluation report", ""]
+    for table in report_tables:
+        lines += [f"## {table.title}", ""]
+        lines.append("| " + " | ".join(_markdown_cell(h) for h in table.header) + " |")
+        lines.append("|" + "|".join("---" for _ in table.header) + "|")
+        lines += ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in table.rows]
+        lines += ["", table.note, ""] if table.note else [""]
+    if images:
+        lines += ["## Plots", ""]
+        lines += [f"![{caption}]({path})\n" for caption, path, _ in images]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, td:nth-child(2) { text-align: left; }
+p.note { font-size: 0.8em; color: #666; } figure { margin: 1em 0; } img { max-width: 100%; }
+"""
+
+
+def render_html(report_tables: list[Table], images: list[tuple[str, bytes]]) -> str:
+    """One page with everything inside: tables, and the plots as base64 PNG data URIs."""
+    escape = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>vaur1 evaluation report</title>',
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>vaur1 evaluation report</h1>",
+    ]
+    for table in report_tables:
+        parts.append(f"<h2>{escape(table.title)}</h2><table>")
+        parts.append("<tr>" + "".join(f"<th>{escape(h)}</th>" for h in table.header) + "</tr>")
+        for row in table.rows:
+            parts.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table>")
+        if table.note:
+            parts.append(f'<p class="note">{escape(table.note)}</p>')
+    if images:
+        parts.append("<h2>Plots</h2>")
+    for caption, png in images:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def report_json(runs: list[Run]) -> dict[str, Any]:
+    return {
+        "runs": [
+            {
+                "name": run.name,
+                "path": str(run.path),
+                "metrics": run.metrics,
+                "training_log": str(run.training_log) if run.training_log else None,
+                "training_steps": len(run.training_records),
+            }
+            for run in runs
+        ]
+    }
+
+
+def _base(out: str | Path) -> Path:
+    path = Path(out)
+    return path.with_suffix("") if path.suffix in (".md", ".html", ".json") else path
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
+    """Write OUT.md (+ OUT_files/*.png), OUT.html and OUT.json; return their paths."""
+    if not run_dirs:
+        raise VaurError("give at least one run directory")
+    paths = [Path(p) for p in run_dirs]
+    runs = [load_run(path, name) for path, name in zip(paths, run_names(paths), strict=True)]
+    base = _base(out)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    report_tables = tables(runs)
+    plotted = figures(runs)
+    image_dir = base.with_name(f"{base.name}_files")
+    if plotted:
+        image_dir.mkdir(exist_ok=True)
+    markdown_images = []
+    for stem, caption, png in plotted:
+        safe = re.sub(r"[^\w.-]", "_", stem)
+        (image_dir / f"{safe}.png").write_bytes(png)
+        markdown_images.append((caption, f"{image_dir.name}/{safe}.png", stem))
+    written = {
+        "markdown": base.with_name(f"{base.name}.md"),
+        "html": base.with_name(f"{base.name}.html"),
+        "json": base.with_name(f"{base.name}.json"),
+    }
+    written["markdown"].write_text(render_markdown(report_tables, markdown_images), encoding="utf-8")
+    written["html"].write_text(
+        render_html(report_tables, [(caption, png) for _, caption, png in plotted]), encoding="utf-8"
+    )
+    written["json"].write_text(json.dumps(report_json(runs), indent=2) + "\n", encoding="utf-8")
+    return written

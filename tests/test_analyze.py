@@ -1,0 +1,93 @@
+"""`vaur1 analyze VIDEO`: a SynthVAU clip through a tiny model, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import eval_helpers
+from vaur1.analyze import DEFAULT_MODEL, read_outputs
+from vaur1.cli import main
+
+eval_synth = eval_helpers.eval_synth
+eval_model = eval_helpers.eval_model
+
+SMALL = ["--min-pixels", "3136", "--max-new-tokens", "12", "--device", "cpu"]
+
+
+def clip(synth: Path) -> Path:
+    return sorted((synth / "videos").iterdir())[0]
+
+
+def test_analyze_prints_every_field_as_json(
+    eval_synth: Path, eval_model: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(["analyze", str(clip(eval_synth)), "--model", str(eval_model), "--json", *SMALL])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"video", "anomaly", "class", "interval", "description", "reasoning", "raw"}
+    assert set(result["raw"]) == {"tag", "cls", "reasoning"}
+    assert all(isinstance(text, str) and text for text in result["raw"].values())
+    assert result["anomaly"] in (True, False, None) and result["video"] == str(clip(eval_synth))
+    # the fields are what the parser reads from the raw outputs, nothing else
+    assert {
+        k: result[k] for k in ("anomaly", "class", "interval", "description", "reasoning")
+    } == read_outputs(result["raw"])
+
+
+def test_outputs_are_read_with_the_evaluation_parser() -> None:
+    read = read_outputs(
+        {
+            "tag": "<think>a fight</think><answer>Anomaly</answer><glue>[1.0, 2.5]</glue>",
+            "cls": "<think>two men</think><answer> fighting </answer>",
+            "reasoning": "<answer>Description: Two men meet. Analysis: They fight, which is abnormal.</answer>",
+        }
+    )
+    assert read == {
+        "anomaly": True,
+        "class": "Fighting",
+        "interval": [1.0, 2.5],
+        "description": "Two men meet.",
+        "reasoning": "They fight, which is abnormal.",
+    }
+    normal = read_outputs(
+        {"tag": "<answer>Normal</answer><glue>[-1, -1]</glue>", "cls": "Normal", "reasoning": ""}
+    )
+    assert normal["anomaly"] is False and normal["interval"] is None and normal["class"] == "Normal"
+    unsure = read_outputs({"tag": "I cannot tell", "cls": "<answer>Fire</answer>", "reasoning": "x"})
+    assert unsure["anomaly"] is True and unsure["interval"] is None  # only the class answer says so
+
+
+def test_bad_video_is_a_one_line_error(
+    eval_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_text("just text")
+    assert main(["analyze", str(not_a_video), "--model", str(eval_model), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and err.startswith("error: ")
+        and f"{not_a_video}: not a readable video file" in err
+    )
+    assert main(["analyze", str(tmp_path / "missing.mp4"), "--model", str(eval_model)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing.mp4'}: no such file\n"
+
+
+def test_default_model_is_the_demo_run_or_a_clear_error(
+    eval_synth: Path,
+    eval_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", str(clip(eval_synth)), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the default {DEFAULT_MODEL} does not exist; pass --model PATH" in err
+    shutil.copytree(eval_model, tmp_path / DEFAULT_MODEL)
+    assert main(["analyze", str(clip(eval_synth)), "--json", *SMALL]) == 0
+    assert set(json.loads(capsys.readouterr().out)["raw"]) == {"tag", "cls", "reasoning"}

@@ -1,0 +1,226 @@
+"""`vaur1 report`: Markdown tables that hold the numbers, a self-contained HTML page with embedded
+plots, runs side by side, reward curves from a training log, and report.json."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from bench_csv import row, write_csv
+from vaur1.cli import main
+from vaur1.errors import VaurError
+from vaur1.eval.config import load_eval_config, load_examples
+from vaur1.eval.report import stage_metrics, write_report
+from vaur1.eval.run import score_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# (Video Name, correct letter, class, interval)
+VIDEOS = [
+    ("msad_Fighting_1.mp4", "A", "Fighting", ("1.5", "4.0")),
+    ("msad_Normal_2.mp4", "B", "Normal", ("0", "0")),
+    ("ecva_Fire_3.mp4", "C", "Fire", ("2.0", "6.0")),
+    ("ecva_Robbery_4.mp4", "D", "Robbery", ("1.0", "3.0")),
+]
+
+
+def good_output(task: str, letter: str, label: str, interval: tuple[str, str]) -> str:
+    if task == "qa":
+        return f"<answer>{letter}</answer>"
+    if task == "cls":
+        return f"<answer>{label}</answer>"
+    if label == "Normal":
+        return "<answer>Normal</answer><glue>[-1, -1]</glue>"
+    return f"<answer>Anomaly</answer><glue>[{interval[0]}, {interval[1]}]</glue>"
+
+
+def poor_output(task: str, letter: str, label: str, interval: tuple[str, str]) -> str:
+    if task == "qa":
+        return "<answer>A</answer>"
+    if task == "cls":
+        return "<answer>Normal</answer>"
+    start, end = float(interval[0]), float(interval[1])
+    return f"<answer>Anomaly</answer><glue>[{start}, {(start + end) / 2}]</glue>"  # IoU 0.5 on positives
+
+
+def make_run(bench: Path, run_dir: Path, output, broken: str | None = None, model: str = "tiny") -> Path:
+    """A scored run directory from hand-written predictions (no model needed)."""
+    cfg = load_eval_config(
+        None,
+        ["offline_scorer=false"],
+        {
+            "model.name_or_path": model,
+            "data.bench": str(bench),
+            "data.tasks": ["qa", "tag", "cls"],
+            "out": str(run_dir),
+        },
+    )
+    run_dir.mkdir(parents=True)
+    lines = []
+    for name, letter, label, interval in VIDEOS:
+        for task in ("qa", "tag", "cls"):
+            for mode in ("direct", "think"):
+                record = {"key": f"test/{name}/{task}/{mode}", "video": name, "task": task, "mode": mode}
+                record |= {"split": "test", "source": name.split("_")[0]}
+                if name == broken:
+                    record |= {
+                        "output": None,
+                        "status": "video_error",
+                        "error": f"{name}: empty file (0 bytes)",
+                    }
+                else:
+                    record |= {
+                        "output": output(task, letter, label, interval),
+                        "status": "ok",
+                        "seconds": 0.1,
+                    }
+                lines.append(json.dumps(record))
+    (run_dir / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    score_run(cfg, load_examples(cfg.data, cfg.splits), run_dir)
+    return run_dir
+
+
+def write_training_log(run_dir: Path, steps: int = 6) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = [
+        {"step": s, "time": 1.0 * s, "loss": 1 / s, "reward/mean": 0.1 * s, "reward/iou": 0.05 * s}
+        for s in range(1, steps + 1)
+    ]
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records) + '{"step": 7, "rew'
+    )
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    bench = write_csv(
+        root / "test.csv",
+        [
+            row(**{"Video Name": name, "Correct Option": letter, "Anomaly Class": label})
+            | {"Start Time": interval[0], "End Time": interval[1]}
+            for name, letter, label, interval in VIDEOS
+        ],
+    )
+    training = write_training_log(root / "grpo")
+    return {
+        "bench": bench,
+        "a": make_run(bench, root / "a", good_output, model=str(training / "final")),
+        "b": make_run(bench, root / "b", poor_output, broken="ecva_Robbery_4.mp4"),
+        "training": training,
+        "root": root,
+    }
+
+
+class PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.images: list[dict[str, str]] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        values = {k: v or "" for k, v in attrs}
+        if tag == "img":
+            self.images.append(values)
+        self.links += [values[k] for k in ("src", "href") if k in values and tag != "img"]
+
+
+def table_row(markdown: str, source: str, metric: str, section: str = "") -> list[str]:
+    """The run cells of one table row; `section` picks the table whose title starts with it."""
+    text = "\n".join(part for part in markdown.split("\n## ") if part.startswith(section))
+    (line,) = [line for line in text.splitlines() if line.startswith(f"| {source} | {metric} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")][2:]
+
+
+def test_markdown_tables_hold_the_numbers_of_two_runs_side_by_side(runs: dict[str, Path]) -> None:
+    paths = write_report([runs["a"], runs["b"]], runs["root"] / "report")
+    markdown = paths["markdown"].read_text()
+    assert "| source | metric | a | b |" in markdown
+
+    a, b = table_row(markdown, "all", "Acc (w/o think)")
+    assert a == "100.00 [100.00, 100.00]" and b.startswith("25.00 [")
+    assert table_row(markdown, "msad", "Acc (w/ think)")[1].startswith("50.00 [")
+    a, b = table_row(markdown, "all", "mIoU (w/o think)")
+    assert a.startswith("100.00") and b.startswith("33.33 [")  # b: IoU 0.5, 0.5 and a missing video: 0
+    assert table_row(markdown, "ecva", "R@0.5 (w/ think)")[1].startswith("50.00 [")
+    assert table_row(markdown, "all", "n (w/o think)", "Temporal")[1] == "3 + 1 normal (1 missing)"
+    assert table_row(markdown, "all", "Bin. Acc (w/o think)")[0].startswith("100.00")
+    assert table_row(markdown, "all", "Multi Acc (w/ think)")[1].startswith("25.00 [")
+
+    overview = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
+    assert "1 videos, 6 items" in overview["video errors"] and "0 videos, 0 items" in overview["video errors"]
+    assert "| b | test | ecva_Robbery_4.mp4 | 6 | ecva_Robbery_4.mp4: empty file (0 bytes) |" in markdown
+    for _caption, image in re.findall(r"!\[([^]]+)\]\(([^)]+)\)", markdown):
+        assert (paths["markdown"].parent / image).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_html_page_is_self_contained_and_embeds_every_plot(runs: dict[str, Path]) -> None:
+    page = write_report([runs["a"], runs["b"]], runs["root"] / "page")["html"].read_text()
+    parser = PageParser()
+    parser.feed(page)
+    parser.close()
+    assert parser.tags.count("table") == 5  # runs, QA, TAG, CLS and the unreadable videos
+    assert "script" not in parser.tags and "link" not in parser.tags and parser.links == []
+    captions = [image["alt"] for image in parser.images]
+    assert captions == [
+        "TAG IoU of anomalous videos",
+        "a: predicted against true intervals",
+        "a: class confusion matrix",
+        "a: reward curves",
+        "b: predicted against true intervals",
+        "b: class confusion matrix",
+    ]
+    for image in parser.images:
+        prefix = "data:image/png;base64,"
+        assert image["src"].startswith(prefix)
+        assert base64.b64decode(image["src"][len(prefix) :]).startswith(PNG_MAGIC)
+
+
+def test_report_json_and_stage_metrics_carry_the_keys_of_eval_metrics(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    paths = write_report([runs["a"]], runs["root"] / "single")
+    data = json.loads(paths["json"].read_text())
+    (run,) = data["runs"]
+    assert run["name"] == "a" and run["metrics"]["tasks"]["qa"]["direct"]["accuracy"] == 100.0
+    assert run["training_log"] == str(runs["training"] / "metrics.jsonl") and run["training_steps"] == 6
+
+    stages = stage_metrics(runs["b"], "think")
+    assert set(stages) == {"qa", "tag", "cls"}
+    capsys.readouterr()
+    code = main(
+        [
+            *("eval", "metrics", "--task", "tag", "--mode", "think", "--bench", str(runs["bench"])),
+            *("--predictions", str(runs["b"] / "predictions.jsonl"), "--json"),
+        ]
+    )
+    standalone = json.loads(capsys.readouterr().out)
+    assert code == 0 and set(standalone) == set(stages["tag"])
+    for key in ("n", "miou", "r@0.5", "ci", "by_source", "missing", "false_alarm_rate"):
+        assert standalone[key] == stages["tag"][key]
+    with pytest.raises(VaurError, match="not sometimes"):
+        stage_metrics(runs["b"], "sometimes")
+
+
+def test_training_log_alone_gives_reward_curves_and_an_empty_folder_an_error(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(["report", str(runs["training"]), str(runs["a"]), "--out", str(tmp_path / "cmp")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert str(tmp_path / "cmp.html") in printed and (tmp_path / "cmp.json").is_file()
+    markdown = (tmp_path / "cmp.md").read_text()
+    assert "| model | training log only | " in markdown
+    assert (tmp_path / "cmp_files" / "run1_rewards.png").read_bytes().startswith(PNG_MAGIC)
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "neither metrics.json (an eval run) nor metrics.jsonl" in capsys.readouterr().err
+    with pytest.raises(VaurError, match="no metrics.json"):
+        stage_metrics(runs["training"])
