@@ -154,14 +154,20 @@ def test_generation_config_is_complete_and_stops_at_end_of_turn(tiny_models):
 
 
 def test_completion_mask_ends_at_the_first_end_of_turn():
-    ids = torch.tensor([[4, 9, 0, 0], [4, 5, 6, 7], [9, 4, 9, 0]])
+    ids = torch.tensor([[4, 9, 0, 0], [4, 5, 6, 7], [9, 4, 9, 0], [4, 5, 6, 9]])
     mask = completion_mask(ids, end_of_turn=9)
-    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]]
     out = GenerationOutput(
-        prompt_length=5, completion_ids=ids, completion_mask=mask, texts=["", "", ""], num_return_sequences=1
+        prompt_length=5,
+        completion_ids=ids,
+        completion_mask=mask,
+        texts=[""] * 4,
+        num_return_sequences=1,
+        end_of_turn=9,
     )
-    assert out.lengths.tolist() == [2, 4, 1]
-    assert out.truncated.tolist() == [False, True, False]
+    assert out.lengths.tolist() == [2, 4, 1, 4]
+    # the last row ends its turn on the very last position: full length, yet not truncated
+    assert out.truncated.tolist() == [False, True, False, False]
 
 
 def test_sampling_config_is_validated():

@@ -18,6 +18,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from rich.logging import RichHandler
 
 from vaur1.config import from_dict
 from vaur1.errors import ConfigError, VaurError
@@ -572,10 +573,12 @@ def test_progress_bar_shows_steps_and_metrics(capsys):
 def test_console_logging_is_set_up_once_per_process():
     logger = logging.getLogger("vaur1")
     handlers, level = list(logger.handlers), logger.level
+    others = [h for h in handlers if not isinstance(h, RichHandler)]  # earlier tests may have set it up
+    logger.handlers[:] = others
     try:
         assert setup_console_logging(is_main_process=True) is logger
         setup_console_logging(is_main_process=False)
-        assert len(logger.handlers) == len(handlers) + 1 and logger.level == logging.WARNING
+        assert len(logger.handlers) == len(others) + 1 and logger.level == logging.WARNING
         setup_console_logging(is_main_process=True)
         assert logger.level == logging.INFO
     finally:

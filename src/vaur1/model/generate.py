@@ -71,6 +71,7 @@ class GenerationOutput:
     completion_mask: torch.Tensor  # (rows, L) long; 1 up to and including the first end-of-turn token
     texts: list[str]  # the masked completion decoded with skip_special_tokens=True
     num_return_sequences: int
+    end_of_turn: int  # the token id that ends a completion
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -79,8 +80,9 @@ class GenerationOutput:
 
     @property
     def truncated(self) -> torch.Tensor:
-        """True where the completion hit max_new_tokens without ending its turn."""
-        return self.lengths == self.completion_mask.shape[1]
+        """True where the completion hit max_new_tokens without ending its turn (the length alone
+        cannot tell: the end of turn may fall on the very last position)."""
+        return ~(self.completion_ids == self.end_of_turn).any(dim=1)
 
 
 def token_id(processor, token: str) -> int:
@@ -148,7 +150,9 @@ def generate(model, processor, inputs, sampling: SamplingConfig) -> GenerationOu
     texts = processor.tokenizer.batch_decode(
         kept, skip_special_tokens=True, clean_up_tokenization_spaces=False
     )
-    return GenerationOutput(prompt_length, completion_ids, mask, texts, sampling.num_return_sequences)
+    return GenerationOutput(
+        prompt_length, completion_ids, mask, texts, sampling.num_return_sequences, config.eos_token_id[0]
+    )
 
 
 def completion_mask(completion_ids: torch.Tensor, end_of_turn: int) -> torch.Tensor:

@@ -1,0 +1,48 @@
+"""`vaur1 train grpo|sft --config FILE.yaml [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="fine-tune a Qwen-VL model: GRPO (RFT) or SFT")
+    train = parser.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
+    for name, help_text, handler in (
+        ("grpo", "reinforcement fine-tuning with GRPO on video prompts", run_grpo),
+        ("sft", "supervised fine-tuning (the paper's baseline and GRPO's warm start)", run_sft),
+    ):
+        command = train.add_parser(name, help=help_text)
+        command.add_argument("--config", help="YAML config file (see configs/)")
+        command.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.learning_rate=1e-6")
+        command.set_defaults(func=handler)
+
+
+def run_grpo(args: argparse.Namespace) -> int:
+    from vaur1.config import load_config
+    from vaur1.rl.config import GRPOTrainConfig
+    from vaur1.rl.trainer import train
+
+    train(load_config(GRPOTrainConfig, args.config, args.overrides))
+    _end_process_group()
+    return 0
+
+
+def run_sft(args: argparse.Namespace) -> int:
+    from vaur1.config import load_config
+    from vaur1.sft.config import SFTTrainConfig
+    from vaur1.sft.trainer import train
+
+    train(load_config(SFTTrainConfig, args.config, args.overrides))
+    _end_process_group()
+    return 0
+
+
+def _end_process_group() -> None:
+    """Under `accelerate launch`, leave the gloo/NCCL group cleanly: exiting with it alive can abort
+    a rank at interpreter teardown ("terminate called without an active exception")."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,91 @@
+"""`GRPOTrainConfig`: everything a GRPO run reads, one typed tree loaded from YAML.
+
+    cfg = load_config(GRPOTrainConfig, "configs/grpo/tiny_cpu.yaml", ["run.max_steps=2"])
+
+The shared sections (model, data, video, cache, loader, prompts, optim, run) and the top-level
+batch knobs come from `SessionConfig`. The GRPO knobs keep TRL 1.16's names: `num_generations`
+(G), `max_completion_length`, and in `loss` `loss_type`, `beta`, `epsilon`, `epsilon_high`,
+`scale_rewards`, `num_iterations`, `mask_truncated_completions`. One difference from TRL:
+`per_device_train_batch_size` counts prompts, each sampled G times (TRL counts completions).
+
+`sampling` holds temperature, top_p, top_k and repetition_penalty; the number of samples and
+their length come from `num_generations` and `max_completion_length` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from vaur1.errors import ConfigError
+from vaur1.model.generate import SamplingConfig
+from vaur1.prompts import MODES, Mode
+from vaur1.rewards import REWARDED_TASKS, RewardConfig
+from vaur1.rl.loss import GRPOLossConfig
+from vaur1.train.session import SessionConfig
+
+# The format reward each prompt mode asks for; the other one would score every completion 0.
+FORMAT_REWARD: dict[str, str] = {"think": "format", "direct": "format_direct"}
+_SAMPLING_DEFAULTS = SamplingConfig()
+
+
+@dataclass
+class GRPOTrainConfig(SessionConfig):
+    mode: Mode = "think"  # the prompts' answer format: think block then answer, or answer only
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    loss: GRPOLossConfig = field(default_factory=GRPOLossConfig)
+    num_generations: int = 8  # G: completions per prompt
+    max_completion_length: int = 512  # new tokens per completion
+    # Draw each prompt's G samples from a generator seeded by (run.seed, step, slot in the global
+    # batch): rollouts then do not depend on how prompts are spread over processes or batched.
+    seed_rollouts_per_prompt: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mode not in MODES:
+            raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        unrewarded = [task for task in self.data.tasks if task not in REWARDED_TASKS]
+        if unrewarded:
+            raise ConfigError(
+                f"data.tasks: {unrewarded[0]} has no GRPO rewards (rewarded tasks: {', '.join(REWARDED_TASKS)})"
+            )
+        if self.num_generations < 2:
+            raise ConfigError(
+                f"num_generations must be at least 2 (advantages compare samples), got {self.num_generations}"
+            )
+        if self.max_completion_length < 1:
+            raise ConfigError(f"max_completion_length must be at least 1, got {self.max_completion_length}")
+        if self.sampling.num_return_sequences not in (
+            _SAMPLING_DEFAULTS.num_return_sequences,
+            self.num_generations,
+        ):
+            raise ConfigError("sampling.num_return_sequences: set num_generations instead")
+        if self.sampling.max_new_tokens not in (
+            _SAMPLING_DEFAULTS.max_new_tokens,
+            self.max_completion_length,
+        ):
+            raise ConfigError("sampling.max_new_tokens: set max_completion_length instead")
+        if self.sampling.seed is not None:
+            raise ConfigError(
+                "sampling.seed: rollouts are seeded from run.seed (see seed_rollouts_per_prompt)"
+            )
+        if not self.sampling.do_sample:
+            raise ConfigError("sampling.do_sample must be true: GRPO compares G different samples per prompt")
+        self.sampling_config().validate()
+        self.rewards.validate()
+        wrong_format = FORMAT_REWARD["direct" if self.mode == "think" else "think"]
+        for task in self.data.tasks:
+            if wrong_format in self.rewards.weights(task):
+                raise ConfigError(
+                    f"rewards.{task}.{wrong_format}: {self.mode} prompts are scored by "
+                    f"{FORMAT_REWARD[self.mode]}, not {wrong_format}"
+                )
+        self.loss.validate()
+
+    def sampling_config(self) -> SamplingConfig:
+        """The sampling options with G and the completion length filled in."""
+        return replace(
+            self.sampling,
+            num_return_sequences=self.num_generations,
+            max_new_tokens=self.max_completion_length,
+        )

@@ -1,0 +1,348 @@
+"""The GRPO loop on video prompts: `vaur1 train grpo --config FILE.yaml [key=value ...]`.
+
+TRL's GRPOTrainer drops the video from its log-prob passes (platform notes §3), so vaur1 owns
+the step. Each cycle takes one global batch of prompts and:
+
+1. rollout: samples G completions per prompt (`vaur1.rl.rollout.collect`) and scores each with
+   its own task's rewards;
+2. advantages from group statistics over the whole global batch (`scale_rewards`);
+3. old log-probs (only when `num_iterations` > 1) and reference log-probs (only when beta > 0:
+   the policy with its LoRA adapter disabled, or a frozen copy loaded from `model.name_or_path`),
+   all on the rollout's own video tensors;
+4. `num_iterations` optimizer steps, each over every micro-batch with gradient accumulation,
+   through `vaur1.rl.loss.policy_loss` (TRL 1.16's loss types, clipping and k3 KL);
+5. logs per optimizer step, and a checkpoint when the cycle crossed a multiple of `save_steps`.
+
+Logged per step (metrics.jsonl): `loss`, `reward`, `reward_std`, `reward/<task>`,
+`rewards/<name>/mean|std` (over completions the reward applies to), `frac_reward_zero_std`,
+`completions/mean_length|min_length|max_length|clipped_ratio`, `kl`, `entropy`, TRL's
+`clip_ratio/*`, `grad_norm`, `learning_rate`, `skipped_samples`, and where the time went:
+`time/decode` (waiting for frames), `time/rollout` (generation), `time/scoring` (rewards and
+advantages), `time/reference` (the old and reference log-prob passes), `time/update` (forward,
+backward and optimizer step) and `time/step` (all of it), plus
+`tokens_per_second` (completion tokens trained per second of the whole step) and
+`rollout_tokens_per_second` (tokens generated per second of generation, summed over processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
+from vaur1.rl.config import GRPOTrainConfig
+from vaur1.rl.loss import entropy_from_logits, group_advantages, policy_loss, selective_log_softmax
+from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
+from vaur1.train.session import Item, Session, timed
+
+SAMPLES_PER_LOG = 8  # completions written to samples.jsonl when completions are logged
+
+
+@dataclass
+class Batch:
+    """A rollout and what its update needs: advantages, and the old and reference log-probs."""
+
+    rollout: Rollout
+    advantages: torch.Tensor  # (rows,)
+    old_logps: torch.Tensor | None = None
+    ref_logps: torch.Tensor | None = None
+
+
+def completion_logps(model, rollout: Rollout, temperature: float, entropy: bool = False):
+    """Per-token log-probs (rows, L) of the rollout's completions under `model`, from one forward pass
+    over the rollout's prompts, videos and completions; with `entropy`, also each position's entropy.
+
+    Logits are divided by the sampling temperature first, as in TRL: the log-probs are those of the
+    distribution the completions were sampled from.
+    """
+    length = rollout.completion_ids.shape[1]
+    videos = {"video": video_features(model, rollout)}
+    outputs = model(**rollout.inputs, mm_encoder_outputs=videos, logits_to_keep=length + 1, use_cache=False)
+    logits = outputs.logits[:, :-1] / temperature
+    logps = selective_log_softmax(logits, rollout.completion_ids)
+    entropies = None
+    if entropy:
+        with torch.no_grad():
+            entropies = entropy_from_logits(logits.detach())
+    return logps, entropies
+
+
+@contextlib.contextmanager
+def policy_for_generation(session: Session) -> Iterator[Any]:
+    """The policy as a plain model to call `generate` on (ZeRO-3 parameters gathered)."""
+    from accelerate.utils import DistributedType
+
+    accelerator = session.accelerator
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        from trl.models.utils import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(
+            session.model, accelerator, gradient_checkpointing_kwargs={"use_reentrant": False}
+        ) as model:
+            yield model
+    else:
+        yield accelerator.unwrap_model(session.model)
+
+
+class Reference:
+    """The frozen starting policy that the KL term is measured against.
+
+    LoRA on a full checkpoint: the policy itself with its adapter disabled (no second copy). Full
+    fine-tuning (or LoRA continued from an adapter directory): a frozen copy loaded from
+    `model.name_or_path`, which holds the starting weights even when the run resumes.
+    """
+
+    def __init__(self, session: Session, cfg: GRPOTrainConfig) -> None:
+        from accelerate.utils import DistributedType
+
+        self.session = session
+        self.model = None
+        if cfg.model.lora.enabled and resolve_checkpoint(cfg.model.name_or_path).adapter is None:
+            return
+        frozen = replace(
+            cfg.model,
+            lora=LoraConfig(enabled=False),
+            freeze_vision=False,
+            device=str(session.accelerator.device),
+        )
+        model, _ = load_model(frozen)
+        model.requires_grad_(False)
+        distributed = session.accelerator.distributed_type
+        if distributed == DistributedType.DEEPSPEED:
+            from trl.models.utils import prepare_deepspeed
+
+            model = prepare_deepspeed(model, session.accelerator)
+        elif distributed == DistributedType.FSDP:
+            from trl.models.utils import prepare_fsdp
+
+            model = prepare_fsdp(model, session.accelerator)
+        self.model = model
+
+    def logps(self, rollout: Rollout, temperature: float) -> torch.Tensor:
+        if self.model is not None:
+            return completion_logps(self.model, rollout, temperature)[0]
+        policy = self.session.accelerator.unwrap_model(self.session.model)
+        with policy.disable_adapter():
+            return completion_logps(policy, rollout, temperature)[0]
+
+
+def roll(session: Session, cfg: GRPOTrainConfig, items: list[Item], step: int) -> Rollout:
+    """Sample and score one micro-batch (the filler prompt when it is empty)."""
+    sampling = cfg.sampling_config()
+    with policy_for_generation(session) as policy:
+        if not items:
+            return filler_rollout(policy, session.processor, session.filler_inputs(), sampling)
+        seeds = [rollout_seed(cfg.run.seed, step, item.slot) for item in items]
+        return collect(
+            policy,
+            session.processor,
+            [item.example for item in items],
+            [item.video for item in items],
+            mode=cfg.mode,
+            prompts=cfg.prompts,
+            sampling=sampling,
+            rewards=cfg.rewards,
+            seeds=seeds if cfg.seed_rollouts_per_prompt else None,
+            mask_truncated_completions=cfg.loss.mask_truncated_completions,
+        )
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def rollout_metrics(
+    rows: list[dict[str, Any]], cfg: GRPOTrainConfig, frac_zero_std: float
+) -> dict[str, float]:
+    """Reward and completion statistics over every completion of the global batch."""
+    totals = [row["reward"] for row in rows]
+    metrics: dict[str, float] = {
+        "prompts": len(rows) / cfg.num_generations,
+        "reward": statistics.fmean(totals),
+        "reward_std": _std(totals),
+    }
+    for task in sorted({row["task"] for row in rows}):
+        metrics[f"reward/{task}"] = statistics.fmean(row["reward"] for row in rows if row["task"] == task)
+    names = sorted({name for row in rows for name, value in row["parts"].items() if value is not None})
+    for name in names:
+        values = [row["parts"][name] for row in rows if row["parts"].get(name) is not None]
+        metrics[f"rewards/{name}/mean"] = statistics.fmean(values)
+        metrics[f"rewards/{name}/std"] = _std(values)
+    lengths = [row["length"] for row in rows]
+    metrics |= {
+        "frac_reward_zero_std": frac_zero_std,
+        "completions/mean_length": statistics.fmean(lengths),
+        "completions/min_length": min(lengths),
+        "completions/max_length": max(lengths),
+        "completions/clipped_ratio": statistics.fmean(float(row["truncated"]) for row in rows),
+    }
+    return metrics
+
+
+def score_cycle(session: Session, cfg: GRPOTrainConfig, rollouts: list[Rollout]) -> tuple[list[Batch], dict]:
+    """Advantages over the global batch (all processes), and the rollout metrics."""
+    local_rows = [
+        {"task": task, "reward": float(reward), "parts": parts, "length": int(length), "truncated": bool(cut)}
+        for rollout in rollouts
+        if not rollout.filler
+        for task, reward, parts, length, cut in zip(
+            rollout.tasks,
+            rollout.rewards.tolist(),
+            rollout.reward_parts,
+            rollout.lengths.tolist(),
+            rollout.truncated.tolist(),
+            strict=True,
+        )
+    ]
+    counts = session.gather([len(local_rows)])
+    rows = session.gather(local_rows)
+    offset = sum(counts[: session.accelerator.process_index])
+    if rows:
+        rewards = torch.tensor([row["reward"] for row in rows], dtype=torch.float32)
+        grouped = group_advantages(rewards, cfg.num_generations, cfg.loss.scale_rewards)
+        mine = grouped.advantages[offset : offset + len(local_rows)]
+        metrics = rollout_metrics(rows, cfg, float(grouped.frac_zero_std))
+    else:
+        mine, metrics = torch.zeros(0), {}
+    batches = []
+    for rollout in rollouts:
+        if rollout.filler:
+            advantages = torch.zeros(rollout.rows)
+        else:
+            advantages, mine = mine[: rollout.rows], mine[rollout.rows :]
+        batches.append(Batch(rollout, advantages.to(rollout.rewards.device)))
+    return batches, metrics
+
+
+def add_reference_logps(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], reference) -> None:
+    """Old log-probs (for `num_iterations` > 1) and reference log-probs (for beta > 0), no gradients."""
+    temperature = cfg.sampling.temperature
+    with torch.no_grad(), session.accelerator.autocast():
+        for batch in batches:
+            if cfg.loss.num_iterations > 1:
+                batch.old_logps = completion_logps(session.model, batch.rollout, temperature)[0]
+            if reference is not None:
+                batch.ref_logps = reference.logps(batch.rollout, temperature)
+
+
+def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normalizer: float) -> dict:
+    """One optimizer step over every micro-batch of the cycle; returns the step's loss statistics."""
+    accelerator = session.accelerator
+    loss_cfg = cfg.loss
+    objective = torch.zeros((), device=accelerator.device)
+    sums = {"tokens": 0.0, "entropy": 0.0}
+    extremes: dict[str, list[float]] = {"clip_ratio/low_min": [], "clip_ratio/high_max": []}
+    for batch in batches:
+        rollout = batch.rollout
+        with accelerator.accumulate(session.model), accelerator.autocast():
+            logps, entropies = completion_logps(
+                session.model, rollout, cfg.sampling.temperature, entropy=True
+            )
+            loss, stats = policy_loss(
+                logps,
+                batch.old_logps,
+                batch.ref_logps,
+                batch.advantages,
+                rollout.loss_mask,
+                loss_type=loss_cfg.loss_type,
+                epsilon=loss_cfg.epsilon,
+                epsilon_high=loss_cfg.epsilon_high,
+                beta=loss_cfg.beta,
+                max_completion_length=cfg.max_completion_length,
+                num_items_in_batch=normalizer,
+            )
+            if rollout.filler:
+                loss = loss * 0.0
+            accelerator.backward(loss)
+        objective += loss.detach() / cfg.gradient_accumulation_steps
+        if rollout.filler:
+            continue
+        tokens = float(stats["tokens"])
+        sums["tokens"] += tokens
+        sums["entropy"] += float((entropies * rollout.loss_mask).sum())
+        for key, value in stats.items():
+            if key in extremes:
+                extremes[key].append(float(value))
+            elif key.endswith("_mean") or key == "kl":
+                sums[key] = sums.get(key, 0.0) + float(value) * tokens
+    _, grad_norm = session.optimizer_step(objective)
+
+    totals = session.reduce_sum({**sums, "loss": float(objective)})
+    tokens = max(totals.pop("tokens"), 1.0)
+    metrics = {"loss": totals.pop("loss") / accelerator.num_processes}
+    metrics |= {key: value / tokens for key, value in totals.items()}
+    for key, reduce in (("clip_ratio/low_min", min), ("clip_ratio/high_max", max)):
+        values = session.gather(extremes[key])
+        if values:
+            metrics[key] = reduce(values)
+    if grad_norm is not None:
+        metrics["grad_norm"] = grad_norm
+    return metrics
+
+
+def samples_of(rollouts: list[Rollout]) -> list[dict[str, Any]]:
+    """A few completions of this process's first real rollout, for samples.jsonl."""
+    rollout = next((r for r in rollouts if not r.filler), None)
+    if rollout is None:
+        return []
+    return [
+        {
+            "key": rollout.keys[row],
+            "task": rollout.tasks[row],
+            "prompt": rollout.prompts[row],
+            "completion": rollout.texts[row],
+            "reward": float(rollout.rewards[row]),
+            "rewards": rollout.reward_parts[row],
+        }
+        for row in range(min(rollout.rows, SAMPLES_PER_LOG))
+    ]
+
+
+def train(cfg: GRPOTrainConfig) -> Path:
+    """Run GRPO as configured; returns `<output_dir>/final/` (a Hugging Face model directory)."""
+    with Session(cfg, kind="grpo", steps_per_cycle=cfg.loss.num_iterations) as session:
+        reference = Reference(session, cfg) if cfg.loss.beta > 0 else None
+        for cycle in session.cycles():
+            started = time.perf_counter() - session.data_wait
+            rollouts = [roll(session, cfg, items, session.state.step) for items in cycle]
+            timings = {
+                "decode": session.data_wait,
+                "rollout": sum(r.timings["rollout"] for r in rollouts),
+                "scoring": sum(r.timings.get("scoring", 0.0) for r in rollouts),
+            }
+            with timed(timings, "scoring"):
+                batches, cycle_metrics = score_cycle(session, cfg, rollouts)
+            with timed(timings, "reference"):
+                add_reference_logps(session, cfg, batches, reference)
+            real = [b.rollout for b in batches if not b.rollout.filler]
+            counts = session.reduce_sum(
+                {
+                    "trained": sum(float(r.loss_mask.sum()) for r in real),
+                    "generated_per_second": sum(float(r.lengths.sum()) for r in real)
+                    / max(timings["rollout"], 1e-9),
+                }
+            )
+            normalizer = session.token_normalizer(counts["trained"])
+            cycle_metrics["rollout_tokens_per_second"] = counts["generated_per_second"]
+            samples = samples_of(rollouts)
+            for _ in range(min(cfg.loss.num_iterations, session.total_steps - session.state.step)):
+                with timed(timings, "update"):
+                    step_metrics = update(session, cfg, batches, normalizer)
+                seconds = time.perf_counter() - started
+                step_metrics |= {f"time/{key}": value for key, value in timings.items()}
+                step_metrics |= {
+                    "time/step": seconds,
+                    "tokens_per_second": counts["trained"] / max(seconds, 1e-9),
+                }
+                session.log({**cycle_metrics, **step_metrics}, samples)
+                # further iterations reuse the rollout: their time is the update alone
+                started, timings, samples = time.perf_counter(), {}, None
+            session.end_cycle()
+        return session.finish()

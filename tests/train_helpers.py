@@ -1,0 +1,133 @@
+"""What the trainer tests share: a small SynthVAU, tiny-run configs, a toy reward and weight checks.
+
+    import train_helpers
+    synth_bench = train_helpers.synth_bench          # fixtures are re-exported by each test module
+    cfg = train_helpers.grpo_config(tmp_path, model_dir, bench, ["run.max_steps=2"])
+
+Configs start from tiny settings (two 28x28 frames, short prompts, no frame cache, no loader workers)
+and take dotted overrides like the command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+
+import vaur1.rewards as rewards_module
+from vaur1.bench.synth import generate_synthvau
+from vaur1.config import apply_overrides, from_dict
+from vaur1.rl.config import GRPOTrainConfig
+from vaur1.sft.config import SFTTrainConfig
+
+# Two frames of 28x28: one merged video token per clip, so a step costs milliseconds.
+TINY_VIDEO = {"fps": None, "num_frames": 2, "min_pixels": 784, "max_pixels": 784, "total_pixels": None}
+# Short templates keep the prompts (and the tests) small; the real ones are tested in test_prompts.
+SHORT_PROMPTS = {
+    "qa_think": "Q: {question}\n{options}",
+    "qa_direct": "Q: {question}\n{options}",
+    "tag_think": "Anomaly? When?",
+    "tag_direct": "Anomaly? When?",
+    "cls_think": "Class?",
+    "cls_direct": "Class?",
+    "reasoning_think": "Why?",
+    "reasoning_direct": "Why?",
+}
+
+
+# Every task scored by the toy reward alone, on direct prompts.
+TOY = ["rewards.qa={toy: 1.0}", "rewards.tag={toy: 1.0}", "rewards.cls={toy: 1.0}", "mode=direct"]
+
+
+def toy_reward(completion: str, example) -> float:
+    """A toy task whose fixed answer is "A": the share of the completion's characters that are that letter
+    (dense enough for a random tiny model to climb within a few dozen steps)."""
+    text = completion.strip()
+    return text.count("A") / len(text) if text else 0.0
+
+
+def register_toy_reward() -> None:
+    rewards_module.REWARDS["toy"] = toy_reward
+    rewards_module.REWARD_TASKS["toy"] = ("qa", "tag", "cls")
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """The toy reward in the registry for one test."""
+    monkeypatch.setitem(rewards_module.REWARDS, "toy", toy_reward)
+    monkeypatch.setitem(rewards_module.REWARD_TASKS, "toy", ("qa", "tag", "cls"))
+
+
+@pytest.fixture(scope="module")
+def synth_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve short SynthVAU clips at 64x48, split into train (8), val (1) and test (3)."""
+    out = tmp_path_factory.mktemp("synthvau")
+    return generate_synthvau(
+        out, n=12, seed=5, split_ratio=(0.7, 0.1, 0.2), size=(64, 48), duration=(2.0, 4.0), workers=1
+    )
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each training run in a test builds its own Accelerator, as a new process would."""
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, two threads are often far slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def base_config(out: Path, model: Path, bench: Path) -> dict[str, Any]:
+    return {
+        "model": {"name_or_path": str(model), "dtype": "float32"},
+        "data": {"bench": str(bench), "split": "train", "tasks": ["qa", "tag", "cls"]},
+        "video": dict(TINY_VIDEO),
+        "cache": {"enabled": False},
+        "loader": {"num_workers": 0},
+        "prompts": dict(SHORT_PROMPTS),
+        "per_device_train_batch_size": 2,
+        "optim": {"learning_rate": 1e-3, "lr_scheduler": "constant"},
+        "run": {"output_dir": str(out), "max_steps": 2, "save_steps": 100, "log_completions_every": 1},
+    }
+
+
+def grpo_config(out: Path, model: Path, bench: Path, overrides: list[str] | None = None) -> GRPOTrainConfig:
+    data = base_config(out, model, bench) | {"num_generations": 4, "max_completion_length": 8}
+    return from_dict(GRPOTrainConfig, apply_overrides(data, list(overrides or [])))
+
+
+def sft_config(out: Path, model: Path, bench: Path, overrides: list[str] | None = None) -> SFTTrainConfig:
+    return from_dict(SFTTrainConfig, apply_overrides(base_config(out, model, bench), list(overrides or [])))
+
+
+def safetensors_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    first, second = safetensors_weights(a), safetensors_weights(b)
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def changed(before: Path, after: Path, prefix: str = "") -> list[str]:
+    """Names of the tensors (starting with `prefix`) that differ between two model directories."""
+    first, second = safetensors_weights(before), safetensors_weights(after)
+    return [k for k in first if k.startswith(prefix) and not torch.equal(first[k], second[k])]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
