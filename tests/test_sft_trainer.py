@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -14,6 +15,7 @@ from model_fixtures import load_tiny
 from train_helpers import SHORT_PROMPTS, changed, grpo_config, read_jsonl, same_weights, sft_config
 from vaur1.data import DataConfig
 from vaur1.errors import ConfigError
+from vaur1.eval.config import load_eval_config
 from vaur1.model import SamplingConfig, build_inputs, generate, load_model
 from vaur1.model.inputs import IGNORE_INDEX
 from vaur1.model.load import ModelConfig
@@ -24,7 +26,7 @@ from vaur1.sft.config import SFTTrainConfig
 from vaur1.sft.trainer import collate, train
 from vaur1.train import session as session_module
 from vaur1.video.cache import CachedDecoder
-from vaur1.video.spec import VideoSpec
+from vaur1.video.spec import VideoSpec, read_model_spec
 
 tiny_models = model_fixtures.tiny_models
 synth_bench = train_helpers.synth_bench
@@ -113,8 +115,17 @@ def test_the_output_starts_grpo_and_evaluation(tiny_models, synth_bench, tmp_pat
         len(generate(model, processor, inputs, SamplingConfig(max_new_tokens=4, do_sample=False)).texts) == 1
     )
 
+    # The VideoSpec travels with the model: evaluation feeds it frames exactly as training did.
+    trained_spec = VideoSpec(**train_helpers.TINY_VIDEO)
+    assert load_eval_config(flags={"model.name_or_path": str(final)}).video == trained_spec
+    assert load_eval_config(flags={"model.name_or_path": str(final)}, overrides=["video.max_frames=8"]).video == (
+        replace(trained_spec, max_frames=8)
+    )
+    assert read_model_spec(sft_out / "checkpoint-2" / "hf") == asdict(trained_spec)
+
     grpo_final = grpo_trainer.train(grpo_config(tmp_path / "grpo", final, synth_bench, ["run.max_steps=1"]))
     assert (grpo_final / "model.safetensors").is_file()
+    assert read_model_spec(grpo_final) == asdict(trained_spec)
     assert read_jsonl(tmp_path / "grpo" / "metrics.jsonl")[0]["step"] == 1
 
 

@@ -37,13 +37,14 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     from vaur1.analyze import AnalyzeOptions, analyze_video, default_model
     from vaur1.model.load import ModelConfig
+    from vaur1.video.spec import read_model_spec
 
     hf_logging.disable_progress_bar()
-    spec = spec_from_args(args)
+    model = ModelConfig(name_or_path=args.model or default_model(), device=args.device)
+    spec = spec_from_args(args, base=read_model_spec(model.name_or_path))
     options = AnalyzeOptions(mode=args.mode)
     options.sampling = replace(options.sampling, max_new_tokens=args.max_new_tokens)
     options.sampling.validate()
-    model = ModelConfig(name_or_path=args.model or default_model(), device=args.device)
     result = analyze_video(args.video, model, spec, options)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))

@@ -27,7 +27,7 @@ SPEC_FIELDS = (
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
     """The VideoSpec fields as options; an option not given keeps the spec file's value or the default."""
-    group = parser.add_argument_group("video spec (options not given keep --spec's value or the default)")
+    group = parser.add_argument_group("video spec (an option not given keeps the value of --spec, else of the spec stored with the model where there is one, else the default)")
     group.add_argument("--spec", metavar="YAML", help="a VideoSpec, at the top level or under `video:`")
     unset = argparse.SUPPRESS  # absent from the namespace unless given
     frames = group.add_mutually_exclusive_group()
@@ -48,13 +48,13 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--interpolation", choices=("bicubic", "bilinear", "area"), default=unset)
 
 
-def spec_from_args(args: argparse.Namespace):
-    """The spec file's VideoSpec (or the defaults) with the options given on the command line."""
+def spec_from_args(args: argparse.Namespace, base: dict | None = None):
+    """The spec file's VideoSpec (or `base`, or the defaults) with the options given on the command line."""
     from vaur1.config import from_dict, read_yaml
     from vaur1.errors import ConfigError
     from vaur1.video.spec import VideoSpec
 
-    data: dict = {}
+    data: dict = dict(base or {})
     if args.spec:
         data = read_yaml(args.spec)
         data = data.get("video", data)

@@ -33,7 +33,7 @@ from vaur1.model.load import ModelConfig
 from vaur1.prompts import MODES, PromptConfig
 from vaur1.video.cache import CacheConfig
 from vaur1.video.dataset import LoaderConfig
-from vaur1.video.spec import VideoSpec
+from vaur1.video.spec import VideoSpec, read_model_spec
 
 Backend = Literal["hf", "vllm"]
 BACKENDS: tuple[str, ...] = ("hf", "vllm")
@@ -136,10 +136,16 @@ def load_eval_config(
     base = data.pop("base", None)
     if base is not None:
         data = _merge(read_yaml(Path(path).parent / str(base)), data)  # type: ignore[arg-type]
-    data = _merge(deepcopy(EVAL_DEFAULTS), data)
     # JSON is valid YAML, so a flag's value survives the override parser exactly (paths included).
     flag_overrides = [f"{key}={json.dumps(value)}" for key, value in (flags or {}).items()]
-    config = from_dict(EvalConfig, apply_overrides(data, [*flag_overrides, *(overrides or [])]))
+    given = [*flag_overrides, *(overrides or [])]
+    config = from_dict(EvalConfig, apply_overrides(_merge(deepcopy(EVAL_DEFAULTS), deepcopy(data)), given))
+    model_spec = read_model_spec(config.model.name_or_path) if config.model.name_or_path else None
+    if model_spec is not None:
+        # The VideoSpec the model was trained with is the default; the file, flags and overrides
+        # still change any field of it.
+        defaults = _merge(deepcopy(EVAL_DEFAULTS), {"video": model_spec})
+        config = from_dict(EvalConfig, apply_overrides(_merge(defaults, data), given))
     config.validate()
     return config
 

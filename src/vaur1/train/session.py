@@ -48,6 +48,7 @@ from vaur1.model.load import ModelConfig, load_model
 from vaur1.prompts import PromptConfig
 from vaur1.runinfo import write_run_metadata
 from vaur1.train.checkpoint import (
+    HF_DIR,
     TrainerState,
     export_hf_model,
     load_checkpoint,
@@ -68,7 +69,7 @@ from vaur1.train.logging import MetricsLogger, ProgressBar, setup_console_loggin
 from vaur1.video.cache import CacheConfig, CachedDecoder
 from vaur1.video.dataset import LoadedExample, LoaderConfig, Skip, SkipLog, VideoDataset
 from vaur1.video.frames import DecodedVideo
-from vaur1.video.spec import VideoSpec
+from vaur1.video.spec import VideoSpec, write_model_spec
 
 log = logging.getLogger("vaur1.train")
 
@@ -451,6 +452,8 @@ class Session:
             save_total_limit=self.cfg.run.save_total_limit,
         )
         self._last_saved = self.state.step
+        if self.is_main:
+            write_model_spec(self.cfg.video, path / HF_DIR)
         return path
 
     @property
@@ -472,6 +475,7 @@ class Session:
         self.accelerator.wait_for_everyone()
         export_hf_model(self.accelerator, self.model, tmp, processor=self.processor)
         if self.is_main:
+            write_model_spec(self.cfg.video, tmp)
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)

@@ -21,9 +21,11 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import yaml
 
 from vaur1.errors import ConfigError
 
@@ -154,3 +156,25 @@ class VideoSpec:
             f"{frames}, {self.min_pixels}..{self.max_pixels} px/frame{budget}, factor {self.factor}, "
             f"temporal patch {self.temporal_patch}, {self.decoder}, {self.interpolation} [spec {self.hash()}]"
         )
+
+
+MODEL_SPEC_FILE = "vaur1_video_spec.yaml"
+
+
+def write_model_spec(spec: VideoSpec, model_dir: str | Path) -> Path:
+    """Store the spec a model was trained with inside its model directory, so that evaluation and
+    analyze feed it frames exactly as training did."""
+    path = Path(model_dir) / MODEL_SPEC_FILE
+    path.write_text(yaml.safe_dump(asdict(spec), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def read_model_spec(model_dir: str | Path) -> dict | None:
+    """The spec fields stored with a model directory, or None (a Hub id, or a model trained elsewhere)."""
+    path = Path(model_dir) / MODEL_SPEC_FILE
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of VideoSpec fields")
+    return data
