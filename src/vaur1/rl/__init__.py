@@ -1,4 +1,8 @@
-"""Reinforcement fine-tuning: the GRPO loss maths (`vaur1.rl.loss`), model-independent and pure."""
+"""Reinforcement fine-tuning with GRPO on video prompts.
+
+`loss` holds the loss maths as pure tensor functions (exported here); `config` the typed training
+config; `rollout` sampling and scoring G completions per prompt; `trainer` the loop.
+"""
 
 from vaur1.rl.loss import (
     GroupAdvantages,
