@@ -19,6 +19,10 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest tests
 
+# The whole pipeline on a CPU (SynthVAU -> tiny Qwen2.5-VL -> SFT -> GRPO -> report), into runs/demo.
+demo: $(STAMP)
+	$(BIN)/vaur1 demo
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 

@@ -39,7 +39,7 @@ NORMAL_SHARE = 1 / 3
 DEFAULT_SIZE = (160, 120)  # width, height
 DEFAULT_DURATION = (8.0, 16.0)  # seconds
 DEFAULT_FPS = 8
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: short descriptions (they open every <think> target)
 
 Colour = tuple[int, int, int]
 
@@ -73,7 +73,7 @@ class Variant:
 
     actors: str  # "two people", ... (the Key Object column)
     option: str  # the QA option; {loc} is filled with the place
-    evidence: str  # what the frames show during the event
+    evidence: str  # what the frames show during the event, in a few words (it goes into <think> targets)
     cause: str
 
 
@@ -82,84 +82,84 @@ VARIANTS: dict[str, tuple[Variant, Variant]] = {
         Variant(
             "two people",
             "Two people start a fistfight {loc}.",
-            "two people trade blows inside a flashing magenta cross",
-            "an argument between the two escalates into a fight that can injure both",
+            "a flashing magenta cross around two people",
+            "an argument escalates into a fight",
         ),
         Variant(
             "three people",
             "Three people brawl with each other {loc}.",
-            "three people scuffle inside a flashing magenta cross",
-            "a group quarrel turns into a brawl that endangers everyone nearby",
+            "a flashing magenta cross around three people",
+            "a quarrel turns into a brawl",
         ),
     ),
     "People_falling": (
         Variant(
             "pedestrian",
             "A pedestrian collapses and falls to the ground {loc}.",
-            "a walking person suddenly lies flat, marked by a bright yellow body shape",
-            "the person loses balance and falls, and may be hurt and need help",
+            "a yellow body shape lies flat",
+            "the person loses balance and falls",
         ),
         Variant(
             "cyclist, bicycle",
             "A cyclist falls off a bicycle {loc}.",
-            "a rider and a bicycle lie on the ground, marked by a bright yellow body shape",
-            "the rider loses control of the bicycle and falls, and may be injured",
+            "a yellow body shape lies next to a bicycle",
+            "the rider loses control and falls",
         ),
     ),
     "Traffic_accident": (
         Variant(
             "two cars",
             "Two cars collide head-on {loc}.",
-            "two cars meet and stop entangled inside a cyan diamond",
-            "two cars driving towards each other do not brake and crash",
+            "two cars stop inside a cyan diamond",
+            "the cars do not brake and crash",
         ),
         Variant(
             "car, pedestrian",
             "A car hits a pedestrian who is crossing {loc}.",
-            "a car strikes a crossing pedestrian, who lies next to it inside a cyan diamond",
-            "the driver does not stop for the pedestrian, who is knocked down",
+            "a car and a lying pedestrian inside a cyan diamond",
+            "the driver does not stop for the pedestrian",
         ),
     ),
     "Fire": (
         Variant(
             "parked car, flames",
             "A parked car catches fire {loc}.",
-            "orange flames flicker above a parked car and smoke rises",
-            "the car ignites and burns, leaving it charred and endangering the area",
+            "orange flames above a parked car",
+            "the car ignites and burns",
         ),
         Variant(
             "trash bin, flames",
             "A trash bin catches fire {loc}.",
-            "orange flames flicker above a trash bin and smoke rises",
-            "rubbish in the bin ignites and burns, leaving the bin charred",
+            "orange flames above a trash bin",
+            "the rubbish in the bin ignites",
         ),
     ),
     "Explosion": (
         Variant(
             "parked car, blast",
             "A parked car explodes {loc}.",
-            "a white blast grows where a parked car stood",
-            "the car blows up and is destroyed, scattering debris",
+            "a white blast where a parked car stood",
+            "the car blows up",
         ),
         Variant(
             "gas cylinder, blast",
             "A gas cylinder explodes {loc}.",
-            "a white blast grows where a gas cylinder stood",
-            "the cylinder bursts and is destroyed, scattering debris",
+            "a white blast where a gas cylinder stood",
+            "the cylinder bursts",
         ),
     ),
     "Stealing": (
         Variant(
             "thief, bag",
             "A person steals a bag left on a bench {loc}.",
-            "a person grabs the bag from the bench and runs off with it, shown as a green box",
-            "the owner left the bag unattended and the thief takes it away",
+            "a green box carried away from a bench",
+            "the thief takes the unattended bag",
         ),
         Variant(
             "thief, bicycle",
             "A person steals a parked bicycle {loc}.",
-            "a person takes the parked bicycle and runs off with it, shown as a green bar",
-            "the bicycle was left parked and the thief takes it away",
+            "a green bar carried away",
+            "the thief takes the parked bicycle",
         ),
     ),
 }
@@ -566,14 +566,14 @@ def annotate(plan: ClipPlan) -> dict[str, str]:
         correct = option_of(NORMAL, plan.variant)
         distractors = [option_of(name, int(rng.integers(0, 2))) for name in picked[:3]]
         key_object = "pedestrians, cars" if any(m.kind == "car" for m in plan.movers) else "pedestrians"
-        meeting = " Two people meet, stand together for a while and walk on." if plan.decoy else ""
-        description = f"A fixed camera overlooks {scene}. People walk by and traffic moves as usual.{meeting}"
+        meeting = " Two people meet and walk on." if plan.decoy else ""
+        description = f"{correct}{meeting}"
         reasoning = {
             "Specific Anomaly Type": "None, normal activity",
             "Location": scene,
-            "Key Evidence": "people and vehicles move at ordinary speeds; no fight, fall, crash, fire, blast or theft",
+            "Key Evidence": "only routine movement, no signature",
             "Detailed Explanation": f"Over all {plan.duration:.1f}s the scene shows only routine movement.",
-            "Cause and Effect": "nothing out of the ordinary starts, so nothing follows from it",
+            "Cause and Effect": "nothing unusual starts",
             "Conclusion": "The video is normal.",
         }
     else:
@@ -583,16 +583,14 @@ def annotate(plan: ClipPlan) -> dict[str, str]:
         distractors = [wrong_actors] + [option_of(name, int(rng.integers(0, 2))) for name in picked[:2]]
         key_object = variant.actors
         label = plan.anomaly_class.replace("_", " ").lower()
-        description = (
-            f"A fixed camera overlooks {scene} with people walking and traffic passing. "
-            f"{correct[:-1]}; {variant.evidence}."
-        )
+        description = correct
         reasoning = {
             "Specific Anomaly Type": plan.anomaly_class.replace("_", " "),
             "Location": place,
             "Key Evidence": variant.evidence,
             "Detailed Explanation": (
-                f"The scene is ordinary until {plan.onset:.1f}s; from then until {plan.end:.1f}s {variant.evidence}, "
+                f"The scene is ordinary until {plan.onset:.1f}s; from then until {plan.end:.1f}s the frames show "
+                f"{variant.evidence}, "
                 "and afterwards the scene returns to routine movement."
             ),
             "Cause and Effect": variant.cause,

@@ -16,7 +16,17 @@ from rich.console import Console
 from vaur1 import __version__
 from vaur1.errors import VaurError
 
-COMMAND_MODULES: tuple[str, ...] = ("data", "model", "video", "rewards", "eval", "train", "report", "analyze")
+COMMAND_MODULES: tuple[str, ...] = (
+    "data",
+    "model",
+    "video",
+    "rewards",
+    "eval",
+    "train",
+    "report",
+    "analyze",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,37 @@
+"""`vaur1 demo [--quick] [--out DIR] [key=value ...]`: the whole pipeline end to end on a CPU."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="SynthVAU -> tiny Qwen2.5-VL -> SFT -> GRPO -> evaluation and report, on a CPU",
+        description="Generates SynthVAU, builds a tiny Qwen2.5-VL, trains SFT (early stopping on the val "
+        "split) and GRPO from the SFT checkpoint, evaluates the untrained, SFT and GRPO models on the test "
+        "split and writes OUT/report.{md,html,json}. Finished stages are reused by the next run; a "
+        "changed setting redoes the stages that read it. Settings: see vaur1.demo.DemoConfig.",
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer clips and steps (the CI smoke test)")
+    parser.add_argument("--out", help="output folder (default runs/demo; runs/demo-quick with --quick)")
+    parser.add_argument("--seed", type=int, help="seed of the data, the model and training (default 0)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. grpo.max_steps=80"
+    )
+    parser.set_defaults(func=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    import json
+
+    from vaur1.demo import load_demo_config, run_demo
+
+    flags = [
+        f"{key}={json.dumps(value)}"
+        for key, value in (("out", args.out), ("seed", args.seed))
+        if value is not None
+    ]
+    run_demo(load_demo_config(quick=args.quick, overrides=[*flags, *args.overrides]))
+    return 0

@@ -1,0 +1,685 @@
+"""`vaur1 demo`: the whole VAU-R1 pipeline on a CPU, from no data to the comparison table.
+
+    report = run_demo(load_demo_config(quick=False, overrides=["seed=1"]))
+
+Stages, in order, each in its own folder under `out`:
+
+    data       SynthVAU train / val / test splits (`vaur1.bench.synth`)
+    model      a tiny random Qwen2.5-VL with its tokenizer and processor (`vaur1.model.tiny`)
+    eval_base  the untrained model on the test split (the standard harness, `vaur1.eval.run`)
+    sft        SFT as the warm start, until the validation metric stops improving (below)
+    eval_sft   the chosen SFT checkpoint on the test split
+    grpo       GRPO co-training on QA, TAG and CLS, starting from that checkpoint
+    eval_grpo  the GRPO model on the test split
+    report     report.md, report.html and report.json in `out`, and the table on the console
+
+A finished stage leaves `stage.json` holding the hash of the settings it read and of the stages it
+read from. A second `vaur1 demo` reuses every stage whose hash still matches and redoes the others
+(and everything downstream of them); a stage that was interrupted continues where it stopped when
+its settings are unchanged (the trainers resume from their checkpoints, evaluation from its
+predictions), and starts over otherwise.
+
+Fairness: SFT runs in chunks of `sft.chunk_steps` optimizer steps, one continuing run with a
+constant learning rate. After each chunk the checkpoint is evaluated on the validation split with
+the standard harness; the validation metric is the mean of QA accuracy and TAG mIoU (in the demo's
+prompt mode), the two numbers the demo's claim is about. Training stops after `sft.patience`
+evaluations without improvement (or at the `sft.max_chunks` cap, which the report then says), and
+GRPO starts from the best checkpoint. The report gives the budget of each stage: optimizer steps,
+samples seen (and GRPO's completions), wall time.
+
+Every stage uses one prompt mode (`mode`: direct by default, think optional), the same short
+prompts (`prompts`) and the same VideoSpec (`video`), through the project's own trainers and
+evaluation harness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaur1.config import apply_overrides, from_dict, save_config, to_dict
+from vaur1.errors import ConfigError
+from vaur1.prompts import PromptConfig
+from vaur1.rewards import RewardConfig
+from vaur1.video.spec import VideoSpec
+
+STAGE_FILE = "stage.json"  # a finished stage: its hash, its time and what it produced
+STARTED_FILE = "started.json"  # a stage under way: the hash it runs with
+CONFIG_FILE = "demo.yaml"
+TASKS = ["qa", "tag", "cls"]
+DEFAULT_OUT = "runs/demo"
+SHORT_PROMPTS = {
+    "qa_think": "{question}\n{options}\nThink in <think> </think>, then give the letter in <answer> </answer>.",
+    "qa_direct": "{question}\n{options}\nGive the letter in <answer> </answer>.",
+    "tag_think": (
+        "Anomaly or Normal? Think in <think> </think>, answer in <answer> </answer>, then the time "
+        "in seconds in <glue>[start, end]</glue>; Normal: <glue>[-1, -1]</glue>."
+    ),
+    "tag_direct": (
+        "Anomaly or Normal? Answer in <answer> </answer>, then the time in seconds in "
+        "<glue>[start, end]</glue>; Normal: <glue>[-1, -1]</glue>."
+    ),
+    "cls_think": "Which anomaly class, or Normal? Think in <think> </think>, answer in <answer> </answer>.",
+    "cls_direct": "Which anomaly class, or Normal? Answer in <answer> </answer>.",
+}
+SFT_TARGET = {"direct": "answer", "think": "cot"}  # the SFT target that matches each prompt mode
+QUICK_OUT = "runs/demo-quick"
+
+
+@dataclass
+class DemoData:
+    """The SynthVAU the demo trains and tests on (`vaur1 data synth`)."""
+
+    n: int = 360  # clips over all splits
+    split_ratio: str = "0.6,0.15,0.25"  # train, val (early stopping), test (the reported numbers)
+    size: tuple[int, int] = (112, 84)  # width, height; the VideoSpec shrinks frames further
+    duration: tuple[float, float] = (8.0, 8.0)  # seconds; one length: a frame's time is its index
+    fps: int = 8
+
+    def validate(self) -> None:
+        if len(self.split_ratio.split(",")) != 3:
+            raise ConfigError(f"data.split_ratio: the demo needs train,val,test, got {self.split_ratio!r}")
+
+
+@dataclass
+class DemoModel:
+    """The tiny Qwen-VL that every stage starts from (`vaur1 model tiny`)."""
+
+    arch: str = "qwen2_5_vl"
+    hidden_size: int = 128
+    num_layers: int = 2
+
+
+@dataclass
+class DemoSFT:
+    """SFT with early stopping on the validation split."""
+
+    learning_rate: float = 5e-4  # 2e-3 learnt the text but never looked at the video
+    warmup_steps: int = 10
+    batch_size: int = 8
+    chunk_steps: int = 100  # optimizer steps between validation evaluations
+    max_chunks: int = 40  # a cap on the wall time (4000 steps); patience normally stops SFT first
+    # evaluations without a better validation metric before stopping: the model reads the video
+    # only after a plateau of several hundred steps, which a patience of 2 mistook for convergence
+    patience: int = 4
+
+    def validate(self) -> None:
+        if self.chunk_steps < 1 or self.max_chunks < 1 or self.patience < 1:
+            raise ConfigError("sft.chunk_steps, sft.max_chunks and sft.patience must be at least 1")
+
+
+@dataclass
+class DemoGRPO:
+    """GRPO co-training on QA, TAG and CLS from the SFT checkpoint."""
+
+    max_steps: int = 200
+    learning_rate: float = 3e-4  # 1e-4 for 60 steps left the SFT model unchanged (KL 0.01)
+    batch_size: int = 8  # prompts per step, each sampled num_generations times
+    num_generations: int = 8
+    max_completion_length: int = 32  # direct answers take at most 20 tokens; think mode needs ~160
+    temperature: float = 1.0
+    beta: float = 0.04
+    # the paper's rewards; `format` means the format reward of the demo's mode (see `mode_rewards`)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+
+
+@dataclass
+class DemoEval:
+    """How each model is evaluated: the standard harness, greedy, in the demo's mode."""
+
+    batch_size: int = 16
+    max_new_tokens: int = 48  # think mode needs ~192
+    resamples: int = 1000
+
+
+@dataclass
+class DemoConfig:
+    out: str = DEFAULT_OUT
+    seed: int = 0  # the data, the model's initial weights and both training runs
+    # the prompts of SFT, GRPO and evaluation alike: `direct` (answer tags only; SFT learns the
+    # answers, the paper's SFT baseline) or `think` (a <think> block first; SFT learns the
+    # annotation's reasoning, then the answer)
+    mode: str = "direct"
+    data: DemoData = field(default_factory=DemoData)
+    model: DemoModel = field(default_factory=DemoModel)
+    # 8 frames (one a second) of at most 56x56 pixels: 16 video tokens per clip
+    video: VideoSpec = field(
+        default_factory=lambda: VideoSpec(fps=None, num_frames=8, min_pixels=784, max_pixels=3136)
+    )
+    sft: DemoSFT = field(default_factory=DemoSFT)
+    grpo: DemoGRPO = field(default_factory=DemoGRPO)
+    eval: DemoEval = field(default_factory=DemoEval)
+    # short prompts with the standard answer formats. Measured on CLS alone (lr 5e-4, batch 8): with
+    # a 10-token prompt the tiny model reads the video after ~250 steps (val loss 0.44 -> 0.06 by
+    # step 300); with the standard 150-token prompt it had barely started by step 400 (0.39)
+    prompts: PromptConfig = field(default_factory=lambda: PromptConfig(**SHORT_PROMPTS))
+    loader_workers: int = 1  # frame-decoding processes next to training and evaluation
+    # torch threads: on a small shared CPU, two-thread kernels next to the loader worker and other
+    # processes ran SFT steps up to 30x slower (0.11 s -> 3.7 s) than one thread
+    torch_threads: int = 1
+
+    def validate(self) -> None:
+        if self.mode not in SFT_TARGET:
+            raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(SFT_TARGET)}")
+
+
+# `--quick`: fewer clips and steps, for the CI smoke test; the same stages and code paths.
+QUICK: list[str] = [
+    f"out={QUICK_OUT}",
+    "data.n=36",
+    "sft.batch_size=4",
+    "sft.chunk_steps=8",
+    "sft.max_chunks=2",
+    "sft.patience=1",
+    "grpo.max_steps=3",
+    "grpo.batch_size=2",
+    "grpo.num_generations=2",
+    "eval.resamples=100",
+]
+
+
+def load_demo_config(quick: bool = False, overrides: list[str] | None = None) -> DemoConfig:
+    """The defaults, then the `--quick` preset, then dotted overrides; validated."""
+    data = apply_overrides(to_dict(DemoConfig()), [*(QUICK if quick else []), *(overrides or [])])
+    return from_dict(DemoConfig, data)
+
+
+# ---- stages ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    after: tuple[str, ...]  # the stages whose outputs it reads
+    settings: Callable[[DemoConfig], Any]  # the part of the config it reads
+    run: Callable[[DemoConfig, Path, dict[str, dict]], dict[str, Any]]  # -> the stage's summary
+
+
+def _data_settings(cfg: DemoConfig) -> Any:
+    return {"data": to_dict(cfg.data), "seed": cfg.seed}
+
+
+def _model_settings(cfg: DemoConfig) -> Any:
+    return {"model": to_dict(cfg.model), "seed": cfg.seed}
+
+
+def _eval_settings(cfg: DemoConfig) -> Any:
+    return {
+        "eval": to_dict(cfg.eval),
+        "video": to_dict(cfg.video),
+        "prompts": to_dict(cfg.prompts),
+        "mode": cfg.mode,
+    }
+
+
+def _sft_settings(cfg: DemoConfig) -> Any:
+    return {**_eval_settings(cfg), "sft": to_dict(cfg.sft), "seed": cfg.seed}
+
+
+def _grpo_settings(cfg: DemoConfig) -> Any:
+    return {
+        "grpo": to_dict(cfg.grpo),
+        "video": to_dict(cfg.video),
+        "prompts": to_dict(cfg.prompts),
+        "mode": cfg.mode,
+        "seed": cfg.seed,
+    }
+
+
+def _bench(cfg: DemoConfig) -> Path:
+    return Path(cfg.out) / "data" / "synthvau"
+
+
+def _cache(cfg: DemoConfig) -> str:
+    return str(Path(cfg.out) / "frame-cache")
+
+
+def run_data(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str, Any]:
+    from vaur1.bench.synth import generate_synthvau
+
+    bench = generate_synthvau(
+        _bench(cfg),
+        n=cfg.data.n,
+        seed=cfg.seed,
+        split_ratio=cfg.data.split_ratio,
+        size=cfg.data.size,
+        duration=cfg.data.duration,
+        fps=cfg.data.fps,
+    )
+    manifest = json.loads((bench / "synthvau.json").read_text(encoding="utf-8"))
+    return {"bench": str(bench), "clips": {split: sum(c.values()) for split, c in manifest["counts"].items()}}
+
+
+def run_model(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str, Any]:
+    from vaur1.model.tiny import build_tiny_model
+
+    path = build_tiny_model(
+        cfg.model.arch,
+        stage_dir / "tiny",
+        hidden_size=cfg.model.hidden_size,
+        num_layers=cfg.model.num_layers,
+        seed=cfg.seed,
+    )
+    return {"model": str(path)}
+
+
+def evaluate(cfg: DemoConfig, model: str, split: str, out: Path) -> dict[str, Any]:
+    """The standard harness on one split; returns the think-mode `qa`, `tag` and `cls` blocks."""
+    from vaur1.eval.config import load_eval_config
+    from vaur1.eval.report import stage_metrics
+    from vaur1.eval.run import run_eval
+
+    eval_cfg = load_eval_config(
+        flags={
+            "model": {"name_or_path": model},
+            "data": {"bench": str(_bench(cfg)), "split": split, "tasks": TASKS},
+            "video": to_dict(cfg.video),
+            "prompts": to_dict(cfg.prompts),
+            "cache": {"dir": _cache(cfg)},
+            "loader": {"num_workers": cfg.loader_workers},
+            "modes": [cfg.mode],
+            "sampling": {"max_new_tokens": cfg.eval.max_new_tokens},
+            "batch_size": cfg.eval.batch_size,
+            "offline_scorer": False,
+            "resamples": cfg.eval.resamples,
+            "bootstrap_seed": cfg.seed,
+            "out": str(out),
+        }
+    )
+    run_eval(eval_cfg)
+    return stage_metrics(out, cfg.mode)
+
+
+def _eval_stage(model_of: Callable[[dict[str, dict]], str]):
+    def run(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str, Any]:
+        model = model_of(done)
+        metrics = evaluate(cfg, model, "test", stage_dir)
+        return {"model": model, "metrics": metrics}
+
+    return run
+
+
+def validation_score(metrics: dict[str, Any]) -> float:
+    """What SFT's early stopping maximises: the mean of QA accuracy and TAG mIoU, in points."""
+    return (metrics["qa"]["accuracy"] + metrics["tag"]["miou"]) / 2
+
+
+def _sft_train_config(cfg: DemoConfig, done: dict[str, dict], run_dir: Path, max_steps: int):
+    from vaur1.sft.config import SFTTrainConfig
+
+    shared = _training_sections(cfg, done["model"]["model"], run_dir, max_steps)
+    return from_dict(
+        SFTTrainConfig,
+        {
+            **shared,
+            "target": SFT_TARGET[cfg.mode],
+            "per_device_train_batch_size": cfg.sft.batch_size,
+            # constant after warm-up: the run continues chunk after chunk without a schedule to end
+            "optim": {
+                "learning_rate": cfg.sft.learning_rate,
+                "lr_scheduler": "constant",
+                "warmup_steps": cfg.sft.warmup_steps,
+            },
+        },
+    )
+
+
+def _training_sections(cfg: DemoConfig, model: str, run_dir: Path, max_steps: int) -> dict[str, Any]:
+    return {
+        "model": {"name_or_path": model, "dtype": "float32"},
+        "data": {"bench": str(_bench(cfg)), "split": "train", "tasks": TASKS},
+        "video": to_dict(cfg.video),
+        "prompts": to_dict(cfg.prompts),
+        "cache": {"dir": _cache(cfg)},
+        "loader": {"num_workers": cfg.loader_workers},
+        "run": {
+            "output_dir": str(run_dir),
+            "seed": cfg.seed,
+            "max_steps": max_steps,
+            "save_steps": max_steps,
+            "save_total_limit": 1,
+            "logging_steps": 1,
+            "resume": "auto",
+        },
+    }
+
+
+def run_sft(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str, Any]:
+    from vaur1.sft.trainer import train
+    from vaur1.train.logging import console
+
+    run_dir = stage_dir / "run"
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    started = time.perf_counter()
+    stopped_by = "max_chunks"
+    for chunk in range(1, cfg.sft.max_chunks + 1):
+        steps = chunk * cfg.sft.chunk_steps
+        model = stage_dir / "checkpoints" / f"step-{steps}"
+        if not model.exists():  # a resumed stage has it from before the interruption
+            final = train(_sft_train_config(cfg, done, run_dir, steps))
+            shutil.copytree(final, model.with_suffix(".tmp"), dirs_exist_ok=True)
+            model.with_suffix(".tmp").rename(model)
+        metrics = evaluate(cfg, str(model), "val", stage_dir / "val" / f"step-{steps}")
+        score = validation_score(metrics)
+        history.append(
+            {"step": steps, "score": score, "qa": metrics["qa"]["accuracy"], "miou": metrics["tag"]["miou"]}
+        )
+        console.print(
+            f"sft step {steps}: validation QA {metrics['qa']['accuracy']:.1f}, TAG mIoU "
+            f"{metrics['tag']['miou']:.1f} -> score {score:.2f}",
+            highlight=False,
+        )
+        if best is None or score > best["score"]:
+            best = history[-1]
+        elif len(history) - history.index(best) - 1 >= cfg.sft.patience:
+            stopped_by = "patience"
+            break
+    assert best is not None
+    chosen = stage_dir / "best"
+    if chosen.exists():
+        shutil.rmtree(chosen)
+    shutil.copytree(stage_dir / "checkpoints" / f"step-{best['step']}", chosen)
+    shutil.rmtree(stage_dir / "checkpoints")
+    steps_run = history[-1]["step"]
+    return {
+        "model": str(chosen),
+        "best_step": best["step"],
+        "best_validation_score": best["score"],
+        "validation": history,
+        "steps": steps_run,
+        "samples": steps_run * cfg.sft.batch_size,
+        "samples_to_best": best["step"] * cfg.sft.batch_size,
+        "seconds": time.perf_counter() - started,
+        "stopped": stopped_by,
+    }
+
+
+def mode_rewards(rewards: RewardConfig, mode: str) -> dict[str, Any]:
+    """The reward config with `format` standing for the mode's own format reward."""
+    from vaur1.rl.config import FORMAT_REWARD
+
+    data = to_dict(rewards)
+    for task in ("qa", "tag", "cls"):
+        data[task] = {FORMAT_REWARD[mode] if name == "format" else name: w for name, w in data[task].items()}
+    return data
+
+
+def run_grpo(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str, Any]:
+    from vaur1.rl.config import GRPOTrainConfig
+    from vaur1.rl.trainer import train
+
+    grpo = cfg.grpo
+    shared = _training_sections(cfg, done["sft"]["model"], stage_dir / "run", grpo.max_steps)
+    train_cfg = from_dict(
+        GRPOTrainConfig,
+        {
+            **shared,
+            "mode": cfg.mode,
+            "rewards": mode_rewards(grpo.rewards, cfg.mode),
+            "num_generations": grpo.num_generations,
+            "max_completion_length": grpo.max_completion_length,
+            "per_device_train_batch_size": grpo.batch_size,
+            "sampling": {"temperature": grpo.temperature},
+            "loss": {"beta": grpo.beta},
+            "optim": {"learning_rate": grpo.learning_rate, "lr_scheduler": "constant"},
+        },
+    )
+    started = time.perf_counter()
+    final = train(train_cfg)
+    prompts = grpo.max_steps * grpo.batch_size
+    return {
+        "model": str(final),
+        "steps": grpo.max_steps,
+        "samples": prompts,
+        "completions": prompts * grpo.num_generations,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", "SynthVAU train / val / test", (), _data_settings, run_data),
+    Stage("model", "tiny Qwen2.5-VL", (), _model_settings, run_model),
+    Stage(
+        "eval_base",
+        "evaluate the untrained model",
+        ("data", "model"),
+        _eval_settings,
+        _eval_stage(lambda done: done["model"]["model"]),
+    ),
+    Stage("sft", "SFT warm start, early stopping on val", ("data", "model"), _sft_settings, run_sft),
+    Stage(
+        "eval_sft",
+        "evaluate the SFT model",
+        ("data", "sft"),
+        _eval_settings,
+        _eval_stage(lambda done: done["sft"]["model"]),
+    ),
+    Stage("grpo", "GRPO co-training on QA, TAG and CLS", ("data", "sft"), _grpo_settings, run_grpo),
+    Stage(
+        "eval_grpo",
+        "evaluate the GRPO model",
+        ("data", "grpo"),
+        _eval_settings,
+        _eval_stage(lambda done: done["grpo"]["model"]),
+    ),
+)
+
+
+def stage_hash(stage: Stage, cfg: DemoConfig, hashes: dict[str, str]) -> str:
+    """The stage's settings and the hashes of the stages it reads from, hashed."""
+    payload = {
+        "stage": stage.name,
+        "settings": stage.settings(cfg),
+        "after": [hashes[a] for a in stage.after],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_stage(stage: Stage, cfg: DemoConfig, digest: str, done: dict[str, dict], number: int) -> dict:
+    """Reuse the stage when its `stage.json` has this hash; else continue or redo it."""
+    from vaur1.train.logging import console
+
+    stage_dir = Path(cfg.out) / stage.name
+    header = f"[{number}/{len(STAGES) + 1}] {stage.name}: {stage.title}"
+    finished = _read_json(stage_dir / STAGE_FILE)
+    if finished is not None and finished.get("hash") == digest:
+        console.print(f"{header} [green]reused[/] (finished in {finished['seconds']:.0f} s)", highlight=False)
+        return {**finished, "reused": True}
+    started = _read_json(stage_dir / STARTED_FILE)
+    if stage_dir.exists() and (started is None or started.get("hash") != digest):
+        shutil.rmtree(stage_dir)  # made with other settings: nothing in it may be reused
+    console.rule(header)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(stage_dir / STARTED_FILE, {"hash": digest})
+    clock = time.perf_counter()
+    summary = stage.run(cfg, stage_dir, done)
+    record = {"stage": stage.name, "hash": digest, "seconds": time.perf_counter() - clock, **summary}
+    _write_json(stage_dir / STAGE_FILE, record)
+    console.print(f"{stage.name}: done in {record['seconds']:.0f} s", highlight=False)
+    return {**record, "reused": False}
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run (or reuse) every stage, then write the report; returns report.json's content."""
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / CONFIG_FILE)
+    hashes: dict[str, str] = {}
+    done: dict[str, dict] = {}
+    for number, stage in enumerate(STAGES, start=1):
+        hashes[stage.name] = stage_hash(stage, cfg, hashes)
+        done[stage.name] = run_stage(stage, cfg, hashes[stage.name], done, number)
+    report = write_demo_report(cfg, done)
+    print_comparison(report)
+    return report
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+REPORTED_STAGES = {"base": "eval_base", "sft": "eval_sft", "grpo": "eval_grpo"}
+# (task, metric key, label) of the comparison table; every value is in points (0-100)
+HEADLINE: tuple[tuple[str, str, str], ...] = (
+    ("qa", "accuracy", "QA accuracy"),
+    ("tag", "miou", "TAG mIoU"),
+    ("tag", "r@0.5", "TAG R@0.5"),
+    ("tag", "false_alarm_rate", "TAG false alarms on normal clips"),
+    ("cls", "multiclass_accuracy", "CLS accuracy"),
+    ("cls", "binary_accuracy", "CLS binary accuracy"),
+)
+
+
+def _headline(stages: dict[str, dict]) -> dict[str, dict[str, float | None]]:
+    return {
+        name: {f"{task}.{key}": (blocks.get(task) or {}).get(key) for task, key, _ in HEADLINE}
+        for name, blocks in stages.items()
+    }
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def budgets(cfg: DemoConfig, done: dict[str, dict]) -> dict[str, Any]:
+    """What SFT and GRPO cost: optimizer steps, samples (and completions) seen, wall time."""
+    sft, grpo = done["sft"], done["grpo"]
+    return {
+        "sft": {
+            "steps": sft["steps"],
+            "best_step": sft["best_step"],
+            "samples": sft["samples"],
+            "samples_to_best": sft["samples_to_best"],
+            "validation_evaluations": len(sft["validation"]),
+            "stopped_by": sft["stopped"],
+            "seconds": sft["seconds"],
+        },
+        "grpo": {
+            "steps": grpo["steps"],
+            "samples": grpo["samples"],
+            "completions": grpo["completions"],
+            "seconds": grpo["seconds"],
+        },
+    }
+
+
+def write_demo_report(cfg: DemoConfig, done: dict[str, dict]) -> dict[str, Any]:
+    """`out`/report.md (+ report_files/), report.html and report.json; returns report.json's content."""
+    from vaur1.eval import report as harness
+
+    out = Path(cfg.out)
+    runs = [harness.load_run(out / stage, name) for name, stage in REPORTED_STAGES.items()]
+    stages = {name: done[stage]["metrics"] for name, stage in REPORTED_STAGES.items()}
+    headline = _headline(stages)
+    report = {
+        "stages": stages,
+        "headline": headline,
+        "gains": {
+            "grpo_over_sft": {k: _difference(v, headline["sft"][k]) for k, v in headline["grpo"].items()},
+            "sft_over_base": {k: _difference(v, headline["base"][k]) for k, v in headline["sft"].items()},
+        },
+        "budgets": budgets(cfg, done),
+        "sft_validation": done["sft"]["validation"],
+        "times": {name: record["seconds"] for name, record in done.items()},
+        "reused": [name for name, record in done.items() if record.get("reused")],
+        "mode": cfg.mode,
+        "config": to_dict(cfg),
+        "runs": harness.report_json(runs)["runs"],
+    }
+    demo_tables = [comparison_table(report), budget_table(report), *harness.tables(runs)]
+    plotted = harness.figures(runs)
+    image_dir = out / "report_files"
+    if image_dir.exists():
+        shutil.rmtree(image_dir)
+    markdown_images = []
+    if plotted:
+        image_dir.mkdir()
+    for stem, caption, png in plotted:
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)
+        (image_dir / f"{name}.png").write_bytes(png)
+        markdown_images.append((caption, f"{image_dir.name}/{name}.png", stem))
+    (out / "report.md").write_text(harness.render_markdown(demo_tables, markdown_images), encoding="utf-8")
+    html_images = [(caption, png) for _, caption, png in plotted]
+    (out / "report.html").write_text(harness.render_html(demo_tables, html_images), encoding="utf-8")
+    _write_json(out / "report.json", report)
+    return report
+
+
+def _points(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def comparison_table(report: dict[str, Any]):
+    from vaur1.eval.report import Table
+
+    headline, gains = report["headline"], report["gains"]
+    rows = [
+        [
+            label,
+            *(_points(headline[stage][f"{task}.{key}"]) for stage in ("base", "sft", "grpo")),
+            _points(gains["sft_over_base"][f"{task}.{key}"], signed=True),
+            _points(gains["grpo_over_sft"][f"{task}.{key}"], signed=True),
+        ]
+        for task, key, label in HEADLINE
+    ]
+    note = (
+        f"Held-out SynthVAU test split, {report['mode']} prompts, greedy decoding; points (0-100). "
+        "Per-source results with 95% intervals follow."
+    )
+    header = ["metric", "base", "SFT", "GRPO", "SFT - base", "GRPO - SFT"]
+    return Table("Untrained vs SFT vs GRPO after SFT", header, rows, note)
+
+
+def budget_table(report: dict[str, Any]):
+    from vaur1.eval.report import Table
+
+    sft, grpo = report["budgets"]["sft"], report["budgets"]["grpo"]
+    rows = [
+        ["optimizer steps", f"{sft['steps']} (best at {sft['best_step']})", str(grpo["steps"])],
+        ["samples seen", f"{sft['samples']} ({sft['samples_to_best']} to the best)", str(grpo["samples"])],
+        ["completions sampled", "-", str(grpo["completions"])],
+        ["wall time (s)", f"{sft['seconds']:.0f}", f"{grpo['seconds']:.0f}"],
+    ]
+    note = (
+        f"SFT stopped by {sft['stopped_by']} after {sft['validation_evaluations']} validation evaluations "
+        "(mean of QA accuracy and TAG mIoU on the val split); GRPO starts from SFT's best checkpoint, so "
+        "GRPO's model has seen both budgets. SFT's wall time includes its validation evaluations."
+    )
+    return Table("Training budgets", ["", "SFT (to early stop)", "GRPO (after SFT)"], rows, note)
+
+
+def print_comparison(report: dict[str, Any]) -> None:
+    """The comparison and budget tables on standard output: the demo's last words."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console(highlight=False)
+    for table in (comparison_table(report), budget_table(report)):
+        shown = RichTable(*table.header, title=table.title, caption=table.note)
+        for row in table.rows:
+            shown.add_row(*row)
+        console.print(shown)

@@ -1,0 +1,113 @@
+"""`vaur1 demo --quick` through the console script: every stage runs, report.json has the promised shape,
+report.html parses, a second run reuses every stage, and a changed setting redoes only what reads it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+import vaur1
+from conftest import VAUR1
+from vaur1.demo import STAGES, load_demo_config
+from vaur1.errors import ConfigError
+
+STAGE_NAMES = [stage.name for stage in STAGES]
+# The headline keys of each task block, as `vaur1 eval metrics --json` prints them.
+METRIC_KEYS = {
+    "qa": {"n", "accuracy", "missing", "unparsed", "ci"},
+    "tag": {"n", "miou", "r@0.3", "r@0.5", "r@0.7", "false_alarm_rate", "n_normal", "ci"},
+    "cls": {"n", "binary_accuracy", "multiclass_accuracy", "macro_f1", "ci"},
+}
+
+
+def vaur1_demo(*args: str) -> subprocess.CompletedProcess:
+    env = vaur1.subprocess_env() | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [str(VAUR1), "demo", "--quick", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data) -> None:
+        self.text.append(data)
+
+
+def stage_lines(output: str) -> dict[str, str]:
+    """Each stage's header line: `[n/8] name: ...`."""
+    lines = {}
+    for line in output.splitlines():
+        for name in STAGE_NAMES:
+            if f"] {name}: " in line:
+                lines[name] = line
+    return lines
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path):
+    out = tmp_path / "demo"
+    first = vaur1_demo("--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "GRPO - SFT" in first.stdout and "Training budgets" in first.stdout
+    assert first.stdout.rstrip().splitlines()[-1].strip()  # the tables close the output
+
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["stages"]) == {"base", "sft", "grpo"}
+    for stage in report["stages"].values():
+        for task, keys in METRIC_KEYS.items():
+            assert keys <= set(stage[task]), (task, keys - set(stage[task]))
+            assert stage[task]["n"] > 0
+    budgets = report["budgets"]
+    assert budgets["sft"]["steps"] >= budgets["sft"]["best_step"] > 0 and budgets["sft"]["seconds"] > 0
+    assert budgets["grpo"]["completions"] == budgets["grpo"]["samples"] * 2  # quick: G = 2
+    gains = report["gains"]["grpo_over_sft"]
+    headline = report["headline"]
+    assert gains["tag.miou"] == pytest.approx(headline["grpo"]["tag.miou"] - headline["sft"]["tag.miou"])
+    assert report["stages"]["sft"]["qa"]["accuracy"] == pytest.approx(
+        json.loads((out / "eval_sft" / "metrics.json").read_text())["tasks"]["qa"]["direct"]["accuracy"]
+    )
+
+    page = _Tags()
+    page.feed((out / "report.html").read_text())
+    assert page.tags.count("table") >= 5
+    assert "Untrained vs SFT vs GRPO after SFT" in page.text and "Training budgets" in page.text
+    assert (out / "report.md").read_text().startswith("# ")
+
+    finished = {name: (out / name / "stage.json").stat().st_mtime_ns for name in STAGE_NAMES}
+    second = vaur1_demo("--out", str(out))
+    assert second.returncode == 0, second.stderr[-3000:]
+    lines = stage_lines(second.stderr)
+    assert all("reused" in lines[name] for name in STAGE_NAMES), lines
+    assert finished == {name: (out / name / "stage.json").stat().st_mtime_ns for name in STAGE_NAMES}
+    assert json.loads((out / "report.json").read_text())["stages"] == report["stages"]
+
+    third = vaur1_demo("--out", str(out), "grpo.max_steps=4")
+    assert third.returncode == 0, third.stderr[-3000:]
+    lines = stage_lines(third.stderr)
+    redone = {"grpo", "eval_grpo"}
+    assert {name for name in STAGE_NAMES if "reused" not in lines[name]} == redone, lines
+    assert json.loads((out / "report.json").read_text())["budgets"]["grpo"]["steps"] == 4
+
+
+def test_settings_and_errors(tmp_path):
+    quick = load_demo_config(quick=True, overrides=["grpo.rewards.tag={format: 1.0, iou: 2.0}"])
+    full = load_demo_config()
+    assert quick.out == "runs/demo-quick" and full.out == "runs/demo"
+    assert quick.data.n < full.data.n and quick.grpo.rewards.tag == {"format": 1.0, "iou": 2.0}
+    assert quick.video == full.video  # a partial override would keep the other VideoSpec defaults
+    with pytest.raises(ConfigError, match="split_ratio"):
+        load_demo_config(overrides=["data.split_ratio=0.8"])
+    bad = vaur1_demo("--out", str(tmp_path), "grpo.max_stepz=2")
+    assert bad.returncode == 2 and "grpo.max_stepz" in bad.stderr
+    assert not Path(tmp_path, "data").exists()
