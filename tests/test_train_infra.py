@@ -481,7 +481,8 @@ def test_sigkilled_two_process_lora_run_resumes_to_bit_identical_weights(tmp_pat
     whole = launch(tmp_path / "whole", kill_at=0)
     assert whole.returncode == 0, whole.stderr[-3000:]
     killed = launch(tmp_path / "killed", kill_at=5)
-    assert killed.returncode != 0 and "Signal 9 (SIGKILL) received" in killed.stderr, killed.stderr[-3000:]
+    # torchrun reports whichever rank it sees fail first: rank 0's SIGKILL, or rank 1 losing its peer.
+    assert killed.returncode != 0, killed.stderr[-3000:]
     assert not (tmp_path / "killed" / "final.pt").exists()
     assert [p.name for p in list_checkpoints(tmp_path / "killed")] == ["checkpoint-2", "checkpoint-4"]
     assert sorted(
