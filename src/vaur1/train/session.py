@@ -218,6 +218,7 @@ class Session:
 
     def __init__(self, cfg: SessionConfig, kind: str, steps_per_cycle: int = 1) -> None:
         from accelerate import Accelerator
+        from transformers.utils import logging as hf_logging
 
         cfg.validate()
         self.cfg = cfg
@@ -233,6 +234,9 @@ class Session:
         )
         self.is_main = accelerator.is_main_process
         setup_console_logging(self.is_main)
+        # transformers' "Loading weights" / "Writing model shards" bars would break into the training
+        # progress bar at every checkpoint.
+        hf_logging.disable_progress_bar()
         set_seed(cfg.run.seed)
 
         self.examples = cfg.data.load()
