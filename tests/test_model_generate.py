@@ -155,7 +155,7 @@ def test_generation_config_is_complete_and_stops_at_end_of_turn(tiny_models):
 
 def test_completion_mask_ends_at_the_first_end_of_turn():
     ids = torch.tensor([[4, 9, 0, 0], [4, 5, 6, 7], [9, 4, 9, 0], [4, 5, 6, 9]])
-    mask = completion_mask(ids, end_of_turn=9)
+    mask = completion_mask(ids, 9)
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]]
     out = GenerationOutput(
         prompt_length=5,

@@ -12,7 +12,7 @@ the matching prompt rows for the scoring forward pass.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -82,7 +82,7 @@ class GenerationOutput:
     def truncated(self) -> torch.Tensor:
         """True where the completion hit max_new_tokens without ending its turn (the length alone
         cannot tell: the end of turn may fall on the very last position)."""
-        return ~(self.completion_ids == self.end_of_turn).any(dim=1)
+        return truncated(self.completion_ids, self.end_of_turn)
 
 
 def token_id(processor, token: str) -> int:
@@ -155,13 +155,31 @@ def generate(model, processor, inputs, sampling: SamplingConfig) -> GenerationOu
     )
 
 
-def completion_mask(completion_ids: torch.Tensor, end_of_turn: int) -> torch.Tensor:
-    """1 up to and including the first `end_of_turn` token of each row (all 1 if it never ends)."""
-    is_end = completion_ids == end_of_turn
-    length = completion_ids.shape[1]
-    first_end = torch.where(is_end.any(dim=1), is_end.int().argmax(dim=1), length - 1)
-    positions = torch.arange(length, device=completion_ids.device)
-    return (positions[None, :] <= first_end[:, None]).long()
+def _eos_hits(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    if completion_ids.dim() != 2:
+        raise ValueError(f"completion_ids must be (batch, length), got shape {tuple(completion_ids.shape)}")
+    eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if not eos:
+        raise ValueError("eos_token_id is empty")
+    return torch.isin(completion_ids, torch.tensor(eos, device=completion_ids.device))
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    """1 for every token up to and including the first end-of-turn token, 0 after it (int64, (B, T)).
+
+    A completion with no end-of-turn token (cut at the length limit) is all ones. Any id in
+    `eos_token_id` ends the turn.
+    """
+    is_eos = _eos_hits(completion_ids, eos_token_id)
+    length = completion_ids.size(1)
+    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), length)
+    positions = torch.arange(length, device=completion_ids.device).expand_as(completion_ids)
+    return (positions <= first_eos.unsqueeze(1)).long()
+
+
+def truncated(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    """True for completions that never produced an end-of-turn token (cut at the length limit), (B,)."""
+    return ~_eos_hits(completion_ids, eos_token_id).any(dim=1)
 
 
 @contextlib.contextmanager

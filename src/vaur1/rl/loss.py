@@ -19,7 +19,6 @@ Deliberate differences from TRL, all in what is reported rather than what is opt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -27,6 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from vaur1.errors import ConfigError
+
+# The masks are made where completions are generated; re-exported with the loss maths that use them.
+from vaur1.model.generate import completion_mask as completion_mask
+from vaur1.model.generate import truncated as truncated
 
 LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
 ScaleRewards = Literal["group", "batch", "none"]
@@ -70,33 +73,6 @@ class GRPOLossConfig:
     def clip_high(self) -> float:
         """The upper clip width: `epsilon_high`, or `epsilon` when it is unset (TRL's rule)."""
         return self.epsilon if self.epsilon_high is None else self.epsilon_high
-
-
-def _eos_hits(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
-    if completion_ids.dim() != 2:
-        raise ValueError(f"completion_ids must be (batch, length), got shape {tuple(completion_ids.shape)}")
-    eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    if not eos:
-        raise ValueError("eos_token_id is empty")
-    return torch.isin(completion_ids, torch.tensor(eos, device=completion_ids.device))
-
-
-def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
-    """1 for every token up to and including the first end-of-turn token, 0 after it (int64, (B, T)).
-
-    A completion with no end-of-turn token (cut at the length limit) is all ones. Any id in
-    `eos_token_id` ends the turn.
-    """
-    is_eos = _eos_hits(completion_ids, eos_token_id)
-    length = completion_ids.size(1)
-    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), length)
-    positions = torch.arange(length, device=completion_ids.device).expand_as(completion_ids)
-    return (positions <= first_eos.unsqueeze(1)).long()
-
-
-def truncated(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
-    """True for completions that never produced an end-of-turn token (cut at the length limit), (B,)."""
-    return ~_eos_hits(completion_ids, eos_token_id).any(dim=1)
 
 
 class GroupAdvantages(NamedTuple):
