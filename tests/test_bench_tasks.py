@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from vaur1.bench import load_bench
-from vaur1.bench.tasks import parse_tasks, task_view, to_dataset
+from vaur1.bench.tasks import parse_tasks, shuffle_options, task_view, to_dataset
 from vaur1.errors import VaurError
 
 VIEW_SIZES = {
@@ -54,3 +55,20 @@ def test_parse_tasks():
     assert parse_tasks("qa, tag") == ["qa", "tag"]
     with pytest.raises(VaurError, match="unknown task 'grounding'"):
         parse_tasks("qa,grounding")
+
+
+def test_shuffle_options_moves_the_answer_and_leaves_other_tasks_alone(shared_bench):
+    samples = load_bench(shared_bench / "test_msad.csv").samples[:50]
+    rng = np.random.default_rng(0)
+    letters = set()
+    for example in task_view(samples, "qa"):
+        shuffled = shuffle_options(example, rng)
+        assert sorted(shuffled.options) == sorted(example.options)
+        correct = example.options["ABCD".index(example.answer)]
+        assert shuffled.options["ABCD".index(shuffled.answer)] == correct
+        letters.add(shuffled.answer)
+    assert letters == set("ABCD")
+    tag = task_view(samples, "tag")[0]
+    assert shuffle_options(tag, rng) is tag
+    qa = task_view(samples, "qa")[0]
+    assert shuffle_options(qa, np.random.default_rng(7)) == shuffle_options(qa, np.random.default_rng(7))

@@ -12,7 +12,7 @@ import pytest
 
 import vaur1
 from conftest import VAUR1
-from vaur1.demo import STAGES, load_demo_config
+from vaur1.demo import STAGES, eval_config, load_demo_config
 from vaur1.errors import ConfigError
 
 STAGE_NAMES = [stage.name for stage in STAGES]
@@ -108,6 +108,10 @@ def test_settings_and_errors(tmp_path):
     assert quick.video == full.video  # a partial override would keep the other VideoSpec defaults
     with pytest.raises(ConfigError, match="split_ratio"):
         load_demo_config(overrides=["data.split_ratio=0.8"])
+    # every evaluation, the validation ones of early stopping included, decodes greedily
+    harness = eval_config(full, str(tmp_path / "model"), "val", tmp_path / "eval")
+    assert not harness.sampling.do_sample and harness.sampling.max_new_tokens == full.eval.max_new_tokens
+    assert (harness.data.split, harness.modes, harness.video) == ("val", [full.mode], full.video)
     bad = vaur1_demo("--out", str(tmp_path), "grpo.max_stepz=2")
     assert bad.returncode == 2 and "grpo.max_stepz" in bad.stderr
     assert not Path(tmp_path, "data").exists()

@@ -129,13 +129,39 @@ def test_the_output_starts_grpo_and_evaluation(tiny_models, synth_bench, tmp_pat
     assert read_jsonl(tmp_path / "grpo" / "metrics.jsonl")[0]["step"] == 1
 
 
+def test_shuffled_options_move_the_answer_with_them_and_change_every_epoch(
+    tiny_models, synth_bench, tmp_path, monkeypatch
+):
+    seen = []
+    real_collate = sft_trainer.collate
+
+    def spy(processor, examples, videos, cfg):
+        seen.extend(examples)
+        return real_collate(processor, examples, videos, cfg)
+
+    monkeypatch.setattr(sft_trainer, "collate", spy)
+    two_epochs = ["data.tasks=[qa]", "per_device_train_batch_size=4", "run.max_steps=4", "shuffle_options=true"]
+    train(sft_config(tmp_path / "run", tiny_models[ARCH], synth_bench, two_epochs))
+
+    original = {e.id: e for e in DataConfig(bench=str(synth_bench), tasks=["qa"]).load()}
+    assert len(seen) == 2 * len(original) == 16
+    for example in seen:
+        source = original[example.id]
+        assert sorted(example.options) == sorted(source.options)
+        assert example.options["ABCD".index(example.answer)] == source.options["ABCD".index(source.answer)]
+    first, second = {e.id: e.options for e in seen[:8]}, {e.id: e.options for e in seen[8:]}
+    assert sum(first[i] != second[i] for i in original) >= 4
+    assert sum(first[i] != original[i].options for i in original) >= 4
+    assert len({e.answer for e in seen}) == 4
+
+
 class Killed(Exception):
     pass
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tiny_models, synth_bench, tmp_path, monkeypatch):
     overrides = ["run.max_steps=4", "run.save_steps=2", "model.lora.enabled=true", "model.lora.dropout=0.3"]
-    overrides += ["optim.lr_scheduler=cosine", "optim.learning_rate=1e-2"]
+    overrides += ["optim.lr_scheduler=cosine", "optim.learning_rate=1e-2", "shuffle_options=true"]
     whole = train(sft_config(tmp_path / "whole", tiny_models[ARCH], synth_bench, overrides))
 
     real_log = session_module.Session.log

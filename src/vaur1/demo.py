@@ -159,6 +159,10 @@ class DemoConfig:
     # a 10-token prompt the tiny model reads the video after ~250 steps (val loss 0.44 -> 0.06 by
     # step 300); with the standard 150-token prompt it had barely started by step 400 (0.39)
     prompts: PromptConfig = field(default_factory=lambda: PromptConfig(**SHORT_PROMPTS))
+    # SFT and GRPO see each QA item's options in a new order every time (`shuffle_options` of the
+    # trainers): with SynthVAU's one order per clip, SFT learnt each training clip's letter (98% on
+    # train, 31% on test) and GRPO then had no QA group with mixed rewards to learn from
+    shuffle_options: bool = True
     loader_workers: int = 1  # frame-decoding processes next to training and evaluation
     # torch threads: on a small shared CPU, two-thread kernels next to the loader worker and other
     # processes ran SFT steps up to 30x slower (0.11 s -> 3.7 s) than one thread
@@ -220,7 +224,7 @@ def _eval_settings(cfg: DemoConfig) -> Any:
 
 
 def _sft_settings(cfg: DemoConfig) -> Any:
-    return {**_eval_settings(cfg), "sft": to_dict(cfg.sft), "seed": cfg.seed}
+    return {**_eval_settings(cfg), "sft": to_dict(cfg.sft), "shuffle_options": cfg.shuffle_options, "seed": cfg.seed}
 
 
 def _grpo_settings(cfg: DemoConfig) -> Any:
@@ -229,6 +233,7 @@ def _grpo_settings(cfg: DemoConfig) -> Any:
         "video": to_dict(cfg.video),
         "prompts": to_dict(cfg.prompts),
         "mode": cfg.mode,
+        "shuffle_options": cfg.shuffle_options,
         "seed": cfg.seed,
     }
 
@@ -270,22 +275,23 @@ def run_model(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[s
     return {"model": str(path)}
 
 
-def evaluate(cfg: DemoConfig, model: str, split: str, out: Path) -> dict[str, Any]:
-    """The standard harness on one split; returns the think-mode `qa`, `tag` and `cls` blocks."""
+def eval_config(cfg: DemoConfig, model: str, split: str, out: Path):
+    """The standard harness's `EvalConfig` for one model on one split: greedy, in the demo's mode."""
     from vaur1.eval.config import load_eval_config
-    from vaur1.eval.report import stage_metrics
-    from vaur1.eval.run import run_eval
 
-    eval_cfg = load_eval_config(
+    return load_eval_config(
+        # dotted keys: a section given as a dict would replace the evaluation defaults (greedy decoding)
         flags={
-            "model": {"name_or_path": model},
-            "data": {"bench": str(_bench(cfg)), "split": split, "tasks": TASKS},
+            "model.name_or_path": model,
+            "data.bench": str(_bench(cfg)),
+            "data.split": split,
+            "data.tasks": TASKS,
             "video": to_dict(cfg.video),
             "prompts": to_dict(cfg.prompts),
-            "cache": {"dir": _cache(cfg)},
-            "loader": {"num_workers": cfg.loader_workers},
+            "cache.dir": _cache(cfg),
+            "loader.num_workers": cfg.loader_workers,
             "modes": [cfg.mode],
-            "sampling": {"max_new_tokens": cfg.eval.max_new_tokens},
+            "sampling.max_new_tokens": cfg.eval.max_new_tokens,
             "batch_size": cfg.eval.batch_size,
             "offline_scorer": False,
             "resamples": cfg.eval.resamples,
@@ -293,7 +299,14 @@ def evaluate(cfg: DemoConfig, model: str, split: str, out: Path) -> dict[str, An
             "out": str(out),
         }
     )
-    run_eval(eval_cfg)
+
+
+def evaluate(cfg: DemoConfig, model: str, split: str, out: Path) -> dict[str, Any]:
+    """The standard harness on one split; returns the `qa`, `tag` and `cls` blocks of the demo's mode."""
+    from vaur1.eval.report import stage_metrics
+    from vaur1.eval.run import run_eval
+
+    run_eval(eval_config(cfg, model, split, out))
     return stage_metrics(out, cfg.mode)
 
 
@@ -339,6 +352,7 @@ def _training_sections(cfg: DemoConfig, model: str, run_dir: Path, max_steps: in
         "prompts": to_dict(cfg.prompts),
         "cache": {"dir": _cache(cfg)},
         "loader": {"num_workers": cfg.loader_workers},
+        "shuffle_options": cfg.shuffle_options,
         "run": {
             "output_dir": str(run_dir),
             "seed": cfg.seed,

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vaur1.bench.tasks import Example
+from vaur1.bench.tasks import Example, shuffle_options
 from vaur1.data import DataConfig
 from vaur1.errors import ConfigError
 from vaur1.model.load import ModelConfig, load_model
@@ -98,6 +98,9 @@ class SessionConfig:
     gradient_accumulation_steps: int = 1
     bf16: bool = False  # bf16 mixed precision (autocast); the weights' dtype is model.dtype
     gradient_checkpointing: bool = False  # generation keeps its KV cache all the same
+    # QA options in a new order (the answer letter moved with them) every time an example is drawn,
+    # from (run.seed, draw number): the same on every process and after a resume
+    shuffle_options: bool = False
 
     def validate(self) -> None:
         if self.per_device_train_batch_size < 1:
@@ -342,6 +345,7 @@ class Session:
         batches = iter(self._loader(remaining))
         while self.state.step < self.total_steps and not self.stopped:
             waited = time.perf_counter()
+            first_draw = self.state.data.samples_seen
             expected = self.state.data.next_indices(self.global_batch)
             cycle = []
             for _ in range(self.cfg.gradient_accumulation_steps):
@@ -354,11 +358,16 @@ class Session:
                     if isinstance(loaded, Skip):
                         self.skips.record(loaded)
                         continue
-                    items.append(Item(slot, loaded.example, loaded.video))
+                    items.append(Item(slot, self._augment(loaded.example, first_draw + slot), loaded.video))
                 cycle.append(items)
             self.data_wait = time.perf_counter() - waited
             self._cycle_start = self.state.step
             yield cycle
+
+    def _augment(self, example: Example, draw: int) -> Example:
+        if not self.cfg.shuffle_options:
+            return example
+        return shuffle_options(example, np.random.default_rng([self.cfg.run.seed, draw]))
 
     def filler_inputs(self):
         """Model inputs for an empty micro-batch: one black clip and a one-character prompt."""
