@@ -12,7 +12,7 @@ import pytest
 
 import vaur1
 from conftest import VAUR1
-from vaur1.demo import STAGES, eval_config, load_demo_config
+from vaur1.demo import STAGES, eval_config, load_demo_config, stop_after
 from vaur1.errors import ConfigError
 
 STAGE_NAMES = [stage.name for stage in STAGES]
@@ -115,3 +115,15 @@ def test_settings_and_errors(tmp_path):
     bad = vaur1_demo("--out", str(tmp_path), "grpo.max_stepz=2")
     assert bad.returncode == 2 and "grpo.max_stepz" in bad.stderr
     assert not Path(tmp_path, "data").exists()
+
+
+def test_sft_stops_only_when_neither_the_score_nor_the_loss_improves():
+    def history(*evaluations):
+        return [{"score": score, "val_loss": loss} for score, loss in evaluations]
+
+    # a constant answer scores well early; the score drops while the model learns to read the video
+    assert not stop_after(history((45, 0.50), (30, 0.40), (30, 0.39), (31, 0.38)), 3)
+    assert stop_after(history((45, 0.50), (30, 0.40), (44, 0.41), (45, 0.45), (40, 0.40)), 3)
+    assert not stop_after(history((45, 0.50), (30, 0.60), (46, 0.70)), 2)
+    assert not stop_after(history((45, 0.50)), 1)
+    assert stop_after(history((45, 0.50), (45, 0.50)), 1)
