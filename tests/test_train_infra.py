@@ -566,6 +566,11 @@ def test_progress_bar_shows_steps_and_metrics(capsys):
         bar.update(3, {"loss": 0.123456, "reward": torch.tensor(0.5)})
     err = capsys.readouterr().err
     assert "grpo" in err and "3/10" in err and "loss 0.1235" in err and "reward 0.5" in err
+    assert "step/s" in err
+    with ProgressBar(10, description="eval", unit="prompt") as bar:
+        bar.update(3)
+    err = capsys.readouterr().err
+    assert "prompt/s" in err and "step" not in err
     with ProgressBar(10, enabled=False) as bar:
         bar.update(4)
     assert capsys.readouterr().err == ""

@@ -134,7 +134,9 @@ def run_inference(
         skip_log = SkipLog()
         predicted = errors = position = 0
         started = time.perf_counter()
-        with ProgressBar(len(items), start_step=already_done, enabled=progress, description="eval") as bar:
+        with ProgressBar(
+            len(items), start_step=already_done, enabled=progress, description="eval", unit="prompt"
+        ) as bar:
             for batch in batches:
                 chunk = pending[position : position + len(batch)]
                 position += len(batch)

@@ -160,14 +160,18 @@ class MetricsLogger:
         self.close()
 
 
-class _StepRateColumn(ProgressColumn):
-    """Steps per second, or seconds per step when slower than one a second."""
+class _RateColumn(ProgressColumn):
+    """Units per second, or seconds per unit when slower than one a second."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         if not speed:
-            return Text("-- step/s", style="progress.data.speed")
-        text = f"{speed:.2f} step/s" if speed >= 1 else f"{1 / speed:.1f} s/step"
+            return Text(f"-- {self.unit}/s", style="progress.data.speed")
+        text = f"{speed:.2f} {self.unit}/s" if speed >= 1 else f"{1 / speed:.1f} s/{self.unit}"
         return Text(text, style="progress.data.speed")
 
 
@@ -179,17 +183,24 @@ def _format_metrics(metrics: Mapping[str, Any]) -> str:
 
 
 class ProgressBar:
-    """A rich progress bar over optimizer steps: steps done, rate, elapsed, ETA and a few live metrics."""
+    """A rich progress bar over optimizer steps (or other units): done, rate, elapsed, ETA and a few
+    live metrics."""
 
     def __init__(
-        self, total_steps: int, *, start_step: int = 0, enabled: bool = True, description: str = "train"
+        self,
+        total_steps: int,
+        *,
+        start_step: int = 0,
+        enabled: bool = True,
+        description: str = "train",
+        unit: str = "step",
     ) -> None:
         self.enabled = enabled
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            _StepRateColumn(),
+            _RateColumn(unit),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
