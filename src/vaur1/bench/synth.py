@@ -39,7 +39,9 @@ NORMAL_SHARE = 1 / 3
 DEFAULT_SIZE = (160, 120)  # width, height
 DEFAULT_DURATION = (8.0, 16.0)  # seconds
 DEFAULT_FPS = 8
-GENERATOR_VERSION = 2  # 2: short descriptions (they open every <think> target)
+# 2: short descriptions (they open every <think> target); 3: short QA options that name the event
+# in the words of its class (a fight, a traffic accident, an explosion, stealing), without the place
+GENERATOR_VERSION = 3
 
 Colour = tuple[int, int, int]
 
@@ -72,7 +74,7 @@ class Variant:
     """Who takes part in an event, as drawn and as written."""
 
     actors: str  # "two people", ... (the Key Object column)
-    option: str  # the QA option; {loc} is filled with the place
+    option: str  # the QA option; the description adds the place
     evidence: str  # what the frames show during the event, in a few words (it goes into <think> targets)
     cause: str
 
@@ -81,13 +83,13 @@ VARIANTS: dict[str, tuple[Variant, Variant]] = {
     "Fighting": (
         Variant(
             "two people",
-            "Two people start a fistfight {loc}.",
+            "Two people get into a fistfight.",
             "a flashing magenta cross around two people",
             "an argument escalates into a fight",
         ),
         Variant(
             "three people",
-            "Three people brawl with each other {loc}.",
+            "Three people fight each other.",
             "a flashing magenta cross around three people",
             "a quarrel turns into a brawl",
         ),
@@ -95,13 +97,13 @@ VARIANTS: dict[str, tuple[Variant, Variant]] = {
     "People_falling": (
         Variant(
             "pedestrian",
-            "A pedestrian collapses and falls to the ground {loc}.",
+            "A pedestrian falls to the ground.",
             "a yellow body shape lies flat",
             "the person loses balance and falls",
         ),
         Variant(
             "cyclist, bicycle",
-            "A cyclist falls off a bicycle {loc}.",
+            "A cyclist falls off a bicycle.",
             "a yellow body shape lies next to a bicycle",
             "the rider loses control and falls",
         ),
@@ -109,13 +111,13 @@ VARIANTS: dict[str, tuple[Variant, Variant]] = {
     "Traffic_accident": (
         Variant(
             "two cars",
-            "Two cars collide head-on {loc}.",
+            "Two cars collide in a traffic accident.",
             "two cars stop inside a cyan diamond",
             "the cars do not brake and crash",
         ),
         Variant(
             "car, pedestrian",
-            "A car hits a pedestrian who is crossing {loc}.",
+            "A car hits a pedestrian in a traffic accident.",
             "a car and a lying pedestrian inside a cyan diamond",
             "the driver does not stop for the pedestrian",
         ),
@@ -123,13 +125,13 @@ VARIANTS: dict[str, tuple[Variant, Variant]] = {
     "Fire": (
         Variant(
             "parked car, flames",
-            "A parked car catches fire {loc}.",
+            "A parked car catches fire.",
             "orange flames above a parked car",
             "the car ignites and burns",
         ),
         Variant(
             "trash bin, flames",
-            "A trash bin catches fire {loc}.",
+            "A trash bin catches fire.",
             "orange flames above a trash bin",
             "the rubbish in the bin ignites",
         ),
@@ -137,13 +139,13 @@ VARIANTS: dict[str, tuple[Variant, Variant]] = {
     "Explosion": (
         Variant(
             "parked car, blast",
-            "A parked car explodes {loc}.",
+            "A parked car is destroyed in an explosion.",
             "a white blast where a parked car stood",
             "the car blows up",
         ),
         Variant(
             "gas cylinder, blast",
-            "A gas cylinder explodes {loc}.",
+            "A gas cylinder bursts in an explosion.",
             "a white blast where a gas cylinder stood",
             "the cylinder bursts",
         ),
@@ -151,13 +153,13 @@ VARIANTS: dict[str, tuple[Variant, Variant]] = {
     "Stealing": (
         Variant(
             "thief, bag",
-            "A person steals a bag left on a bench {loc}.",
+            "A thief is stealing a bag from a bench.",
             "a green box carried away from a bench",
             "the thief takes the unattended bag",
         ),
         Variant(
             "thief, bicycle",
-            "A person steals a parked bicycle {loc}.",
+            "A thief is stealing a parked bicycle.",
             "a green bar carried away",
             "the thief takes the parked bicycle",
         ),
@@ -560,7 +562,7 @@ def annotate(plan: ClipPlan) -> dict[str, str]:
     def option_of(name: str, variant: int) -> str:
         if name == NORMAL:
             return NORMAL_OPTIONS[variant].format(scene=scene)
-        return VARIANTS[name][variant].option.format(loc=place)
+        return VARIANTS[name][variant].option
 
     if plan.is_normal:
         correct = option_of(NORMAL, plan.variant)
@@ -583,7 +585,7 @@ def annotate(plan: ClipPlan) -> dict[str, str]:
         distractors = [wrong_actors] + [option_of(name, int(rng.integers(0, 2))) for name in picked[:2]]
         key_object = variant.actors
         label = plan.anomaly_class.replace("_", " ").lower()
-        description = correct
+        description = f"{correct.removesuffix('.')} {place}."
         reasoning = {
             "Specific Anomaly Type": plan.anomaly_class.replace("_", " "),
             "Location": place,
