@@ -12,7 +12,14 @@ import pytest
 from conftest import run_cli
 from vaur1.bench import load_bench
 from vaur1.bench.schema import CLASSES, COLUMNS, LETTERS, REASONING_FIELDS
-from vaur1.bench.synth import ANOMALY_CLASSES, SIGNATURE, generate_synthvau, parse_split_ratio
+from vaur1.bench.synth import (
+    ANOMALY_CLASSES,
+    NORMAL_OPTIONS,
+    SIGNATURE,
+    VARIANTS,
+    generate_synthvau,
+    parse_split_ratio,
+)
 from vaur1.errors import VaurError
 from vaur1.video.decode import probe
 
@@ -55,6 +62,24 @@ def test_csvs_round_trip_through_the_strict_loader(synth):
     manifest = json.loads((synth / "synthvau.json").read_text())
     assert manifest["seed"] == 7 and manifest["n"] == 21
     assert sum(sum(c.values()) for c in manifest["counts"].values()) == 21
+
+
+def test_every_question_has_options_of_one_shape_so_text_alone_gives_nothing_away(synth):
+    variant_class = {v.option: name for name, pair in VARIANTS.items() for v in pair}
+    normal_texts = [t.split("{")[0] for t in NORMAL_OPTIONS]
+    pair_is_true_class = []
+    for sample in load_bench(synth).samples:
+        normal = [o for o in sample.options if any(o.startswith(t) for t in normal_texts)]
+        classes = [variant_class[o] for o in sample.options if o not in normal]
+        counts = sorted(classes.count(c) for c in set(classes))
+        assert len(normal) == 1 and counts == [1, 2], sample.options  # one normal, a pair, a single
+        correct = sample.options[LETTERS.index(sample.answer)]
+        if sample.anomaly_class == "Normal":
+            assert correct == normal[0]
+        else:
+            pair = next(c for c in classes if classes.count(c) == 2)
+            pair_is_true_class.append(pair == sample.anomaly_class == variant_class[correct])
+    assert pair_is_true_class and all(pair_is_true_class)
 
 
 def test_intervals_lie_inside_each_clip_and_normals_are_zero(synth):

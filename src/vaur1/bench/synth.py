@@ -8,8 +8,13 @@ body for People_falling, a cyan diamond for Traffic_accident, an orange flame fo
 blast for Explosion, a green loot box for Stealing) drawn exactly on the frames in
 [onset, end) and on no other frame. Normal clips (about a third) carry no signature, but may show
 two people meeting, so walking together is no cue. Each class has two actor variants drawn
-differently (two cars colliding or a car hitting a pedestrian); the other variant is the
-"wrong actors" distractor in the question.
+differently (two cars colliding or a car hitting a pedestrian).
+
+Every question offers the same shape of options: one normal option, both actor variants of one
+anomaly class and one option of another class. An anomalous clip's pair is its own class (the
+other variant is the "wrong actors" distractor); a normal clip's pair is a random class. So the
+options alone do not give the answer away: a reader without the video scores at most 1/3, one
+that sees the class but not the actors 2/3.
 
 Everything about clip i comes from its own generator seeded with (seed, i), so the output is the
 same for a seed whatever the number of worker processes. The CSVs follow the VAU-Bench schema
@@ -40,7 +45,9 @@ DEFAULT_SIZE = (160, 120)  # width, height
 DEFAULT_DURATION = (8.0, 16.0)  # seconds
 DEFAULT_FPS = 8
 # 2: short descriptions (they open every <think> target); 3: short QA options that name the event
-# in the words of its class (a fight, a traffic accident, an explosion, stealing), without the place
+# in the words of its class (a fight, a traffic accident, an explosion, stealing), without the place,
+# and options of one shape for every clip (before, a normal option appeared only in normal clips and
+# an anomaly class with both its variants only in anomalous ones: 2/3 of the answers without the video)
 GENERATOR_VERSION = 3
 
 Colour = tuple[int, int, int]
@@ -556,7 +563,7 @@ def annotate(plan: ClipPlan) -> dict[str, str]:
     rng = np.random.default_rng([plan.index, plan.background_seed])
     place = _place(plan)
     scene = SCENES[plan.scene]
-    others = [c for c in (*ANOMALY_CLASSES, NORMAL) if c != plan.anomaly_class]
+    others = [c for c in ANOMALY_CLASSES if c != plan.anomaly_class]
     picked = [others[i] for i in rng.permutation(len(others))]
 
     def option_of(name: str, variant: int) -> str:
@@ -566,7 +573,8 @@ def annotate(plan: ClipPlan) -> dict[str, str]:
 
     if plan.is_normal:
         correct = option_of(NORMAL, plan.variant)
-        distractors = [option_of(name, int(rng.integers(0, 2))) for name in picked[:3]]
+        pair, single = picked[:2]  # the same shape as an anomalous clip's options
+        distractors = [option_of(pair, 0), option_of(pair, 1), option_of(single, int(rng.integers(0, 2)))]
         key_object = "pedestrians, cars" if any(m.kind == "car" for m in plan.movers) else "pedestrians"
         meeting = " Two people meet and walk on." if plan.decoy else ""
         description = f"{correct}{meeting}"
@@ -582,7 +590,11 @@ def annotate(plan: ClipPlan) -> dict[str, str]:
         variant = VARIANTS[plan.anomaly_class][plan.variant]
         correct = option_of(plan.anomaly_class, plan.variant)
         wrong_actors = option_of(plan.anomaly_class, 1 - plan.variant)
-        distractors = [wrong_actors] + [option_of(name, int(rng.integers(0, 2))) for name in picked[:2]]
+        distractors = [
+            wrong_actors,
+            option_of(picked[0], int(rng.integers(0, 2))),
+            option_of(NORMAL, int(rng.integers(0, 2))),
+        ]
         key_object = variant.actors
         label = plan.anomaly_class.replace("_", " ").lower()
         description = f"{correct.removesuffix('.')} {place}."
