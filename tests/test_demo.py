@@ -71,6 +71,14 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     budgets = report["budgets"]
     assert budgets["sft"]["steps"] >= budgets["sft"]["best_step"] > 0 and budgets["sft"]["seconds"] > 0
     assert budgets["grpo"]["completions"] == budgets["grpo"]["samples"] * 2  # quick: G = 2
+    # GRPO is scored on val at steps 2 and 3, one continuing run, and its best checkpoint is evaluated
+    grpo_validation = report["grpo_validation"]
+    assert [record["step"] for record in grpo_validation] == [2, 3]
+    best = max(grpo_validation, key=lambda record: record["score"])
+    assert budgets["grpo"]["best_step"] == best["step"] and budgets["grpo"]["validation_evaluations"] == 2
+    trained = [json.loads(line)["step"] for line in (out / "grpo" / "run" / "metrics.jsonl").open()]
+    assert sorted(set(trained)) == [1, 2, 3] and len(trained) == len(set(trained))
+    assert json.loads((out / "eval_grpo" / "stage.json").read_text())["model"] == str(out / "grpo" / "best")
     gains = report["gains"]["grpo_over_sft"]
     headline = report["headline"]
     assert gains["tag.miou"] == pytest.approx(headline["grpo"]["tag.miou"] - headline["sft"]["tag.miou"])
