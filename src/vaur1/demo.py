@@ -25,12 +25,14 @@ validation score is the mean of QA accuracy, TAG mIoU and CLS accuracy from the 
 (greedy, in the demo's prompt mode), and the validation loss is the trainer's token cross-entropy.
 Training stops once `sft.patience` evaluations in a row have improved neither (or at the
 `sft.max_chunks` cap, which the report then says), and GRPO starts from the checkpoint with the best
-score. GRPO runs its `grpo.max_steps` steps, scoring a checkpoint every `grpo.eval_steps` on the same
-split, and its model is the best-scoring one: both stages are chosen by the same rule. Both signals are needed: a tiny model gives the same answer to every clip for several
+score. Both signals are needed: a tiny model gives the same answer to every clip for several
 hundred steps before it reads the video, and greedy answers of that kind score well (a constant
 interval has a TAG mIoU of ~45 on SynthVAU), so the score alone stops SFT before it has learnt
-anything, while the loss keeps falling. The report gives the budget of each stage: optimizer steps,
-samples seen (and GRPO's completions), wall time.
+anything, while the loss keeps falling. GRPO runs its `grpo.max_steps` steps, scoring a checkpoint
+every `grpo.eval_steps` on the same split, and its model is the best-scoring one: both stages are
+chosen by the same rule (a learning rate of 3e-4 once collapsed a seed's TAG answers late in the
+run). The report gives the budget of each stage: optimizer steps, samples seen (and GRPO's
+completions), wall time.
 
 Every stage uses one prompt mode (`mode`: direct by default, think optional), the same short
 prompts (`prompts`) and the same VideoSpec (`video`), through the project's own trainers and
