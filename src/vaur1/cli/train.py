@@ -22,9 +22,10 @@ def run_grpo(args: argparse.Namespace) -> int:
     from vaur1.config import load_config
     from vaur1.rl.config import GRPOTrainConfig
     from vaur1.rl.trainer import train
+    from vaur1.train.distributed import end_distributed_run
 
     train(load_config(GRPOTrainConfig, args.config, args.overrides))
-    _end_process_group()
+    end_distributed_run()
     return 0
 
 
@@ -32,17 +33,9 @@ def run_sft(args: argparse.Namespace) -> int:
     from vaur1.config import load_config
     from vaur1.sft.config import SFTTrainConfig
     from vaur1.sft.trainer import train
+    from vaur1.train.distributed import end_distributed_run
 
     train(load_config(SFTTrainConfig, args.config, args.overrides))
-    _end_process_group()
+    end_distributed_run()
     return 0
 
-
-def _end_process_group() -> None:
-    """Under `accelerate launch`, leave the gloo/NCCL group cleanly: exiting with it alive can abort
-    a rank at interpreter teardown ("terminate called without an active exception")."""
-    import torch.distributed
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
