@@ -125,6 +125,15 @@ def test_settings_and_errors(tmp_path):
     assert not Path(tmp_path, "data").exists()
 
 
+def test_the_model_stage_builds_the_configured_attention(tmp_path):
+    from vaur1.demo import run_model
+
+    cfg = load_demo_config(overrides=["model.num_heads=4", "model.num_kv_heads=2"])
+    model_dir = Path(run_model(cfg, tmp_path, {})["model"])
+    text = json.loads((model_dir / "config.json").read_text())["text_config"]
+    assert (text["num_attention_heads"], text["num_key_value_heads"]) == (4, 2)
+
+
 def test_sft_stops_only_when_neither_the_score_nor_the_loss_improves():
     def history(*evaluations):
         return [{"score": score, "val_loss": loss} for score, loss in evaluations]

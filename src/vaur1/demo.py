@@ -101,6 +101,8 @@ class DemoModel:
     arch: str = "qwen2_5_vl"
     hidden_size: int = 128
     num_layers: int = 2
+    num_heads: int = 2
+    num_kv_heads: int = 1
 
 
 @dataclass
@@ -288,6 +290,8 @@ def run_model(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[s
         stage_dir / "tiny",
         hidden_size=cfg.model.hidden_size,
         num_layers=cfg.model.num_layers,
+        num_heads=cfg.model.num_heads,
+        num_kv_heads=cfg.model.num_kv_heads,
         seed=cfg.seed,
     )
     return {"model": str(path)}
