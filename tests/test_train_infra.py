@@ -515,7 +515,8 @@ from vaur1.train.distributed import end_distributed_run
 
 accelerator = Accelerator(cpu=True)
 rank = accelerator.process_index
-model, optimizer = accelerator.prepare(torch.nn.Linear(4, 4), torch.optim.SGD(torch.nn.Linear(4, 4).parameters()))
+layer = torch.nn.Linear(4, 4)
+model, optimizer = accelerator.prepare(layer, torch.optim.SGD(layer.parameters()))
 accelerator.backward(model(torch.ones(2, 4)).sum())
 atexit.register(lambda: (Path(sys.argv[1]) / f"atexit-{rank}").write_text("ran"))
 print(f"rank {rank} done", end="")  # no newline, no flush: the exit must flush it
