@@ -155,6 +155,33 @@ def test_shuffled_options_move_the_answer_with_them_and_change_every_epoch(
     assert len({e.answer for e in seen}) == 4
 
 
+
+def test_task_repeats_draw_a_task_more_often_in_new_option_orders(tiny_models, synth_bench, tmp_path, monkeypatch):
+    seen = []
+    real_collate = sft_trainer.collate
+
+    def spy(processor, examples, videos, cfg):
+        seen.extend(examples)
+        return real_collate(processor, examples, videos, cfg)
+
+    monkeypatch.setattr(sft_trainer, "collate", spy)
+    one_epoch = [
+        "data.tasks=[qa, cls]",
+        "task_repeats={qa: 2}",
+        "per_device_train_batch_size=4",
+        "run.max_steps=6",
+        "shuffle_options=true",
+    ]
+    train(sft_config(tmp_path / "run", tiny_models[ARCH], synth_bench, one_epoch))
+
+    qa = [e for e in seen if e.task == "qa"]
+    assert len(qa) == 16 and sum(e.task == "cls" for e in seen) == 8 and len(seen) == 24
+    orders: dict[str, list] = {}
+    for example in qa:
+        orders.setdefault(example.id, []).append(example.options)
+    assert len(orders) == 8 and all(len(drawn) == 2 for drawn in orders.values())
+    assert sum(first != second for first, second in orders.values()) >= 4
+
 class Killed(Exception):
     pass
 
@@ -215,6 +242,8 @@ def test_config_errors_name_the_option(tiny_models, synth_bench, tmp_path):
         (["eval_steps=5"], "eval_steps needs val_data"),
         (["early_stopping_patience=2"], "early_stopping_patience needs eval_steps"),
         (["target=free"], "target"),
+        (["data.tasks=[qa]", "task_repeats={cls: 2}"], "task_repeats: 'cls' is not one of data.tasks"),
+        (["task_repeats={qa: 0}"], "task_repeats.qa must be a whole number"),
     ]:
         with pytest.raises(ConfigError, match=message):
             sft_config(tmp_path, tiny_models[ARCH], synth_bench, overrides)

@@ -101,6 +101,9 @@ class SessionConfig:
     # QA options in a new order (the answer letter moved with them) every time an example is drawn,
     # from (run.seed, draw number): the same on every process and after a resume
     shuffle_options: bool = False
+    # the training mix: each named task's examples this many times per epoch (others once), e.g.
+    # {qa: 3} for a task the model learns last; every repeat is drawn as a sample of its own
+    task_repeats: dict[str, int] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.per_device_train_batch_size < 1:
@@ -122,6 +125,11 @@ class SessionConfig:
             )
         self.model.validate()
         self.data.validate()
+        for task, times in self.task_repeats.items():
+            if task not in self.data.tasks:
+                raise ConfigError(f"task_repeats: {task!r} is not one of data.tasks ({', '.join(self.data.tasks)})")
+            if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+                raise ConfigError(f"task_repeats.{task} must be a whole number of at least 1, got {times!r}")
         self.video.validate()
         self.cache.validate()
         self.loader.validate()
@@ -242,7 +250,9 @@ class Session:
         hf_logging.disable_progress_bar()
         set_seed(cfg.run.seed)
 
-        self.examples = cfg.data.load()
+        self.examples = [
+            example for example in cfg.data.load() for _ in range(cfg.task_repeats.get(example.task, 1))
+        ]
         if not self.examples:
             raise ConfigError(
                 f"{cfg.data.bench} ({cfg.data.split}): no examples for tasks {', '.join(cfg.data.tasks)}"
