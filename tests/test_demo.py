@@ -9,10 +9,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 
 import vaur1
 from conftest import VAUR1
-from vaur1.demo import STAGES, eval_config, load_demo_config, stop_after
+from vaur1.demo import STAGES, eval_config, load_demo_config, stage_hash, stop_after
 from vaur1.errors import ConfigError
 
 STAGE_NAMES = [stage.name for stage in STAGES]
@@ -77,6 +78,8 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     best = max(grpo_validation, key=lambda record: record["score"])
     assert budgets["grpo"]["best_step"] == best["step"] and budgets["grpo"]["validation_evaluations"] == 2
     trained = [json.loads(line)["step"] for line in (out / "grpo" / "run" / "metrics.jsonl").open()]
+    for stage in ("sft", "grpo"):  # both trainers ran the demo's training mix
+        assert yaml.safe_load((out / stage / "run" / "config.yaml").read_text())["task_repeats"] == {"qa": 3}
     assert sorted(set(trained)) == [1, 2, 3] and len(trained) == len(set(trained))
     assert json.loads((out / "eval_grpo" / "stage.json").read_text())["model"] == str(out / "grpo" / "best")
     gains = report["gains"]["grpo_over_sft"]
@@ -116,6 +119,8 @@ def test_settings_and_errors(tmp_path):
     assert quick.video == full.video  # a partial override would keep the other VideoSpec defaults
     with pytest.raises(ConfigError, match="split_ratio"):
         load_demo_config(overrides=["data.split_ratio=0.8"])
+    with pytest.raises(ConfigError, match="grpo.task_repeats: reasoning is not one of the demo's tasks"):
+        load_demo_config(overrides=["grpo.task_repeats={reasoning: 2}"])
     # every evaluation, the validation ones of early stopping included, decodes greedily
     harness = eval_config(full, str(tmp_path / "model"), "val", tmp_path / "eval")
     assert not harness.sampling.do_sample and harness.sampling.max_new_tokens == full.eval.max_new_tokens
@@ -133,6 +138,17 @@ def test_the_model_stage_builds_the_configured_attention(tmp_path):
     text = json.loads((model_dir / "config.json").read_text())["text_config"]
     assert (text["num_attention_heads"], text["num_key_value_heads"]) == (4, 2)
 
+
+
+def test_a_new_tokenizer_corpus_rebuilds_the_model(monkeypatch):
+    import vaur1.model.tiny as tiny
+
+    cfg = load_demo_config()
+    model_stage = next(stage for stage in STAGES if stage.name == "model")
+    before = stage_hash(model_stage, cfg, {})
+    corpus = tiny.training_corpus()
+    monkeypatch.setattr(tiny, "training_corpus", lambda: [*corpus, "a word the tokenizer did not know"])
+    assert stage_hash(model_stage, cfg, {}) != before
 
 def test_sft_stops_only_when_neither_the_score_nor_the_loss_improves():
     def history(*evaluations):

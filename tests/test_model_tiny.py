@@ -11,6 +11,7 @@ from transformers import AutoProcessor, GPT2Config
 import model_fixtures
 from model_fixtures import load_tiny, make_video, video_prompt
 from vaur1.bench.schema import CLASSES
+from vaur1.bench.synth import NORMAL_OPTIONS, SCENES, VARIANTS
 from vaur1.config import from_dict
 from vaur1.errors import ConfigError, VaurError
 from vaur1.model import (
@@ -91,6 +92,17 @@ def test_tokenizer_has_single_tag_tokens_and_round_trips_any_text():
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
     special_only = tokenizer("<|im_start|>assistant\n<answer>B</answer><|im_end|>")["input_ids"]
     assert tokenizer.decode(special_only, skip_special_tokens=True) == "assistant\n<answer>B</answer>"
+
+
+def test_tokenizer_knows_the_words_of_synthvau_options():
+    tokenizer = build_tokenizer()
+    options = [v.option for pair in VARIANTS.values() for v in pair]
+    options += [text.format(scene=scene) for text in NORMAL_OPTIONS for scene in SCENES.values()]
+    for option in options:
+        # about a token per word, as a real tokenizer has (the corpus without them: 15 for the fistfight)
+        assert len(tokenizer(option, add_special_tokens=False)["input_ids"]) <= len(option.split()) + 3, option
+    for word in (" fire", " explosion", " thief", " pedestrian", " fight"):
+        assert len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1, word
 
 
 def test_same_seed_gives_same_weights_and_another_seed_differs(tmp_path):

@@ -36,7 +36,8 @@ completions), wall time.
 
 Every stage uses one prompt mode (`mode`: direct by default, think optional), the same short
 prompts (`prompts`) and the same VideoSpec (`video`), through the project's own trainers and
-evaluation harness.
+evaluation harness. SFT and GRPO train on the same mix: each QA example three times per epoch
+(`sft.task_repeats`, `grpo.task_repeats`), because the tiny model learns QA last.
 """
 
 from __future__ import annotations
@@ -105,6 +106,12 @@ class DemoModel:
     num_kv_heads: int = 1
 
 
+def _check_task_repeats(section: str, repeats: dict[str, int]) -> None:
+    unknown = sorted(set(repeats) - set(TASKS))
+    if unknown:
+        raise ConfigError(f"{section}.task_repeats: {', '.join(unknown)} is not one of the demo's tasks {TASKS}")
+
+
 @dataclass
 class DemoSFT:
     """SFT with early stopping on the validation split."""
@@ -118,10 +125,13 @@ class DemoSFT:
     max_chunks: int = 30
     # evaluations in a row with neither a better validation score nor a lower validation loss
     patience: int = 3
+    # the training mix (see DemoGRPO): without repeats no seed learnt QA before patience stopped SFT
+    task_repeats: dict[str, int] = field(default_factory=lambda: {"qa": 3})
 
     def validate(self) -> None:
         if self.chunk_steps < 1 or self.max_chunks < 1 or self.patience < 1:
             raise ConfigError("sft.chunk_steps, sft.max_chunks and sft.patience must be at least 1")
+        _check_task_repeats("sft", self.task_repeats)
 
 
 @dataclass
@@ -141,10 +151,14 @@ class DemoGRPO:
     beta: float = 0.04
     # the paper's rewards; `format` means the format reward of the demo's mode (see `mode_rewards`)
     rewards: RewardConfig = field(default_factory=RewardConfig)
+    # the training mix (`task_repeats` of the trainers): each named task's examples this many times
+    # per epoch, the others once; QA three times, as in SFT
+    task_repeats: dict[str, int] = field(default_factory=lambda: {"qa": 3})
 
     def validate(self) -> None:
         if self.max_steps < 1 or self.eval_steps < 1:
             raise ConfigError("grpo.max_steps and grpo.eval_steps must be at least 1")
+        _check_task_repeats("grpo", self.task_repeats)
 
 
 @dataclass
@@ -231,7 +245,11 @@ def _data_settings(cfg: DemoConfig) -> Any:
 
 
 def _model_settings(cfg: DemoConfig) -> Any:
-    return {"model": to_dict(cfg.model), "seed": cfg.seed}
+    from vaur1.model.tiny import training_corpus
+
+    # the tokenizer is trained when the model is built: a new corpus means a new model
+    corpus = hashlib.sha256("\n".join(training_corpus()).encode()).hexdigest()[:16]
+    return {"model": to_dict(cfg.model), "seed": cfg.seed, "tokenizer_corpus": corpus}
 
 
 def _eval_settings(cfg: DemoConfig) -> Any:
@@ -378,6 +396,7 @@ def _sft_train_config(cfg: DemoConfig, done: dict[str, dict], run_dir: Path, max
             "val_data": {"bench": str(_bench(cfg)), "split": "val", "tasks": TASKS},
             "eval_steps": cfg.sft.chunk_steps,
             "per_device_train_batch_size": cfg.sft.batch_size,
+            "task_repeats": cfg.sft.task_repeats,
             # constant after warm-up: the run continues chunk after chunk without a schedule to end
             "optim": {
                 "learning_rate": cfg.sft.learning_rate,
@@ -504,6 +523,7 @@ def run_grpo(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[st
             "num_generations": grpo.num_generations,
             "max_completion_length": grpo.max_completion_length,
             "per_device_train_batch_size": grpo.batch_size,
+            "task_repeats": grpo.task_repeats,
             "sampling": {"temperature": grpo.temperature},
             "loss": {"beta": grpo.beta},
             "optim": {"learning_rate": grpo.learning_rate, "lr_scheduler": "constant"},

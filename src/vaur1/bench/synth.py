@@ -176,12 +176,33 @@ NORMAL_OPTIONS = (
     "People walk through {scene} and nothing unusual happens.",
     "Pedestrians and traffic move normally through {scene}.",
 )
+PLACES_ACROSS = ("on the left side", "in the centre", "on the right side")
+PLACES_DEPTH = ("in the foreground", "in the middle distance")
 QUESTIONS = (
     "What happens in this surveillance video?",
     "Which description matches the events in the video?",
     "What does the camera record?",
     "Which event takes place in this footage?",
 )
+
+
+def annotation_texts() -> list[str]:
+    """The sentences SynthVAU's questions, options, descriptions and reasoning are built from.
+
+    The tiny model's tokenizer learns its vocabulary from them as well (`vaur1.model.tiny`), as a real
+    tokenizer knows the words of English: a QA option is then a few word tokens, not letter soup.
+    """
+    scenes = list(SCENES.values())
+    variants = [v for pair in VARIANTS.values() for v in pair]
+    return [
+        *QUESTIONS,
+        *(option.format(scene=scene) for option in NORMAL_OPTIONS for scene in scenes),
+        *(f"{v.option} {v.actors}: {v.evidence}; {v.cause}." for v in variants),
+        *(f"{across} of {scene}, {depth}" for across in PLACES_ACROSS for scene in scenes for depth in PLACES_DEPTH),
+        "Only routine movement, no signature. Over all the seconds the scene shows only routine movement.",
+        "The scene is ordinary until then; from then until the end the frames show the event, "
+        "and afterwards the scene returns to routine movement. The video is normal. Two people meet and walk on.",
+    ]
 
 
 @dataclass(frozen=True)
@@ -548,9 +569,8 @@ def write_clip(plan: ClipPlan, path: Path, gop: int | None = None, preset: str =
 
 
 def _place(plan: ClipPlan) -> str:
-    third = min(2, int(3 * plan.cx / plan.width))
-    across = ("on the left side", "in the centre", "on the right side")[third]
-    depth = "in the foreground" if plan.cy > 0.62 * plan.height else "in the middle distance"
+    across = PLACES_ACROSS[min(2, int(3 * plan.cx / plan.width))]
+    depth = PLACES_DEPTH[0 if plan.cy > 0.62 * plan.height else 1]
     return f"{across} of {SCENES[plan.scene]}, {depth}"
 
 

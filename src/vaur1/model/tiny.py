@@ -6,7 +6,8 @@ processor (image + video) and tokenizer with the official chat template.
 
 Where a tiny model differs from a real one, and why:
   * The tokenizer is a byte-level BPE trained on the spot (well under a second) on a small corpus
-    of the words this project's prompts and answers use, with Qwen's pre-tokenizer (one token per
+    of the words this project's prompts and answers use and of SynthVAU's sentences (so an option is
+    about a token per word, as with a real tokenizer), with Qwen's pre-tokenizer (one token per
     digit) and Qwen's special tokens after the learned vocabulary. Byte-level means any text
     encodes and any id sequence decodes, which the reward parsers rely on.
   * The answer tags `<think> </think> <answer> </answer> <glue> </glue>` are single, non-special
@@ -29,6 +30,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from vaur1.bench.schema import CLASSES, LETTERS
+from vaur1.bench.synth import annotation_texts
 from vaur1.errors import VaurError
 
 Arch = Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
@@ -98,7 +100,7 @@ _CORPUS_SENTENCES: tuple[str, ...] = (
 
 
 def training_corpus() -> list[str]:
-    """Text the tiny tokenizer is trained on: tags, digits, class names, options, anomaly words."""
+    """Text the tiny tokenizer is trained on: tags, digits, class names, options, anomaly words, SynthVAU's texts."""
     numbers = [f"[{s}.{t}, {s + 3}.{9 - t}] {s}{t}" for s in range(10) for t in range(10)]
     classes = [c.replace("_", " ") for c in CLASSES] + list(CLASSES)
     options = [f"{letter}. {cls}" for letter in LETTERS for cls in CLASSES]
@@ -106,6 +108,7 @@ def training_corpus() -> list[str]:
     answers = [*classes, "Anomaly", "Normal", *LETTERS]
     return [
         *_CORPUS_SENTENCES,
+        *annotation_texts(),
         *numbers,
         " ".join(classes),
         " ".join(options),
