@@ -129,9 +129,9 @@ def test_the_output_starts_grpo_and_evaluation(tiny_models, synth_bench, tmp_pat
     assert read_jsonl(tmp_path / "grpo" / "metrics.jsonl")[0]["step"] == 1
 
 
-def test_shuffled_options_move_the_answer_with_them_and_change_every_epoch(
-    tiny_models, synth_bench, tmp_path, monkeypatch
-):
+@pytest.fixture
+def trained_examples(monkeypatch) -> list:
+    """Every example the SFT trainer collates into a batch, in order."""
     seen = []
     real_collate = sft_trainer.collate
 
@@ -140,6 +140,13 @@ def test_shuffled_options_move_the_answer_with_them_and_change_every_epoch(
         return real_collate(processor, examples, videos, cfg)
 
     monkeypatch.setattr(sft_trainer, "collate", spy)
+    return seen
+
+
+def test_shuffled_options_move_the_answer_with_them_and_change_every_epoch(
+    tiny_models, synth_bench, tmp_path, trained_examples
+):
+    seen = trained_examples
     two_epochs = ["data.tasks=[qa]", "per_device_train_batch_size=4", "run.max_steps=4", "shuffle_options=true"]
     train(sft_config(tmp_path / "run", tiny_models[ARCH], synth_bench, two_epochs))
 
@@ -155,16 +162,8 @@ def test_shuffled_options_move_the_answer_with_them_and_change_every_epoch(
     assert len({e.answer for e in seen}) == 4
 
 
-
-def test_task_repeats_draw_a_task_more_often_in_new_option_orders(tiny_models, synth_bench, tmp_path, monkeypatch):
-    seen = []
-    real_collate = sft_trainer.collate
-
-    def spy(processor, examples, videos, cfg):
-        seen.extend(examples)
-        return real_collate(processor, examples, videos, cfg)
-
-    monkeypatch.setattr(sft_trainer, "collate", spy)
+def test_task_repeats_draw_a_task_more_often_in_new_option_orders(tiny_models, synth_bench, tmp_path, trained_examples):
+    seen = trained_examples
     one_epoch = [
         "data.tasks=[qa, cls]",
         "task_repeats={qa: 2}",
@@ -181,6 +180,7 @@ def test_task_repeats_draw_a_task_more_often_in_new_option_orders(tiny_models, s
         orders.setdefault(example.id, []).append(example.options)
     assert len(orders) == 8 and all(len(drawn) == 2 for drawn in orders.values())
     assert sum(first != second for first, second in orders.values()) >= 4
+
 
 class Killed(Exception):
     pass
