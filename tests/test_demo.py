@@ -85,6 +85,11 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     gains = report["gains"]["grpo_over_sft"]
     headline = report["headline"]
     assert gains["tag.miou"] == pytest.approx(headline["grpo"]["tag.miou"] - headline["sft"]["tag.miou"])
+    for metric in ("qa.accuracy", "tag.miou", "cls.multiclass_accuracy"):  # paired intervals over test items
+        low, high = report["gains"]["grpo_over_sft_ci"][metric]
+        assert low - 0.02 <= gains[metric] <= high + 0.02, metric
+    low, high = report["gains"]["grpo_over_sft_ci"]["qa.accuracy"]
+    assert f"[{low:+.1f}, {high:+.1f}]" in (out / "report.md").read_text()
     assert report["stages"]["sft"]["qa"]["accuracy"] == pytest.approx(
         json.loads((out / "eval_sft" / "metrics.json").read_text())["tasks"]["qa"]["direct"]["accuracy"]
     )
@@ -117,8 +122,11 @@ def test_settings_and_errors(tmp_path):
     assert quick.out == "runs/demo-quick" and full.out == "runs/demo"
     assert quick.data.n < full.data.n and quick.grpo.rewards.tag == {"format": 1.0, "iou": 2.0}
     assert quick.video == full.video  # a partial override would keep the other VideoSpec defaults
+    assert quick.data.extra_test == 0 and full.data.extra_test > 0
     with pytest.raises(ConfigError, match="split_ratio"):
         load_demo_config(overrides=["data.split_ratio=0.8"])
+    with pytest.raises(ConfigError, match="data.extra_test"):
+        load_demo_config(overrides=["data.extra_test=-1"])
     with pytest.raises(ConfigError, match="grpo.task_repeats: reasoning is not one of the demo's tasks"):
         load_demo_config(overrides=["grpo.task_repeats={reasoning: 2}"])
     # every evaluation, the validation ones of early stopping included, decodes greedily
@@ -139,6 +147,12 @@ def test_the_model_stage_builds_the_configured_attention(tmp_path):
     assert (text["num_attention_heads"], text["num_key_value_heads"]) == (4, 2)
 
 
+def test_the_data_stage_adds_the_extra_clips_to_test_alone(tmp_path):
+    from vaur1.demo import run_data
+
+    cfg = load_demo_config(overrides=[f"out={tmp_path}", "data.n=8", "data.extra_test=4", "data.duration=[1.0, 1.0]"])
+    assert run_data(cfg, tmp_path / "data", {})["clips"] == {"train": 5, "val": 1, "test": 6}
+
 
 def test_a_new_tokenizer_corpus_rebuilds_the_model(monkeypatch):
     import vaur1.model.tiny as tiny
@@ -149,6 +163,7 @@ def test_a_new_tokenizer_corpus_rebuilds_the_model(monkeypatch):
     corpus = tiny.training_corpus()
     monkeypatch.setattr(tiny, "training_corpus", lambda: [*corpus, "a word the tokenizer did not know"])
     assert stage_hash(model_stage, cfg, {}) != before
+
 
 def test_sft_stops_only_when_neither_the_score_nor_the_loss_improves():
     def history(*evaluations):

@@ -157,6 +157,27 @@ def test_cli_synth_then_stats_reads_it_unchanged(tmp_path):
     assert bad.returncode == 2 and "WIDTHxHEIGHT" in bad.stderr
 
 
+def test_extra_test_clips_leave_train_and_val_unchanged(tmp_path):
+    args = ("--n", "10", "--seed", "3", "--size", "64x48", "--duration", "2..3", "--split-ratio", "0.6,0.2,0.2")
+    plain, larger = tmp_path / "plain", tmp_path / "larger"
+    run_cli("data", "synth", "--out", str(plain), *args, "--workers", "1", check=True)
+    made = run_cli("data", "synth", "--out", str(larger), *args, "--extra-test", "6", "--workers", "2", check=True)
+    assert "test.csv: 8 clips" in made.stdout and "SynthVAU: 16 clips" in made.stdout
+    for name in ("train.csv", "val.csv"):
+        assert (larger / name).read_bytes() == (plain / name).read_bytes(), name
+    before, after = ((out / "test.csv").read_text(encoding="utf-8").splitlines() for out in (plain, larger))
+    assert after[: len(before)] == before and len(after) == len(before) + 6
+    extra = load_bench(larger / "test.csv", strict=True).samples[2:]
+    assert [s.video for s in extra] == [f"{i:05d}.mp4" for i in range(10, 16)]
+    assert sum(s.anomaly_class == "Normal" for s in extra) == 2  # a third normal, as in the n clips
+    assert len({s.anomaly_class for s in extra}) > 2
+    for sample in extra:
+        assert (larger / "videos" / sample.video).is_file()
+    assert json.loads((larger / "synthvau.json").read_text(encoding="utf-8"))["extra_test"] == 6
+    bad = run_cli("data", "synth", "--out", str(tmp_path / "bad"), "--extra-test", "-1")
+    assert bad.returncode != 0 and "--extra-test" in bad.stderr
+
+
 def test_reasoning_names_every_field_and_the_interval(synth):
     text = (synth / "train.csv").read_text(encoding="utf-8")
     for field in REASONING_FIELDS:

@@ -672,11 +672,14 @@ def _split_names(ratio: tuple[float, ...]) -> tuple[str, ...]:
     return ("train", "test") if len(ratio) == 2 else ("train", "val", "test")
 
 
-def class_schedule(n: int, seed: int) -> list[str]:
-    """The class of every clip: a third normal, the rest spread evenly over the anomaly classes."""
+def class_schedule(n: int, seed: int, stream: int = 0) -> list[str]:
+    """The class of every clip: a third normal, the rest spread evenly over the anomaly classes.
+
+    `stream` draws an independent order for the same seed (1: the extra test clips).
+    """
     normal = round(n * NORMAL_SHARE)
     classes = [NORMAL] * normal + [ANOMALY_CLASSES[i % len(ANOMALY_CLASSES)] for i in range(n - normal)]
-    order = np.random.default_rng([seed, 2**32 - 1]).permutation(n)
+    order = np.random.default_rng([seed, 2**32 - 1 - stream]).permutation(n)
     return [classes[i] for i in order]
 
 
@@ -703,10 +706,14 @@ def _make_clip(job: tuple[int, int, str, tuple[int, int], tuple[float, float], i
     return annotate(plan)
 
 
-def _check_arguments(n: int, size: tuple[int, int], duration: tuple[float, float], fps: int) -> None:
+def _check_arguments(
+    n: int, extra_test: int, size: tuple[int, int], duration: tuple[float, float], fps: int
+) -> None:
     width, height = size
     if n < 1:
         raise VaurError(f"--n: need at least one clip, got {n}")
+    if extra_test < 0:
+        raise VaurError(f"--extra-test: need 0 or more clips, got {extra_test}")
     if width < 32 or height < 32 or width % 2 or height % 2:
         raise VaurError(f"--size: need even sides of at least 32 pixels, got {width}x{height}")
     if not 0 < duration[0] <= duration[1]:
@@ -736,26 +743,30 @@ def generate_synthvau(
     duration: tuple[float, float] = DEFAULT_DURATION,
     fps: int = DEFAULT_FPS,
     workers: int | None = None,
+    extra_test: int = 0,
 ) -> Path:
     """Write `n` clips to out_dir/videos and train/[val/]test.csv plus synthvau.json; return out_dir.
 
+    `extra_test` more clips (numbered after the `n`) go to the test split alone: a larger test split
+    whose train and val clips are exactly those of `extra_test=0`.
     An earlier SynthVAU in out_dir is replaced; a folder holding anything else is refused.
     """
     ratio = parse_split_ratio(split_ratio)
-    _check_arguments(n, size, duration, fps)
+    _check_arguments(n, extra_test, size, duration, fps)
     out = Path(out_dir)
     _clear_previous(out)
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
-    classes = class_schedule(n, seed)
-    jobs = [(i, seed, classes[i], tuple(size), tuple(duration), fps, str(videos)) for i in range(n)]
-    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    classes = class_schedule(n, seed) + class_schedule(extra_test, seed, stream=1)
+    total = n + extra_test
+    jobs = [(i, seed, classes[i], tuple(size), tuple(duration), fps, str(videos)) for i in range(total)]
+    workers = max(1, min(workers or os.cpu_count() or 1, total))
     if workers == 1:
         rows = [_make_clip(job) for job in jobs]
     else:
         with ProcessPoolExecutor(workers) as pool:
-            rows = list(pool.map(_make_clip, jobs, chunksize=max(1, n // (8 * workers))))
-    splits = _assign_splits(classes, ratio)
+            rows = list(pool.map(_make_clip, jobs, chunksize=max(1, total // (8 * workers))))
+    splits = _assign_splits(classes[:n], ratio) + ["test"] * extra_test
     counts: dict[str, dict[str, int]] = {}
     for name in _split_names(ratio):
         chosen = [row for row, split in zip(rows, splits, strict=True) if split == name]
@@ -769,6 +780,7 @@ def generate_synthvau(
         "version": GENERATOR_VERSION,
         "seed": seed,
         "n": n,
+        "extra_test": extra_test,
         "split_ratio": list(ratio),
         "size": list(size),
         "duration": list(duration),

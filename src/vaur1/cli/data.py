@@ -29,6 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--duration", type=_seconds_range, default=(8.0, 16.0), metavar="A..B", help="clip length in s (8..16)"
     )
     synth.add_argument("--fps", type=int, default=8, help="frame rate of the clips")
+    synth.add_argument(
+        "--extra-test",
+        type=int,
+        default=0,
+        metavar="M",
+        help="M more clips for the test split alone (train and val stay those of the N split clips)",
+    )
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.set_defaults(func=run_synth)
 
@@ -64,6 +71,7 @@ def run_synth(args: argparse.Namespace) -> int:
         duration=args.duration,
         fps=args.fps,
         workers=args.workers,
+        extra_test=args.extra_test,
     )
     manifest = json.loads((out / "synthvau.json").read_text(encoding="utf-8"))
     console = Console()
@@ -71,7 +79,8 @@ def run_synth(args: argparse.Namespace) -> int:
         listed = ", ".join(f"{name} {count}" for name, count in counts.items())
         console.print(f"{split}.csv: {sum(counts.values())} clips ({listed})", highlight=False)
     seconds = time.perf_counter() - started
-    console.print(f"SynthVAU: {args.n} clips in {out} ({seconds:.1f} s)", highlight=False, markup=False)
+    clips = args.n + args.extra_test
+    console.print(f"SynthVAU: {clips} clips in {out} ({seconds:.1f} s)", highlight=False, markup=False)
     return 0
 
 
