@@ -161,12 +161,26 @@ def test_markdown_tables_hold_the_numbers_of_two_runs_side_by_side(runs: dict[st
         assert (paths["markdown"].parent / image).read_bytes().startswith(PNG_MAGIC)
 
 
+def test_later_runs_are_compared_with_the_first_item_by_item(runs: dict[str, Path]) -> None:
+    markdown = write_report([runs["a"], runs["b"]], runs["root"] / "paired")["markdown"].read_text()
+    assert "## Paired differences against a (points)" in markdown and "| task | metric | b - a |" in markdown
+    (qa,) = table_row(markdown, "QA", "Acc (w/o think)", "Paired")
+    assert qa.startswith("-75.00 [") and qa.endswith("]")
+    (miou,) = table_row(markdown, "TAG", "mIoU (w/ think)", "Paired")
+    assert miou.startswith("-66.67 [")  # 100 - 33.33, as in the side-by-side table
+    (binary,) = table_row(markdown, "CLS", "Bin. Acc (w/o think)", "Paired")
+    low, high = (float(x) for x in binary.split("[")[1].rstrip("]").split(","))
+    assert low <= float(binary.split()[0]) <= high
+    alone = write_report([runs["a"]], runs["root"] / "alone")["markdown"].read_text()
+    assert "Paired differences" not in alone
+
+
 def test_html_page_is_self_contained_and_embeds_every_plot(runs: dict[str, Path]) -> None:
     page = write_report([runs["a"], runs["b"]], runs["root"] / "page")["html"].read_text()
     parser = PageParser()
     parser.feed(page)
     parser.close()
-    assert parser.tags.count("table") == 5  # runs, QA, TAG, CLS and the unreadable videos
+    assert parser.tags.count("table") == 6  # runs, QA, TAG, CLS, paired differences, unreadable videos
     assert "script" not in parser.tags and "link" not in parser.tags and parser.links == []
     captions = [image["alt"] for image in parser.images]
     assert captions == [

@@ -6,9 +6,11 @@
 Tables follow the paper's layout (QA accuracy without and with think; TAG mIoU and R@0.3/0.5/0.7;
 CLS binary and 20-way accuracy and macro-F1; the judge's CLS, KM, FLU, INF, FAC and total, or the
 offline scorer under its own name), overall and per source, each value with its 95% interval;
-runs are columns, side by side. Plots: the IoU histogram, predicted against true intervals for a
-few videos, the class confusion matrix, and reward curves where a run has a training log
-(`metrics.jsonl` in the run directory, or in the training run its model came from).
+runs are columns, side by side. With two or more eval runs, a table gives every run minus the
+first on the same items, with a paired interval (`vaur1.eval.paired`). Plots: the IoU histogram,
+predicted against true intervals for a few videos, the class confusion matrix, and reward curves
+where a run has a training log (`metrics.jsonl` in the run directory, or in the training run its
+model came from).
 
 `stage_metrics(run_dir, mode)` returns a run's `qa`, `tag` and `cls` blocks with the keys of
 `vaur1 eval metrics --json`, for callers that compare stages of a pipeline.
@@ -30,6 +32,7 @@ from vaur1.eval.judge import DIMENSION_LABELS
 from vaur1.eval.metrics import METRIC_TASKS
 from vaur1.eval.offline_scorer import METRICS as OFFLINE_METRICS
 from vaur1.eval.offline_scorer import OFFLINE_SCORER_NAME
+from vaur1.eval.paired import PER_ITEM, paired_gain
 from vaur1.eval.run import METRICS_FILE, SAMPLE_SCORES_FILE
 from vaur1.parse import NO_ANOMALY, parse_interval
 
@@ -319,6 +322,45 @@ def overview_table(runs: list[Run]) -> Table:
     return Table("Runs", ["", *[run.name for run in runs]], rows)
 
 
+def _items(run: Run, task: str, mode: str) -> list[dict[str, Any]]:
+    return [r for r in run.sample_scores if r["task"] == task and r.get("mode") == mode]
+
+
+def _paired_cell(reference: Run, run: Run, task: str, mode: str, metric: str) -> str:
+    try:
+        gain = paired_gain([(_items(reference, task, mode), _items(run, task, mode))], metric)
+    except VaurError:
+        return "other items"
+    if gain is None:
+        return "–"
+    low, high = gain["ci"]
+    return f"{gain['gain']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def paired_table(runs: list[Run]) -> Table | None:
+    """Every later eval run minus the first, item by item: a difference with its paired 95% interval."""
+    scored = [run for run in runs if run.sample_scores]
+    if len(scored) < 2:
+        return None
+    reference, others = scored[0], scored[1:]
+    labels = {f"{task}.{key}": label for task, rows in METRIC_ROWS.items() for key, label in rows}
+    rows = []
+    for metric, (task, _) in PER_ITEM.items():
+        for mode in _modes(scored, task):
+            cells = [_paired_cell(reference, run, task, mode, metric) for run in others]
+            if any(cell != "–" for cell in cells):
+                rows.append([task.upper(), f"{labels[metric]} ({MODE_LABELS[mode]})", *cells])
+    if not rows:
+        return None
+    note = (
+        f"Each cell: the run's value minus {reference.name}'s [95% paired-bootstrap interval], over the same "
+        "items. Pairing removes the noise the two runs share (items hard for both), so the interval is "
+        "narrower than the per-run intervals suggest. 'other items': the runs scored different items."
+    )
+    header = ["task", "metric", *[f"{run.name} - {reference.name}" for run in others]]
+    return Table(f"Paired differences against {reference.name} (points)", header, rows, note)
+
+
 def video_error_table(runs: list[Run]) -> Table | None:
     rows = [
         [run.name, entry["split"], entry["video"], str(entry["items"]), entry["reason"] or ""]
@@ -335,7 +377,7 @@ def video_error_table(runs: list[Run]) -> Table | None:
 def tables(runs: list[Run]) -> list[Table]:
     found = [overview_table(runs)]
     found += [task_table(runs, task) for task in METRIC_TASKS]
-    found += [judge_table(runs), offline_table(runs), video_error_table(runs)]
+    found += [paired_table(runs), judge_table(runs), offline_table(runs), video_error_table(runs)]
     return [t for t in found if t is not None]
 
 
