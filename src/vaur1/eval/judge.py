@@ -16,7 +16,8 @@ What differs from the official script, on purpose: temperature 0; the total is r
 the sum of the five scores (the judge's own `total_score` is kept as `judge_total`); a reply that
 is not strict JSON with five integer scores in 0..10 gets one repair request and otherwise leaves
 the sample *unscored*, which is reported and never counted as 0; 429, 408, 5xx, timeouts and
-dropped connections are retried with exponential backoff, honouring `Retry-After`.
+dropped connections are retried with exponential backoff, honouring `Retry-After`
+(`vaur1.eval.judge_client`).
 
 Scored results are cached in an append-only JSONL file keyed by the judge model, the prompt
 version, the sample and the texts, so a rerun only asks about what changed or was unscored.
@@ -27,18 +28,12 @@ about to be sent; it goes into the `Authorization` header and nowhere else.
 from __future__ import annotations
 
 import concurrent.futures
-import email.utils
 import hashlib
-import http.client
 import json
 import logging
-import math
 import os
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vaur1.errors import ConfigError, VaurError
+from vaur1.eval.judge_client import ChatClient, JudgeCallFailed
 
 if TYPE_CHECKING:
     from vaur1.bench.tasks import Example
@@ -121,7 +117,6 @@ REPAIR_PROMPT = (
 )
 
 # Statuses worth another try: the server is overloaded, timed out or failed, not the request.
-_RETRY_STATUSES = frozenset({408, 429})
 
 
 @dataclass
@@ -404,127 +399,6 @@ def _reply_from_entry(entry: dict[str, Any]) -> ParsedReply:
     )
 
 
-# ----------------------------------------------------------------------------- HTTP
-
-
-class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class _Fatal(Exception):
-    def __init__(self, reason: str, http_requests: int = 0) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.http_requests = http_requests
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (when - datetime.now(when.tzinfo or UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
-class _ChatClient:
-    """POSTs chat completions, retrying what is worth retrying. Holds the key only in memory."""
-
-    def __init__(self, config: JudgeConfig, api_key: str) -> None:
-        self.config = config
-        self._api_key = api_key
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
-
-    def __repr__(self) -> str:
-        return f"_ChatClient(url={self.url!r}, model={self.config.model!r})"
-
-    def complete(self, messages: list[dict[str, str]], sample_id: str) -> tuple[str, int]:
-        """The assistant's reply text and the number of HTTP requests it took. Raises `_Fatal`."""
-        attempts = self.config.max_retries + 1
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._post(messages), attempt
-            except _Fatal as err:
-                raise _Fatal(err.reason, attempt) from None
-            except _Transient as err:
-                if attempt == attempts:
-                    raise _Fatal(f"{err.reason} (gave up after {attempts} tries)", attempt) from None
-                wait = self.config.backoff_s * 2 ** (attempt - 1)
-                if err.retry_after is not None:
-                    wait = err.retry_after
-                wait = min(wait, self.config.max_backoff_s)
-                logger.warning(
-                    "judge %s: %s; try %d of %d in %.1f s", sample_id, err.reason, attempt + 1, attempts, wait
-                )
-                time.sleep(wait)
-
-    def _post(self, messages: list[dict[str, str]]) -> str:
-        payload = {
-            "model": self.config.model,
-            "messages": messages,
-            "temperature": 0,
-            "max_tokens": self.config.max_tokens,
-        }
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(
-            self.url, data=json.dumps(payload).encode("utf-8"), headers=headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
-                body = response.read()
-        except urllib.error.HTTPError as err:
-            reason = _redact(f"HTTP {err.code}{_error_detail(err)}", self._api_key)
-            if err.code in _RETRY_STATUSES or err.code >= 500:
-                raise _Transient(reason, _retry_after_s(err.headers.get("Retry-After"))) from None
-            raise _Fatal(reason) from None
-        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            raise _Transient(_redact(_describe(err), self._api_key)) from None
-        return self._content(body)
-
-    def _content(self, body: bytes) -> str:
-        try:
-            content = json.loads(body)["choices"][0]["message"]["content"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError):
-            snippet = _redact(body[:120].decode("utf-8", "replace"), self._api_key)
-            raise _Transient(f"response is not a chat completion: {snippet!r}") from None
-        if not isinstance(content, str):
-            raise _Transient("response message has no text content")
-        return content
-
-
-def _error_detail(err: urllib.error.HTTPError) -> str:
-    try:
-        body = err.read(300).decode("utf-8", "replace").strip()
-    except (OSError, http.client.HTTPException):
-        return ""
-    return f": {body}" if body else ""
-
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, TimeoutError) or "timed out" in str(err):
-        return "request timed out"
-    if isinstance(err, urllib.error.URLError):
-        return f"connection failed: {err.reason}"
-    return f"connection failed: {type(err).__name__}: {err}"
-
-
 # ----------------------------------------------------------------------------- judging
 
 
@@ -541,7 +415,7 @@ def _read_api_key(config: JudgeConfig) -> str:
 
 
 def _judge_one(
-    client: _ChatClient, request: JudgeRequest, cache: JudgeCache | None, cache_key: str
+    client: ChatClient, request: JudgeRequest, cache: JudgeCache | None, cache_key: str
 ) -> JudgeResult:
     config = client.config
     messages = judge_messages(request, config.prompt_version)
@@ -563,8 +437,8 @@ def _judge_one(
             try:
                 parsed = parse_judge_reply(reply)
             except JudgeReplyError as second:
-                raise _Fatal(f"unusable judge reply after one repair: {second}") from None
-    except _Fatal as err:
+                raise JudgeCallFailed(f"unusable judge reply after one repair: {second}") from None
+    except JudgeCallFailed as err:
         spent += err.http_requests
         logger.warning("judge %s: unscored: %s", request.sample_id, err.reason)
         return JudgeResult(
@@ -636,7 +510,7 @@ def judge_many(
             pending.append((index, key))
 
     if pending:
-        client = _ChatClient(config, _read_api_key(config))
+        client = ChatClient(config, _read_api_key(config))
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.concurrency, thread_name_prefix="judge"
         )
