@@ -108,12 +108,13 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     assert finished == {name: (out / name / "stage.json").stat().st_mtime_ns for name in STAGE_NAMES}
     assert json.loads((out / "report.json").read_text())["stages"] == report["stages"]
 
-    third = vaur1_demo("--out", str(out), "grpo.max_steps=4")
+    third = vaur1_demo("--out", str(out), "grpo.max_steps=4", "grpo.scale_rewards=batch")
     assert third.returncode == 0, third.stderr[-3000:]
     lines = stage_lines(third.stderr)
     redone = {"grpo", "eval_grpo"}
     assert {name for name in STAGE_NAMES if "reused" not in lines[name]} == redone, lines
     assert json.loads((out / "report.json").read_text())["budgets"]["grpo"]["steps"] == 4
+    assert yaml.safe_load((out / "grpo" / "run" / "config.yaml").read_text())["loss"]["scale_rewards"] == "batch"
 
 
 def test_settings_and_errors(tmp_path):
@@ -127,6 +128,8 @@ def test_settings_and_errors(tmp_path):
         load_demo_config(overrides=["data.split_ratio=0.8"])
     with pytest.raises(ConfigError, match="data.extra_test"):
         load_demo_config(overrides=["data.extra_test=-1"])
+    with pytest.raises(ConfigError, match="grpo.scale_rewards: 'nope' is not one of group, batch, none"):
+        load_demo_config(overrides=["grpo.scale_rewards=nope"])
     with pytest.raises(ConfigError, match="grpo.task_repeats: reasoning is not one of the demo's tasks"):
         load_demo_config(overrides=["grpo.task_repeats={reasoning: 2}"])
     # every evaluation, the validation ones of early stopping included, decodes greedily

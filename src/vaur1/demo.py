@@ -154,6 +154,10 @@ class DemoGRPO:
     max_completion_length: int = 32  # direct answers take at most 20 tokens; think mode needs ~160
     temperature: float = 1.0
     beta: float = 0.04
+    # the loss options of `vaur1.rl.loss` (TRL's names): token-level DAPO loss, rewards scaled by
+    # their group's std
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
     # the paper's rewards; `format` means the format reward of the demo's mode (see `mode_rewards`)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     # the training mix (`task_repeats` of the trainers): each named task's examples this many times
@@ -161,9 +165,15 @@ class DemoGRPO:
     task_repeats: dict[str, int] = field(default_factory=lambda: {"qa": 3})
 
     def validate(self) -> None:
+        from vaur1.rl.loss import GRPOLossConfig
+
         if self.max_steps < 1 or self.eval_steps < 1:
             raise ConfigError("grpo.max_steps and grpo.eval_steps must be at least 1")
         _check_task_repeats("grpo", self.task_repeats)
+        try:
+            GRPOLossConfig(beta=self.beta, loss_type=self.loss_type, scale_rewards=self.scale_rewards).validate()
+        except ConfigError as err:
+            raise ConfigError(f"grpo.{err}") from None
 
 
 @dataclass
@@ -532,7 +542,7 @@ def run_grpo(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[st
             "per_device_train_batch_size": grpo.batch_size,
             "task_repeats": grpo.task_repeats,
             "sampling": {"temperature": grpo.temperature},
-            "loss": {"beta": grpo.beta},
+            "loss": {"beta": grpo.beta, "loss_type": grpo.loss_type, "scale_rewards": grpo.scale_rewards},
             "optim": {"learning_rate": grpo.learning_rate, "lr_scheduler": "constant"},
         }
         return train(from_dict(GRPOTrainConfig, train_cfg))
