@@ -116,8 +116,6 @@ REPAIR_PROMPT = (
     "Write nothing before or after the JSON."
 )
 
-# Statuses worth another try: the server is overloaded, timed out or failed, not the request.
-
 
 @dataclass
 class JudgeConfig:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Statuses worth another try (with any 5xx): the server is overloaded, timed out or failed, not the request.
 _RETRY_STATUSES = frozenset({408, 429})
 
 
