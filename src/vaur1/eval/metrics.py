@@ -137,11 +137,13 @@ def score_sample(example: Example, output: str | None) -> SampleScore:
 # ---- aggregation ----------------------------------------------------------------------------
 
 
-def _percent(value: float | None) -> float | None:
+def percent(value: float | None) -> float | None:
+    """A fraction as points with two decimals."""
     return None if value is None else round(100 * float(value), 2)
 
 
-def _interval(statistics: np.ndarray) -> list[float]:
+def percentile_interval(statistics: np.ndarray) -> list[float]:
+    """The 95% percentile interval of bootstrap statistics (fractions), in points."""
     low, high = np.percentile(statistics, [2.5, 97.5])
     return [round(100 * float(low), 2), round(100 * float(high), 2)]
 
@@ -152,7 +154,7 @@ def _mean_with_ci(
     if len(values) == 0:
         return None, None
     draws = rng.integers(0, len(values), size=(resamples, len(values)))
-    return _percent(values.mean()), _interval(values[draws].mean(axis=1))
+    return percent(values.mean()), percentile_interval(values[draws].mean(axis=1))
 
 
 def _class_codes(
@@ -187,7 +189,7 @@ def _statistic_with_ci(
     if n == 0:
         return None, None
     values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)])
-    return _percent(statistic(np.arange(n))), _interval(values)
+    return percent(statistic(np.arange(n))), percentile_interval(values)
 
 
 def _counts(scores: list[SampleScore]) -> dict[str, int]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vaur1.errors import VaurError
-from vaur1.eval.metrics import RESAMPLES, SEED
+from vaur1.eval.metrics import RESAMPLES, SEED, percent, percentile_interval
 
 Record = Mapping[str, Any]
 
@@ -91,10 +91,8 @@ def paired_gain(
     for group in differences:
         draws += group[rng.integers(0, len(group), size=(resamples, len(group)))].mean(axis=1)
     draws /= len(differences)
-    gain = float(np.mean([group.mean() for group in differences]))
-    low, high = np.percentile(draws, [2.5, 97.5])
     return {
-        "gain": round(100 * gain, 2),
-        "ci": [round(100 * float(low), 2), round(100 * float(high), 2)],
+        "gain": percent(np.mean([group.mean() for group in differences])),
+        "ci": percentile_interval(draws),
         "n": sum(len(group) for group in differences),
     }
