@@ -13,7 +13,15 @@ import yaml
 
 import vaur1
 from conftest import VAUR1
-from vaur1.demo import STAGES, eval_config, load_demo_config, stage_hash, stop_after
+from vaur1.demo import (
+    STAGES,
+    budget_table,
+    constant_answer_accuracy,
+    eval_config,
+    load_demo_config,
+    stage_hash,
+    stop_after,
+)
 from vaur1.errors import ConfigError
 
 STAGE_NAMES = [stage.name for stage in STAGES]
@@ -72,6 +80,10 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     budgets = report["budgets"]
     assert budgets["sft"]["steps"] >= budgets["sft"]["best_step"] > 0 and budgets["sft"]["seconds"] > 0
     assert budgets["grpo"]["completions"] == budgets["grpo"]["samples"] * 2  # quick: G = 2
+    # 16 SFT steps seldom teach the tiny model to read the video; the report says whether they did
+    read = any(record["cls"] > budgets["sft"]["constant_answer_cls"] for record in report["sft_validation"])
+    assert budgets["sft"]["read_the_video"] is read
+    assert ("never beat the best constant answer" in first.stdout) is not read
     # GRPO is scored on val at steps 2 and 3, one continuing run, and its best checkpoint is evaluated
     grpo_validation = report["grpo_validation"]
     assert [record["step"] for record in grpo_validation] == [2, 3]
@@ -126,6 +138,8 @@ def test_settings_and_errors(tmp_path):
     assert quick.data.extra_test == 0 and full.data.extra_test > 0
     with pytest.raises(ConfigError, match="split_ratio"):
         load_demo_config(overrides=["data.split_ratio=0.8"])
+    with pytest.raises(ConfigError, match="torch_threads: need at least 1, got 0"):
+        load_demo_config(overrides=["torch_threads=0"])
     with pytest.raises(ConfigError, match="data.extra_test"):
         load_demo_config(overrides=["data.extra_test=-1"])
     with pytest.raises(ConfigError, match="grpo.scale_rewards: 'nope' is not one of group, batch, none"):
@@ -178,3 +192,40 @@ def test_sft_stops_only_when_neither_the_score_nor_the_loss_improves():
     assert not stop_after(history((45, 0.50), (30, 0.60), (46, 0.70)), 2)
     assert not stop_after(history((45, 0.50)), 1)
     assert stop_after(history((45, 0.50), (45, 0.50)), 1)
+
+
+def test_sft_patience_only_counts_once_the_model_reads_the_video():
+    def history(*cls_accuracies):  # a score and a loss that stopped improving long ago
+        return [{"score": 40, "val_loss": 0.5, "cls": cls} for cls in cls_accuracies]
+
+    blind = 100 / 3  # a third of the clips are of the most common class
+    assert not stop_after(history(33.3, 33.3, 33.3, 33.3, 33.3), 3, blind)
+    assert stop_after(history(33.3, 33.3, 33.3, 33.3, 33.3), 3)  # the old rule would have stopped
+    assert stop_after(history(33.3, 50.0, 33.3, 33.3, 33.3), 3, blind)
+    assert not stop_after(history(33.3, 50.0, 33.3), 3, blind)  # and patience still applies
+
+
+def test_the_constant_answer_level_is_the_most_common_class_share_of_val(tmp_path):
+    import csv
+
+    from vaur1.demo import run_data
+
+    cfg = load_demo_config(overrides=[f"out={tmp_path}", "data.n=40", "data.extra_test=0", "data.duration=[1.0, 1.0]"])
+    run_data(cfg, tmp_path / "data", {})
+    with (tmp_path / "data" / "synthvau" / "val.csv").open(newline="") as f:
+        classes = [row["Anomaly Class"] for row in csv.DictReader(f)]
+    assert len(classes) == 6
+    share = max(classes.count(name) for name in set(classes)) / len(classes)
+    assert constant_answer_accuracy(cfg) == pytest.approx(100 * share)
+
+
+def test_the_budget_table_warns_when_sft_never_read_the_video():
+    sft = {
+        "steps": 400, "best_step": 200, "samples": 3200, "samples_to_best": 1600, "validation_evaluations": 2,
+        "stopped_by": "max_chunks", "seconds": 30.0, "read_the_video": False, "constant_answer_cls": 33.3,
+    }
+    grpo = {"steps": 10, "best_step": 5, "samples": 80, "completions": 640, "seconds": 20.0, "validation_evaluations": 2}
+    blind = budget_table({"budgets": {"sft": sft, "grpo": grpo}})
+    assert "never beat the best constant answer (33.3%)" in blind.note
+    sighted = budget_table({"budgets": {"sft": {**sft, "read_the_video": True}, "grpo": grpo}})
+    assert "WARNING" not in sighted.note

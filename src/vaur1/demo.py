@@ -28,11 +28,13 @@ Training stops once `sft.patience` evaluations in a row have improved neither (o
 score. Both signals are needed: a tiny model gives the same answer to every clip for several
 hundred steps before it reads the video, and greedy answers of that kind score well (a constant
 interval has a TAG mIoU of ~45 on SynthVAU), so the score alone stops SFT before it has learnt
-anything, while the loss keeps falling. GRPO runs its `grpo.max_steps` steps, scoring a checkpoint
-every `grpo.eval_steps` on the same split, and its model is the best-scoring one: both stages are
-chosen by the same rule (a learning rate of 3e-4 once collapsed a seed's TAG answers late in the
-run). The report gives the budget of each stage: optimizer steps, samples seen (and GRPO's
-completions), wall time.
+anything, while the loss keeps falling. For the same reason patience only counts once the
+validation CLS accuracy has beaten the best constant answer (the most common class's share); a SFT
+that never does by the cap gets a warning in the report, since a gain over a blind model is no gain.
+GRPO runs its `grpo.max_steps` steps, scoring a checkpoint every `grpo.eval_steps` on the same
+split, and its model is the best-scoring one: both stages are chosen by the same rule (a learning
+rate of 3e-4 once collapsed a seed's TAG answers late in the run). The report gives the budget of
+each stage: optimizer steps, samples seen (and GRPO's completions), wall time.
 
 Every stage uses one prompt mode (`mode`: direct by default, think optional), the same short
 prompts (`prompts`) and the same VideoSpec (`video`), through the project's own trainers and
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -212,13 +215,16 @@ class DemoConfig:
     # train, 31% on test) and GRPO then had no QA group with mixed rewards to learn from
     shuffle_options: bool = True
     loader_workers: int = 1  # frame-decoding processes next to training and evaluation
-    # torch threads: on a small shared CPU, two-thread kernels next to the loader worker and other
-    # processes ran SFT steps up to 30x slower (0.11 s -> 3.7 s) than one thread
-    torch_threads: int = 1
+    # torch threads, at most the CPUs this process may use. On 2 cores, 2 threads ran SFT steps in
+    # 58-65 ms against 82 ms with 1, with the same results; but next to other busy processes (seeds
+    # side by side) two-thread kernels ran up to 30x slower (0.11 s -> 3.7 s): set 1 there
+    torch_threads: int = 2
 
     def validate(self) -> None:
         if self.mode not in SFT_TARGET:
             raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(SFT_TARGET)}")
+        if self.torch_threads < 1:
+            raise ConfigError(f"torch_threads: need at least 1, got {self.torch_threads}")
 
 
 # `--quick`: fewer clips and steps, for the CI smoke test; the same stages and code paths.
@@ -390,9 +396,35 @@ def _val_loss(run_dir: Path, step: int) -> float:
     raise ConfigError(f"{run_dir}/metrics.jsonl: no validation loss at step {step}")
 
 
-def stop_after(history: list[dict[str, Any]], patience: int) -> bool:
-    """True once the last `patience` evaluations improved neither the best score nor the best loss."""
+def constant_answer_accuracy(cfg: DemoConfig, split: str = "val") -> float:
+    """The CLS accuracy of the best constant answer on `split`, in points: the most common class's
+    share. A model that scores no better on CLS does not tell the clips apart."""
+    from collections import Counter
+
+    from vaur1.data import DataConfig
+
+    examples = DataConfig(bench=str(_bench(cfg)), split=split, tasks=["cls"]).load()
+    if not examples:
+        raise ConfigError(f"{_bench(cfg)}: the {split} split has no CLS examples")
+    most_common = Counter(example.anomaly_class for example in examples).most_common(1)[0][1]
+    return 100.0 * most_common / len(examples)
+
+
+def read_the_video(history: list[dict[str, Any]], blind_cls: float) -> bool:
+    """True once some validation evaluation's CLS accuracy beat the best constant answer."""
+    return any(h["cls"] > blind_cls for h in history)
+
+
+def stop_after(history: list[dict[str, Any]], patience: int, blind_cls: float | None = None) -> bool:
+    """True once the last `patience` evaluations improved neither the best score nor the best loss.
+
+    With `blind_cls` (see `constant_answer_accuracy`), never before the model has read the video:
+    with 720 clips one seed's loss and score stalled long enough for patience to stop SFT while it
+    still answered every clip alike, and GRPO's "gain" over that blind model would not count.
+    """
     if len(history) <= patience:
+        return False
+    if blind_cls is not None and not read_the_video(history, blind_cls):
         return False
     before = history[:-patience]
     recent = history[-patience:]
@@ -490,13 +522,14 @@ def run_sft(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str
     history: list[dict[str, Any]] = []
     started = time.perf_counter()
     stopped_by = "max_chunks"
+    blind_cls = constant_answer_accuracy(cfg)
     for chunk in range(1, cfg.sft.max_chunks + 1):
         steps = chunk * cfg.sft.chunk_steps
         record = _validated_checkpoint(
             cfg, stage_dir, steps, lambda n: train(_sft_train_config(cfg, done, run_dir, n))
         )
         history.append({**record, "val_loss": _val_loss(run_dir, steps)})
-        if stop_after(history, cfg.sft.patience):
+        if stop_after(history, cfg.sft.patience, blind_cls):
             stopped_by = "patience"
             break
     chosen, best = _keep_best(stage_dir, history)
@@ -511,6 +544,8 @@ def run_sft(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str
         "samples_to_best": best["step"] * cfg.sft.batch_size,
         "seconds": time.perf_counter() - started,
         "stopped": stopped_by,
+        "constant_answer_cls": blind_cls,
+        "read_the_video": read_the_video(history, blind_cls),
     }
 
 
@@ -640,11 +675,18 @@ def run_stage(stage: Stage, cfg: DemoConfig, digest: str, done: dict[str, dict],
     return {**record, "reused": False}
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run (or reuse) every stage, then write the report; returns report.json's content."""
     import torch
 
-    torch.set_num_threads(cfg.torch_threads)
+    torch.set_num_threads(min(cfg.torch_threads, usable_cpus()))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / CONFIG_FILE)
@@ -706,6 +748,8 @@ def budgets(cfg: DemoConfig, done: dict[str, dict]) -> dict[str, Any]:
             "validation_evaluations": len(sft["validation"]),
             "stopped_by": sft["stopped"],
             "seconds": sft["seconds"],
+            "read_the_video": sft.get("read_the_video"),
+            "constant_answer_cls": sft.get("constant_answer_cls"),
         },
         "grpo": {
             "steps": grpo["steps"],
@@ -819,6 +863,12 @@ def budget_table(report: dict[str, Any]):
         "GRPO's model has seen both budgets. GRPO runs all its steps and keeps its best-scoring checkpoint "
         f"of {grpo['validation_evaluations']} on the same split. Wall times include the validation evaluations."
     )
+    if sft["read_the_video"] is False:
+        note += (
+            f" WARNING: SFT's validation CLS accuracy never beat the best constant answer "
+            f"({sft['constant_answer_cls']:.1f}%): SFT did not learn to tell the clips apart before its step cap, "
+            "so GRPO - SFT compares against a blind model and shows no fair gain; raise sft.max_chunks."
+        )
     return Table("Training budgets", ["", "SFT (to early stop)", "GRPO (after SFT)"], rows, note)
 
 
