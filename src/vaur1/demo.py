@@ -433,10 +433,11 @@ def stop_after(history: list[dict[str, Any]], patience: int, blind_cls: float | 
     return all(h["score"] <= best_score and h["val_loss"] >= best_loss for h in recent)
 
 
-def _sft_train_config(cfg: DemoConfig, done: dict[str, dict], run_dir: Path, max_steps: int):
+def sft_train_config(cfg: DemoConfig, model: str, run_dir: Path, max_steps: int):
+    """The `SFTTrainConfig` of the demo's SFT: from `model`, into `run_dir`, until step `max_steps`."""
     from vaur1.sft.config import SFTTrainConfig
 
-    shared = _training_sections(cfg, done["model"]["model"], run_dir, max_steps)
+    shared = _training_sections(cfg, model, run_dir, max_steps)
     return from_dict(
         SFTTrainConfig,
         {
@@ -526,7 +527,7 @@ def run_sft(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str
     for chunk in range(1, cfg.sft.max_chunks + 1):
         steps = chunk * cfg.sft.chunk_steps
         record = _validated_checkpoint(
-            cfg, stage_dir, steps, lambda n: train(_sft_train_config(cfg, done, run_dir, n))
+            cfg, stage_dir, steps, lambda n: train(sft_train_config(cfg, done["model"]["model"], run_dir, n))
         )
         history.append({**record, "val_loss": _val_loss(run_dir, steps)})
         if stop_after(history, cfg.sft.patience, blind_cls):
@@ -559,17 +560,15 @@ def mode_rewards(rewards: RewardConfig, mode: str) -> dict[str, Any]:
     return data
 
 
-def run_grpo(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str, Any]:
+def grpo_train_config(cfg: DemoConfig, model: str, run_dir: Path, max_steps: int):
+    """The `GRPOTrainConfig` of the demo's GRPO: from `model`, into `run_dir`, until step `max_steps`."""
     from vaur1.rl.config import GRPOTrainConfig
-    from vaur1.rl.trainer import train
 
     grpo = cfg.grpo
-    run_dir = stage_dir / "run"
-
-    def train_to(max_steps: int) -> Path:
-        shared = _training_sections(cfg, done["sft"]["model"], run_dir, max_steps)
-        train_cfg = {
-            **shared,
+    return from_dict(
+        GRPOTrainConfig,
+        {
+            **_training_sections(cfg, model, run_dir, max_steps),
             "mode": cfg.mode,
             "rewards": mode_rewards(grpo.rewards, cfg.mode),
             "num_generations": grpo.num_generations,
@@ -579,8 +578,18 @@ def run_grpo(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[st
             "sampling": {"temperature": grpo.temperature},
             "loss": {"beta": grpo.beta, "loss_type": grpo.loss_type, "scale_rewards": grpo.scale_rewards},
             "optim": {"learning_rate": grpo.learning_rate, "lr_scheduler": "constant"},
-        }
-        return train(from_dict(GRPOTrainConfig, train_cfg))
+        },
+    )
+
+
+def run_grpo(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str, Any]:
+    from vaur1.rl.trainer import train
+
+    grpo = cfg.grpo
+    run_dir = stage_dir / "run"
+
+    def train_to(max_steps: int) -> Path:
+        return train(grpo_train_config(cfg, done["sft"]["model"], run_dir, max_steps))
 
     started = time.perf_counter()
     checkpoints = [*range(grpo.eval_steps, grpo.max_steps, grpo.eval_steps), grpo.max_steps]
