@@ -4,6 +4,7 @@ report.html parses, a second run reuses every stage, and a changed setting redoe
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -77,6 +78,11 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
         for task, keys in METRIC_KEYS.items():
             assert keys <= set(stage[task]), (task, keys - set(stage[task]))
             assert stage[task]["n"] > 0
+    constant = report["constant"]  # a blind model's scores, answers chosen on the train split
+    assert set(constant["metrics"]) == set(report["headline"]["sft"])
+    assert constant["metrics"]["tag.false_alarm_rate"] == 100.0 and constant["answers"]["qa"] == {"synth": "<answer>A</answer>"}
+    interval = re.fullmatch(r"<answer>Anomaly</answer><glue>(\[.*\])</glue>", constant["answers"]["tag"]["synth"])
+    assert f"TAG: Anomaly and {interval.group(1)}" in " ".join(first.stdout.split())
     budgets = report["budgets"]
     assert budgets["sft"]["steps"] >= budgets["sft"]["best_step"] > 0 and budgets["sft"]["seconds"] > 0
     assert budgets["grpo"]["completions"] == budgets["grpo"]["samples"] * 2  # quick: G = 2

@@ -9,6 +9,7 @@ from vaur1.bench.tasks import Example, task_view
 from vaur1.errors import VaurError
 from vaur1.eval.metrics import (
     baseline_outputs,
+    best_constant_interval,
     binary_correct,
     compute_metrics,
     macro_f1,
@@ -263,3 +264,17 @@ def test_trivial_baselines_on_released_files(shared_bench, split, task, kind, n,
     assert result["n"] == n
     for key, value in expected.items():
         assert result[key] == value, key
+
+
+def test_the_best_constant_interval_hedges_over_the_positives_it_is_fitted_on():
+    def tag(index: int, interval: tuple[float, float], source: str = "synth") -> Example:
+        return Example(task="tag", id=f"v{index}.mp4", split="test", source=source, interval=interval)
+
+    fit = [tag(0, (1.0, 3.0)), tag(1, (1.0, 3.0)), tag(2, (1.0, 3.0)), tag(3, (5.0, 8.0)), tag(4, (0.0, 0.0))]
+    assert best_constant_interval(fit) == (1.0, 3.0)  # the normal clip (0, 0) does not count
+    scored = [tag(5, (1.0, 3.0)), tag(6, (2.0, 4.0))]
+    outputs = baseline_outputs("tag", scored, "always_interval", fit_on=fit)
+    assert set(outputs.values()) == {"<answer>Anomaly</answer><glue>[1.0, 3.0]</glue>"}
+    assert compute_metrics("tag", scored, outputs, resamples=20)["miou"] == pytest.approx(100 * (1 + 1 / 3) / 2, abs=0.01)
+    with pytest.raises(VaurError, match="needs at least one TAG example with an anomaly interval"):
+        best_constant_interval([tag(7, (0.0, 0.0))])

@@ -3,12 +3,14 @@
 vaur1 eval run --model PATH --bench synth --videos runs/synth --split test --mode both --out RUN_DIR
 vaur1 eval judge RUN_DIR --judge-url https://api.deepseek.com/v1   # score a finished run again
 vaur1 eval metrics --task tag --bench test_msad.csv --predictions preds.jsonl [--mode think] [--json]
+vaur1 eval baselines --bench test_msad.csv --fit-on val.csv [--task tag] [--json]   # blind models' scores
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +55,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='only lines of this prompt mode (lines that carry a "mode", as vaur1 eval run writes them)',
     )
     metrics.set_defaults(func=run_metrics)
+
+    baselines = commands.add_parser(
+        "baselines",
+        help="what a model that ignores the video scores on a VAU-Bench CSV",
+        description="The trivial baselines' metrics: QA always option A; TAG always Normal, or always "
+        "Anomaly with the constant interval of best mean IoU; CLS always Normal, or always the most "
+        "common anomaly class. The interval and the class are chosen per source, on --fit-on (default: "
+        "the scored file itself, which flatters the baselines).",
+    )
+    baselines.add_argument("--bench", required=True, help="a VAU-Bench CSV (or a folder of them) to score")
+    baselines.add_argument("--fit-on", help="a VAU-Bench CSV (or folder) to choose the constant answers on")
+    baselines.add_argument("--task", choices=("qa", "tag", "cls"), help="one task (default all three)")
+    baselines.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    baselines.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    baselines.set_defaults(func=run_baselines)
 
     register_run(commands)
 
@@ -167,6 +184,42 @@ def run_metrics(args: argparse.Namespace) -> int:
     else:
         _print_tables(args.task, result)
     return 1 if predictions.malformed else 0
+
+
+def run_baselines(args: argparse.Namespace) -> int:
+    from vaur1.bench import load_bench
+    from vaur1.bench.tasks import task_view
+    from vaur1.eval.baselines import blind_baselines
+
+    tasks = [args.task] if args.task else list(METRIC_NAMES)
+    scored = load_bench(args.bench).samples
+    fitted = load_bench(args.fit_on).samples if args.fit_on else scored
+    result = blind_baselines(
+        [e for task in tasks for e in task_view(scored, task)],
+        [e for task in tasks for e in task_view(fitted, task)],
+        tasks=tasks,
+        resamples=args.resamples,
+    )
+    if args.json:
+        print(json.dumps({"bench": args.bench, "fit_on": args.fit_on or args.bench, "baselines": result}, indent=2))
+        return 0
+    console = Console(highlight=False)
+    console.print(f"Blind baselines on {args.bench}; answers chosen per source on {args.fit_on or args.bench}")
+    for task, kinds in result.items():
+        table = Table(title=f"{task} (%)")
+        for column in ("baseline", "source", "answer", "n", *METRIC_NAMES[task]):
+            table.add_column(column, justify="left" if column in ("baseline", "source", "answer") else "right")
+        unfitted = []
+        for kind, baseline in kinds.items():
+            unfitted += [f"{kind} has no answer for {source}" for source in baseline["unfitted_sources"]]
+            for source, answer in baseline["answers"].items():
+                block = baseline["metrics"]["by_source"][source]
+                values = ("-" if block[name] is None else f"{block[name]:.2f}" for name in METRIC_NAMES[task])
+                table.add_row(kind, source, " ".join(re.findall(r"(?<=>)[^<]+(?=<)", answer)), str(block["n"]), *values)
+        console.print(table)
+        for line in unfitted:
+            console.print(f"{task}: {line}: the examples it is chosen on have none of that source")
+    return 0
 
 
 def _print_tables(task: str, result: dict) -> None:
