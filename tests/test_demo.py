@@ -222,7 +222,7 @@ def test_the_constant_answer_level_is_the_most_common_class_share_of_val(tmp_pat
         classes = [row["Anomaly Class"] for row in csv.DictReader(f)]
     assert len(classes) == 6
     share = max(classes.count(name) for name in set(classes)) / len(classes)
-    assert constant_answer_accuracy(cfg) == pytest.approx(100 * share)
+    assert constant_answer_accuracy(cfg) == pytest.approx(100 * share, abs=0.005)  # metrics keep 2 decimals
 
 
 def test_the_budget_table_warns_when_sft_never_read_the_video():

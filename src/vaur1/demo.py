@@ -397,18 +397,27 @@ def _val_loss(run_dir: Path, step: int) -> float:
     raise ConfigError(f"{run_dir}/metrics.jsonl: no validation loss at step {step}")
 
 
+def _split_examples(cfg: DemoConfig, split: str, tasks: list[str]) -> list:
+    from vaur1.data import DataConfig
+
+    examples = DataConfig(bench=str(_bench(cfg)), split=split, tasks=tasks).load()
+    if not examples:
+        raise ConfigError(f"{_bench(cfg)}: the {split} split has no {', '.join(tasks)} examples")
+    return examples
+
+
+def _best_constant_class(baselines: dict[str, Any]) -> str:
+    """The CLS baseline kind (always Normal, always the most common anomaly) of higher accuracy."""
+    return max(baselines["cls"], key=lambda kind: baselines["cls"][kind]["metrics"]["multiclass_accuracy"])
+
+
 def constant_answer_accuracy(cfg: DemoConfig, split: str = "val") -> float:
     """The CLS accuracy of the best constant answer on `split`, in points: the most common class's
     share. A model that scores no better on CLS does not tell the clips apart."""
-    from collections import Counter
+    from vaur1.eval.baselines import blind_baselines
 
-    from vaur1.data import DataConfig
-
-    examples = DataConfig(bench=str(_bench(cfg)), split=split, tasks=["cls"]).load()
-    if not examples:
-        raise ConfigError(f"{_bench(cfg)}: the {split} split has no CLS examples")
-    most_common = Counter(example.anomaly_class for example in examples).most_common(1)[0][1]
-    return 100.0 * most_common / len(examples)
+    baselines = blind_baselines(_split_examples(cfg, split, ["cls"]), tasks=["cls"], resamples=1)
+    return baselines["cls"][_best_constant_class(baselines)]["metrics"]["multiclass_accuracy"]
 
 
 def read_the_video(history: list[dict[str, Any]], blind_cls: float) -> bool:
@@ -735,16 +744,11 @@ def constant_answers(cfg: DemoConfig) -> dict[str, Any]:
     """The headline metrics on the test split of a model that ignores the video: QA always A, TAG
     always Anomaly with the interval of best mean IoU on the train split, CLS always the train split's
     better constant class (Normal or its most common anomaly class)."""
-    from vaur1.data import DataConfig
     from vaur1.eval.baselines import blind_baselines
 
-    def load(split: str):
-        return DataConfig(bench=str(_bench(cfg)), split=split, tasks=TASKS).load()
-
-    train = load("train")
-    on_test = blind_baselines(load("test"), fit_on=train, resamples=1)
-    on_train = blind_baselines(train, resamples=1, tasks=["cls"])
-    cls_kind = max(on_train["cls"], key=lambda kind: on_train["cls"][kind]["metrics"]["multiclass_accuracy"])
+    train = _split_examples(cfg, "train", TASKS)
+    on_test = blind_baselines(_split_examples(cfg, "test", TASKS), fit_on=train, resamples=1)
+    cls_kind = _best_constant_class(blind_baselines(train, tasks=["cls"], resamples=1))
     chosen = {"qa": on_test["qa"]["always_a"], "tag": on_test["tag"]["always_interval"], "cls": on_test["cls"][cls_kind]}
     return {
         "metrics": {f"{task}.{key}": chosen[task]["metrics"][key] for task, key, _ in HEADLINE},
