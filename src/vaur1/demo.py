@@ -47,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -57,6 +56,7 @@ from typing import Any
 
 from vaur1.config import apply_overrides, from_dict, save_config, to_dict
 from vaur1.errors import ConfigError
+from vaur1.parse import parse_completion
 from vaur1.prompts import PromptConfig
 from vaur1.rewards import RewardConfig
 from vaur1.video.spec import VideoSpec
@@ -883,12 +883,12 @@ def comparison_table(report: dict[str, Any]):
 
 def _constant_interval(report: dict[str, Any]) -> str:
     answers = report["constant"]["answers"]["tag"]
-    return ", ".join(re.search(r"<glue>(.*)</glue>", text).group(1) for text in answers.values())
+    return ", ".join(parse_completion(text).glue or "" for text in answers.values())
 
 
 def _constant_class(report: dict[str, Any]) -> str:
     answers = report["constant"]["answers"]["cls"]
-    return ", ".join(re.search(r"<answer>(.*)</answer>", text).group(1) for text in answers.values())
+    return ", ".join(parse_completion(text).answer or "" for text in answers.values())
 
 
 def budget_table(report: dict[str, Any]):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,6 +189,7 @@ def run_baselines(args: argparse.Namespace) -> int:
     from vaur1.bench import load_bench
     from vaur1.bench.tasks import task_view
     from vaur1.eval.baselines import blind_baselines
+    from vaur1.parse import parse_completion
 
     tasks = [args.task] if args.task else list(METRIC_NAMES)
     scored = load_bench(args.bench).samples
@@ -215,7 +215,9 @@ def run_baselines(args: argparse.Namespace) -> int:
             for source, answer in baseline["answers"].items():
                 block = baseline["metrics"]["by_source"][source]
                 values = ("-" if block[name] is None else f"{block[name]:.2f}" for name in METRIC_NAMES[task])
-                table.add_row(kind, source, " ".join(re.findall(r"(?<=>)[^<]+(?=<)", answer)), str(block["n"]), *values)
+                parsed = parse_completion(answer)
+                shown = " ".join(part for part in (parsed.answer, parsed.glue) if part)
+                table.add_row(kind, source, shown, str(block["n"]), *values)
         console.print(table)
         for line in unfitted:
             console.print(f"{task}: {line}: the examples it is chosen on have none of that source")
