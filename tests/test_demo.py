@@ -108,6 +108,9 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
         assert low - 0.02 <= gains[metric] <= high + 0.02, metric
     low, high = report["gains"]["grpo_over_sft_ci"]["qa.accuracy"]
     assert f"[{low:+.1f}, {high:+.1f}]" in (out / "report.md").read_text()
+    # R@0.7 is in the table: it separates placing the event from hedging with one interval
+    assert headline["sft"]["tag.r@0.7"] == report["stages"]["sft"]["tag"]["r@0.7"]
+    assert re.search(r"^\| TAG R@0\.7 \|", (out / "report.md").read_text(), re.MULTILINE)
     assert report["stages"]["sft"]["qa"]["accuracy"] == pytest.approx(
         json.loads((out / "eval_sft" / "metrics.json").read_text())["tasks"]["qa"]["direct"]["accuracy"]
     )
