@@ -4,6 +4,7 @@ report.html parses, a second run reuses every stage, and a changed setting redoe
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 from html.parser import HTMLParser
@@ -20,6 +21,8 @@ from vaur1.demo import (
     constant_answer_accuracy,
     eval_config,
     load_demo_config,
+    read_the_video,
+    reading_level,
     stage_hash,
     stop_after,
 )
@@ -87,7 +90,7 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     assert budgets["sft"]["steps"] >= budgets["sft"]["best_step"] > 0 and budgets["sft"]["seconds"] > 0
     assert budgets["grpo"]["completions"] == budgets["grpo"]["samples"] * 2  # quick: G = 2
     # 16 SFT steps seldom teach the tiny model to read the video; the report says whether they did
-    read = any(record["cls"] > budgets["sft"]["constant_answer_cls"] for record in report["sft_validation"])
+    read = any(record["cls"] >= budgets["sft"]["reading_level_cls"] for record in report["sft_validation"])
     assert budgets["sft"]["read_the_video"] is read
     assert ("never beat the best constant answer" in " ".join(first.stdout.split())) is not read
     # GRPO is scored on val at steps 2 and 3, one continuing run, and its best checkpoint is evaluated
@@ -207,11 +210,29 @@ def test_sft_patience_only_counts_once_the_model_reads_the_video():
     def history(*cls_accuracies):  # a score and a loss that stopped improving long ago
         return [{"score": 40, "val_loss": 0.5, "cls": cls} for cls in cls_accuracies]
 
-    blind = 100 / 3  # a third of the clips are of the most common class
-    assert not stop_after(history(33.3, 33.3, 33.3, 33.3, 33.3), 3, blind)
+    level = 50.0
+    assert not stop_after(history(33.3, 33.3, 33.3, 33.3, 33.3), 3, level)
     assert stop_after(history(33.3, 33.3, 33.3, 33.3, 33.3), 3)  # the old rule would have stopped
-    assert stop_after(history(33.3, 50.0, 33.3, 33.3, 33.3), 3, blind)
-    assert not stop_after(history(33.3, 50.0, 33.3), 3, blind)  # and patience still applies
+    assert stop_after(history(33.3, 50.0, 33.3, 33.3, 33.3), 3, level)
+    assert not stop_after(history(33.3, 50.0, 33.3), 3, level)  # and patience still applies
+    # patience counts from the first evaluation that read the video, not from the stalled blind ones
+    assert not stop_after(history(33.3, 33.3, 33.3, 33.3, 50.0), 3, level)
+    assert not stop_after(history(33.3, 33.3, 33.3, 50.0, 50.0, 50.0), 3, level)
+    assert stop_after(history(33.3, 33.3, 33.3, 50.0, 50.0, 50.0, 50.0), 3, level)
+
+
+def test_reading_the_video_means_beating_the_constant_answer_beyond_chance():
+    # 54 val clips, a third of them Normal: 20 right (37.0%) is what a blind SFT once scored, by chance
+    level = reading_level(100 / 3, 54)
+    assert level == pytest.approx(100 * 25 / 54)
+    assert not read_the_video([{"cls": 100 * 20 / 54}], level)
+    assert read_the_video([{"cls": 33.3}, {"cls": 100 * 25 / 54}], level)
+    tail = sum(math.comb(54, k) * (1 / 3) ** k * (2 / 3) ** (54 - k) for k in range(25, 55))
+    tail_below = tail + math.comb(54, 24) * (1 / 3) ** 24 * (2 / 3) ** 30
+    assert tail <= 0.05 < tail_below  # the least number of right answers that chance explains at 5%
+    assert reading_level(100 / 3, 5) == 80.0  # 4 of 5: p = 11/243
+    with pytest.raises(ConfigError, match="4 CLS clips cannot show"):
+        reading_level(50.0, 4)  # even 4 of 4 right happens by chance one time in 16
 
 
 def test_the_constant_answer_level_is_the_most_common_class_share_of_val(tmp_path):
@@ -232,9 +253,12 @@ def test_the_budget_table_warns_when_sft_never_read_the_video():
     sft = {
         "steps": 400, "best_step": 200, "samples": 3200, "samples_to_best": 1600, "validation_evaluations": 2,
         "stopped_by": "max_chunks", "seconds": 30.0, "read_the_video": False, "constant_answer_cls": 33.3,
+        "reading_level_cls": 46.3,
     }
     grpo = {"steps": 10, "best_step": 5, "samples": 80, "completions": 640, "seconds": 20.0, "validation_evaluations": 2}
     blind = budget_table({"budgets": {"sft": sft, "grpo": grpo}})
-    assert "never beat the best constant answer (33.3%)" in blind.note
+    assert "never beat the best constant answer (33.3%) beyond chance (it needed 46.3%)" in blind.note
+    earlier = {key: value for key, value in sft.items() if key != "reading_level_cls"}  # a stage from before the level
+    assert "answer (33.3%) beyond chance: SFT did not" in budget_table({"budgets": {"sft": earlier, "grpo": grpo}}).note
     sighted = budget_table({"budgets": {"sft": {**sft, "read_the_video": True}, "grpo": grpo}})
     assert "WARNING" not in sighted.note
