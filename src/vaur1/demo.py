@@ -440,9 +440,14 @@ def reading_level(constant: float, n: int, alpha: float = 0.05) -> float:
     )
 
 
+def _first_reading(history: list[dict[str, Any]], level: float) -> int | None:
+    """The index of the first validation evaluation whose CLS accuracy reached `level`, if any."""
+    return next((i for i, h in enumerate(history) if h["cls"] >= level), None)
+
+
 def read_the_video(history: list[dict[str, Any]], level: float) -> bool:
     """True once some validation evaluation's CLS accuracy reached `level` (see `reading_level`)."""
-    return any(h["cls"] >= level for h in history)
+    return _first_reading(history, level) is not None
 
 
 def stop_after(history: list[dict[str, Any]], patience: int, level: float | None = None) -> bool:
@@ -456,7 +461,7 @@ def stop_after(history: list[dict[str, Any]], patience: int, level: float | None
     if len(history) <= patience:
         return False
     if level is not None:
-        first = next((i for i, h in enumerate(history) if h["cls"] >= level), None)
+        first = _first_reading(history, level)
         if first is None or len(history) - 1 - first < patience:
             return False
     before = history[:-patience]
