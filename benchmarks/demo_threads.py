@@ -55,7 +55,9 @@ def train_round(cfg, model: str, out: Path, args: argparse.Namespace) -> dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="the first is the baseline")
     parser.add_argument("--sft-steps", type=int, default=60)
     parser.add_argument("--grpo-steps", type=int, default=8)
@@ -86,10 +88,14 @@ def main() -> None:
 
     base = args.threads[0]
     medians = {
-        n: {stage: statistics.median(t for run in results[n][stage] for t in run) for stage in ("sft", "grpo")}
+        n: {
+            stage: statistics.median(t for run in results[n][stage] for t in run) for stage in ("sft", "grpo")
+        }
         for n in args.threads
     }
-    print(f"\n{'torch threads':<16}{'SFT step, s':>14}{'vs ' + str(base):>10}{'GRPO step, s':>15}{'vs ' + str(base):>10}")
+    print(
+        f"\n{'torch threads':<16}{'SFT step, s':>14}{'vs ' + str(base):>10}{'GRPO step, s':>15}{'vs ' + str(base):>10}"
+    )
     for n in args.threads:
         sft, grpo = medians[n]["sft"], medians[n]["grpo"]
         print(

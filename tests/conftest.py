@@ -25,9 +25,7 @@ def shared_bench() -> Path:
 
 def run_cli(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the installed `vaur1` console script as a user would."""
-    result = subprocess.run(
-        [str(VAUR1), *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+    result = subprocess.run([str(VAUR1), *args], capture_output=True, text=True, timeout=timeout, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"vaur1 {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result

@@ -79,7 +79,14 @@ def test_interval_conventions(tmp_path):
     path = write_csv(
         tmp_path / "val.csv",
         [
-            row(**{"Video Name": "msad_a.mp4", "Start Time": "0.0", "End Time": "0.0", "Anomaly Class": "Normal"}),
+            row(
+                **{
+                    "Video Name": "msad_a.mp4",
+                    "Start Time": "0.0",
+                    "End Time": "0.0",
+                    "Anomaly Class": "Normal",
+                }
+            ),
             row(**{"Video Name": "ucf_b.mp4", "Start Time": "-1", "End Time": "-1"}),
             row(**{"Video Name": "ecva_c.mp4", "Start Time": "2", "End Time": "7.5"}),
         ],
@@ -115,7 +122,10 @@ def test_dict_reasoning_is_parsed_without_eval(tmp_path):
     evil = "__import__('os').system('echo pwned')"
     path = write_csv(
         tmp_path / "test_ecva.csv",
-        [row(**{"Video Name": "1.mp4", "Reasoning": payload}), row(**{"Video Name": "2.mp4", "Reasoning": evil})],
+        [
+            row(**{"Video Name": "1.mp4", "Reasoning": payload}),
+            row(**{"Video Name": "2.mp4", "Reasoning": evil}),
+        ],
     )
     first, second = read_csv(path)[0]
     assert first.reasoning_format == "dict"
@@ -158,7 +168,14 @@ def test_strict_mode_names_file_line_and_column(tmp_path, reason, bad):
 def test_wrong_column_count_and_missing_column(tmp_path):
     path = tmp_path / "val.csv"
     good = ",".join(f'"{v}"' for v in row().values())
-    path.write_text(",".join(COLUMNS) + "\n" + good + "\nmsad_short.mp4,q,a,b\n" + good.replace("msad_F", "msad_G") + ',"extra"\n')
+    path.write_text(
+        ",".join(COLUMNS)
+        + "\n"
+        + good
+        + "\nmsad_short.mp4,q,a,b\n"
+        + good.replace("msad_F", "msad_G")
+        + ',"extra"\n'
+    )
     samples, report = read_csv(path)
     assert len(samples) == 1
     assert report.skipped == {"missing_column": 1, "column_count": 1}

@@ -37,13 +37,17 @@ def test_data_stats_json_on_released_files(shared_bench):
 
 
 def test_data_stats_table_names_every_file(shared_bench):
-    result = run_cli("data", "stats", str(shared_bench / "test_msad.csv"), str(shared_bench / "val.csv"), check=True)
+    result = run_cli(
+        "data", "stats", str(shared_bench / "test_msad.csv"), str(shared_bench / "val.csv"), check=True
+    )
     assert "test_msad.csv" in result.stdout and "val.csv" in result.stdout
     assert "answer_text_to_letter" in result.stdout
 
 
 def test_data_stats_reports_skips_and_strict_stops(tmp_path):
-    path = write_csv(tmp_path / "val.csv", [row(), row(**{"Video Name": "msad_b.mp4", "Start Time": "later"})])
+    path = write_csv(
+        tmp_path / "val.csv", [row(), row(**{"Video Name": "msad_b.mp4", "Start Time": "later"})]
+    )
     ok = run_cli("data", "stats", str(path), "--json", check=True)
     stats = json.loads(ok.stdout)["files"]["val.csv"]
     assert stats["rows"] == 1 and stats["skipped"] == {"bad_time": 1}
@@ -61,7 +65,9 @@ def test_missing_path_is_one_line_error(tmp_path):
 
 def test_hub_name_offline_says_how_to_use_local_files(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    result = subprocess.run([str(VAUR1), "data", "stats", "vau-bench"], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [str(VAUR1), "data", "stats", "vau-bench"], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 2
     assert "7xiang/VAU-Bench" in result.stderr and "local files" in result.stderr
 

@@ -244,14 +244,24 @@ def test_eval_metrics_bad_bench_is_a_one_line_error(tmp_path):
 
 def test_eval_baselines_on_the_released_files_choose_answers_per_source_on_val(shared_bench):
     msad = run_cli(
-        "eval", "baselines", "--bench", str(shared_bench / "test_msad.csv"),
-        "--fit-on", str(shared_bench / "val.csv"), "--json", "--resamples", "50", check=True,
+        "eval",
+        "baselines",
+        "--bench",
+        str(shared_bench / "test_msad.csv"),
+        "--fit-on",
+        str(shared_bench / "val.csv"),
+        "--json",
+        "--resamples",
+        "50",
+        check=True,
     )
     tag = json.loads(msad.stdout)["baselines"]["tag"]
     # val's 29 MSAD intervals choose [1.0, 15.1]; on the 120 MSAD test positives it scores 40.99 mIoU,
     # more than the paper's RFT model (35.77) without looking at a frame
     assert tag["always_interval"]["answers"] == {"msad": "<answer>Anomaly</answer><glue>[1.0, 15.1]</glue>"}
-    assert tag["always_interval"]["metrics"]["miou"] == 40.99 and tag["always_interval"]["metrics"]["n"] == 120
+    assert (
+        tag["always_interval"]["metrics"]["miou"] == 40.99 and tag["always_interval"]["metrics"]["n"] == 120
+    )
     assert tag["always_interval"]["metrics"]["false_alarm_rate"] == 100.0
     assert tag["always_interval"]["metrics"]["r@0.7"] == 17.5  # the paper's RFT: 15.83
     assert tag["always_normal"]["metrics"]["miou"] == 0.0
@@ -259,13 +269,30 @@ def test_eval_baselines_on_the_released_files_choose_answers_per_source_on_val(s
     assert qa["n"] == 240 and qa["accuracy"] == 68.33
 
     ucf = run_cli(
-        "eval", "baselines", "--bench", str(shared_bench / "test_ucf_crime.csv"),
-        "--fit-on", str(shared_bench / "val.csv"), "--task", "tag", "--json", check=True,
+        "eval",
+        "baselines",
+        "--bench",
+        str(shared_bench / "test_ucf_crime.csv"),
+        "--fit-on",
+        str(shared_bench / "val.csv"),
+        "--task",
+        "tag",
+        "--json",
+        check=True,
     )
     tag = json.loads(ucf.stdout)["baselines"]["tag"]
     # val has no UCF-Crime interval: no answer for ucf rather than another dataset's interval
     assert tag["always_interval"] == {"answers": {}, "unfitted_sources": ["ucf"], "metrics": None}
     assert list(json.loads(ucf.stdout)["baselines"]) == ["tag"]
-    table = run_cli("eval", "baselines", "--bench", str(shared_bench / "test_ucf_crime.csv"),
-                    "--fit-on", str(shared_bench / "val.csv"), "--task", "tag", check=True)
+    table = run_cli(
+        "eval",
+        "baselines",
+        "--bench",
+        str(shared_bench / "test_ucf_crime.csv"),
+        "--fit-on",
+        str(shared_bench / "val.csv"),
+        "--task",
+        "tag",
+        check=True,
+    )
     assert "tag: always_interval has no answer for ucf" in " ".join(table.stdout.split())

@@ -43,7 +43,9 @@ class Root:
 def test_yaml_and_dotted_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  optim:\n    learning_rate: 1e-6\n  steps: 5\n  tasks: [qa, tag]\nseed: 3\n")
-    cfg = load_config(Root, path, ["train.optim.learning_rate=2e-6", "train.loss_type=grpo", "train.weights.iou=0.5"])
+    cfg = load_config(
+        Root, path, ["train.optim.learning_rate=2e-6", "train.loss_type=grpo", "train.weights.iou=0.5"]
+    )
     assert cfg.train.optim.learning_rate == pytest.approx(2e-6)  # "2e-6" is a YAML string; read as float
     assert cfg.train.steps == 5 and cfg.seed == 3 and cfg.train.tasks == ["qa", "tag"]
     assert cfg.train.loss_type == "grpo" and cfg.train.weights == {"iou": 0.5}
@@ -96,7 +98,9 @@ def test_saved_config_round_trips(tmp_path):
 def test_run_metadata(tmp_path):
     data = tmp_path / "val.csv"
     data.write_text("x\n")
-    run = write_run_metadata(tmp_path / "run", load_config(Root), data_files=[data], command=["vaur1", "test"])
+    run = write_run_metadata(
+        tmp_path / "run", load_config(Root), data_files=[data], command=["vaur1", "test"]
+    )
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["steps"] == 10
     info = json.loads((run / "run_info.json").read_text())
     assert info["versions"]["torch"].startswith("2.13")

@@ -83,8 +83,12 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
             assert stage[task]["n"] > 0
     constant = report["constant"]  # a blind model's scores, answers chosen on the train split
     assert set(constant["metrics"]) == set(report["headline"]["sft"])
-    assert constant["metrics"]["tag.false_alarm_rate"] == 100.0 and constant["answers"]["qa"] == {"synth": "<answer>A</answer>"}
-    interval = re.fullmatch(r"<answer>Anomaly</answer><glue>(\[.*\])</glue>", constant["answers"]["tag"]["synth"])
+    assert constant["metrics"]["tag.false_alarm_rate"] == 100.0 and constant["answers"]["qa"] == {
+        "synth": "<answer>A</answer>"
+    }
+    interval = re.fullmatch(
+        r"<answer>Anomaly</answer><glue>(\[.*\])</glue>", constant["answers"]["tag"]["synth"]
+    )
     assert f"TAG: Anomaly and {interval.group(1)}" in " ".join(first.stdout.split())
     budgets = report["budgets"]
     assert budgets["sft"]["steps"] >= budgets["sft"]["best_step"] > 0 and budgets["sft"]["seconds"] > 0
@@ -138,7 +142,9 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     redone = {"grpo", "eval_grpo"}
     assert {name for name in STAGE_NAMES if "reused" not in lines[name]} == redone, lines
     assert json.loads((out / "report.json").read_text())["budgets"]["grpo"]["steps"] == 4
-    assert yaml.safe_load((out / "grpo" / "run" / "config.yaml").read_text())["loss"]["scale_rewards"] == "batch"
+    assert (
+        yaml.safe_load((out / "grpo" / "run" / "config.yaml").read_text())["loss"]["scale_rewards"] == "batch"
+    )
 
 
 def test_settings_and_errors(tmp_path):
@@ -179,7 +185,9 @@ def test_the_model_stage_builds_the_configured_attention(tmp_path):
 def test_the_data_stage_adds_the_extra_clips_to_test_alone(tmp_path):
     from vaur1.demo import run_data
 
-    cfg = load_demo_config(overrides=[f"out={tmp_path}", "data.n=8", "data.extra_test=4", "data.duration=[1.0, 1.0]"])
+    cfg = load_demo_config(
+        overrides=[f"out={tmp_path}", "data.n=8", "data.extra_test=4", "data.duration=[1.0, 1.0]"]
+    )
     assert run_data(cfg, tmp_path / "data", {})["clips"] == {"train": 5, "val": 1, "test": 6}
 
 
@@ -240,7 +248,9 @@ def test_the_constant_answer_level_is_the_most_common_class_share_of_val(tmp_pat
 
     from vaur1.demo import run_data
 
-    cfg = load_demo_config(overrides=[f"out={tmp_path}", "data.n=40", "data.extra_test=0", "data.duration=[1.0, 1.0]"])
+    cfg = load_demo_config(
+        overrides=[f"out={tmp_path}", "data.n=40", "data.extra_test=0", "data.duration=[1.0, 1.0]"]
+    )
     run_data(cfg, tmp_path / "data", {})
     with (tmp_path / "data" / "synthvau" / "val.csv").open(newline="") as f:
         classes = [row["Anomaly Class"] for row in csv.DictReader(f)]
@@ -251,14 +261,33 @@ def test_the_constant_answer_level_is_the_most_common_class_share_of_val(tmp_pat
 
 def test_the_budget_table_warns_when_sft_never_read_the_video():
     sft = {
-        "steps": 400, "best_step": 200, "samples": 3200, "samples_to_best": 1600, "validation_evaluations": 2,
-        "stopped_by": "max_chunks", "seconds": 30.0, "read_the_video": False, "constant_answer_cls": 33.3,
+        "steps": 400,
+        "best_step": 200,
+        "samples": 3200,
+        "samples_to_best": 1600,
+        "validation_evaluations": 2,
+        "stopped_by": "max_chunks",
+        "seconds": 30.0,
+        "read_the_video": False,
+        "constant_answer_cls": 33.3,
         "reading_level_cls": 46.3,
     }
-    grpo = {"steps": 10, "best_step": 5, "samples": 80, "completions": 640, "seconds": 20.0, "validation_evaluations": 2}
+    grpo = {
+        "steps": 10,
+        "best_step": 5,
+        "samples": 80,
+        "completions": 640,
+        "seconds": 20.0,
+        "validation_evaluations": 2,
+    }
     blind = budget_table({"budgets": {"sft": sft, "grpo": grpo}})
     assert "never beat the best constant answer (33.3%) beyond chance (it needed 46.3%)" in blind.note
-    earlier = {key: value for key, value in sft.items() if key != "reading_level_cls"}  # a stage from before the level
-    assert "answer (33.3%) beyond chance: SFT did not" in budget_table({"budgets": {"sft": earlier, "grpo": grpo}}).note
+    earlier = {
+        key: value for key, value in sft.items() if key != "reading_level_cls"
+    }  # a stage from before the level
+    assert (
+        "answer (33.3%) beyond chance: SFT did not"
+        in budget_table({"budgets": {"sft": earlier, "grpo": grpo}}).note
+    )
     sighted = budget_table({"budgets": {"sft": {**sft, "read_the_video": True}, "grpo": grpo}})
     assert "WARNING" not in sighted.note

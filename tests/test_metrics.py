@@ -275,6 +275,8 @@ def test_the_best_constant_interval_hedges_over_the_positives_it_is_fitted_on():
     scored = [tag(5, (1.0, 3.0)), tag(6, (2.0, 4.0))]
     outputs = baseline_outputs("tag", scored, "always_interval", fit_on=fit)
     assert set(outputs.values()) == {"<answer>Anomaly</answer><glue>[1.0, 3.0]</glue>"}
-    assert compute_metrics("tag", scored, outputs, resamples=20)["miou"] == pytest.approx(100 * (1 + 1 / 3) / 2, abs=0.01)
+    assert compute_metrics("tag", scored, outputs, resamples=20)["miou"] == pytest.approx(
+        100 * (1 + 1 / 3) / 2, abs=0.01
+    )
     with pytest.raises(VaurError, match="needs at least one TAG example with an anomaly interval"):
         best_constant_interval([tag(7, (0.0, 0.0))])

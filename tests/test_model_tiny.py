@@ -100,7 +100,9 @@ def test_tokenizer_knows_the_words_of_synthvau_options():
     options += [text.format(scene=scene) for text in NORMAL_OPTIONS for scene in SCENES.values()]
     for option in options:
         # about a token per word, as a real tokenizer has (the corpus without them: 14 for the fistfight)
-        assert len(tokenizer(option, add_special_tokens=False)["input_ids"]) <= len(option.split()) + 3, option
+        assert len(tokenizer(option, add_special_tokens=False)["input_ids"]) <= len(option.split()) + 3, (
+            option
+        )
     for word in (" fire", " explosion", " thief", " pedestrian", " fight"):
         assert len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1, word
 

@@ -118,9 +118,9 @@ def test_the_output_starts_grpo_and_evaluation(tiny_models, synth_bench, tmp_pat
     # The VideoSpec travels with the model: evaluation feeds it frames exactly as training did.
     trained_spec = VideoSpec(**train_helpers.TINY_VIDEO)
     assert load_eval_config(flags={"model.name_or_path": str(final)}).video == trained_spec
-    assert load_eval_config(flags={"model.name_or_path": str(final)}, overrides=["video.max_frames=8"]).video == (
-        replace(trained_spec, max_frames=8)
-    )
+    assert load_eval_config(
+        flags={"model.name_or_path": str(final)}, overrides=["video.max_frames=8"]
+    ).video == (replace(trained_spec, max_frames=8))
     assert read_model_spec(sft_out / "checkpoint-2" / "hf") == asdict(trained_spec)
 
     grpo_final = grpo_trainer.train(grpo_config(tmp_path / "grpo", final, synth_bench, ["run.max_steps=1"]))
@@ -147,7 +147,12 @@ def test_shuffled_options_move_the_answer_with_them_and_change_every_epoch(
     tiny_models, synth_bench, tmp_path, trained_examples
 ):
     seen = trained_examples
-    two_epochs = ["data.tasks=[qa]", "per_device_train_batch_size=4", "run.max_steps=4", "shuffle_options=true"]
+    two_epochs = [
+        "data.tasks=[qa]",
+        "per_device_train_batch_size=4",
+        "run.max_steps=4",
+        "shuffle_options=true",
+    ]
     train(sft_config(tmp_path / "run", tiny_models[ARCH], synth_bench, two_epochs))
 
     original = {e.id: e for e in DataConfig(bench=str(synth_bench), tasks=["qa"]).load()}
@@ -162,7 +167,9 @@ def test_shuffled_options_move_the_answer_with_them_and_change_every_epoch(
     assert len({e.answer for e in seen}) == 4
 
 
-def test_task_repeats_draw_a_task_more_often_in_new_option_orders(tiny_models, synth_bench, tmp_path, trained_examples):
+def test_task_repeats_draw_a_task_more_often_in_new_option_orders(
+    tiny_models, synth_bench, tmp_path, trained_examples
+):
     seen = trained_examples
     one_epoch = [
         "data.tasks=[qa, cls]",

@@ -20,7 +20,11 @@ def test_package_import_makes_transformers_video_and_trl_importable():
 
 def test_child_processes_get_the_shim_without_importing_vaur1():
     result = subprocess.run(
-        [sys.executable, "-c", IMPORTS], capture_output=True, text=True, timeout=300, env=vaur1.subprocess_env()
+        [sys.executable, "-c", IMPORTS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=vaur1.subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-2000:]
 

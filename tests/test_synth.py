@@ -158,10 +158,23 @@ def test_cli_synth_then_stats_reads_it_unchanged(tmp_path):
 
 
 def test_extra_test_clips_leave_train_and_val_unchanged(tmp_path):
-    args = ("--n", "10", "--seed", "3", "--size", "64x48", "--duration", "2..3", "--split-ratio", "0.6,0.2,0.2")
+    args = (
+        "--n",
+        "10",
+        "--seed",
+        "3",
+        "--size",
+        "64x48",
+        "--duration",
+        "2..3",
+        "--split-ratio",
+        "0.6,0.2,0.2",
+    )
     plain, larger = tmp_path / "plain", tmp_path / "larger"
     run_cli("data", "synth", "--out", str(plain), *args, "--workers", "1", check=True)
-    made = run_cli("data", "synth", "--out", str(larger), *args, "--extra-test", "6", "--workers", "2", check=True)
+    made = run_cli(
+        "data", "synth", "--out", str(larger), *args, "--extra-test", "6", "--workers", "2", check=True
+    )
     assert "test.csv: 8 clips" in made.stdout and "SynthVAU: 16 clips" in made.stdout
     for name in ("train.csv", "val.csv"):
         assert (larger / name).read_bytes() == (plain / name).read_bytes(), name

@@ -537,7 +537,9 @@ def test_a_two_process_run_ends_with_its_exit_code_its_atexit_handlers_and_its_o
         for run in runs:
             run.mkdir()
             command = [*torchrun, str(script), str(run)]
-            launched.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+            launched.append(
+                subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            )
         for run, process in zip(runs, launched, strict=True):
             out, err = process.communicate(timeout=120)
             assert "terminate called" not in err, err[-3000:]

@@ -22,6 +22,7 @@ def install_torchvision_shim() -> bool:
         return False
     try:
         import torchvision
+
         return False
     except RuntimeError as err:
         if "torchvision::" not in str(err):

@@ -120,7 +120,9 @@ class DemoModel:
 def _check_task_repeats(section: str, repeats: dict[str, int]) -> None:
     unknown = sorted(set(repeats) - set(TASKS))
     if unknown:
-        raise ConfigError(f"{section}.task_repeats: {', '.join(unknown)} is not one of the demo's tasks {TASKS}")
+        raise ConfigError(
+            f"{section}.task_repeats: {', '.join(unknown)} is not one of the demo's tasks {TASKS}"
+        )
 
 
 @dataclass
@@ -177,7 +179,9 @@ class DemoGRPO:
             raise ConfigError("grpo.max_steps and grpo.eval_steps must be at least 1")
         _check_task_repeats("grpo", self.task_repeats)
         try:
-            GRPOLossConfig(beta=self.beta, loss_type=self.loss_type, scale_rewards=self.scale_rewards).validate()
+            GRPOLossConfig(
+                beta=self.beta, loss_type=self.loss_type, scale_rewards=self.scale_rewards
+            ).validate()
         except ConfigError as err:
             raise ConfigError(f"grpo.{err}") from None
 
@@ -287,7 +291,12 @@ def _eval_settings(cfg: DemoConfig) -> Any:
 
 
 def _sft_settings(cfg: DemoConfig) -> Any:
-    return {**_eval_settings(cfg), "sft": to_dict(cfg.sft), "shuffle_options": cfg.shuffle_options, "seed": cfg.seed}
+    return {
+        **_eval_settings(cfg),
+        "sft": to_dict(cfg.sft),
+        "shuffle_options": cfg.shuffle_options,
+        "seed": cfg.seed,
+    }
 
 
 def _grpo_settings(cfg: DemoConfig) -> Any:
@@ -781,7 +790,11 @@ def constant_answers(cfg: DemoConfig) -> dict[str, Any]:
     train = _split_examples(cfg, "train", TASKS)
     on_test = blind_baselines(_split_examples(cfg, "test", TASKS), fit_on=train, resamples=1)
     cls_kind = _best_constant_class(blind_baselines(train, tasks=["cls"], resamples=1))
-    chosen = {"qa": on_test["qa"]["always_a"], "tag": on_test["tag"]["always_interval"], "cls": on_test["cls"][cls_kind]}
+    chosen = {
+        "qa": on_test["qa"]["always_a"],
+        "tag": on_test["tag"]["always_interval"],
+        "cls": on_test["cls"][cls_kind],
+    }
     return {
         "metrics": {f"{task}.{key}": chosen[task]["metrics"][key] for task, key, _ in HEADLINE},
         "answers": {task: baseline["answers"] for task, baseline in chosen.items()},
@@ -947,7 +960,9 @@ def budget_table(report: dict[str, Any]):
     )
     if sft["read_the_video"] is False:
         # SFT stages finished before the level was recorded lack it
-        needed = "" if sft.get("reading_level_cls") is None else f" (it needed {sft['reading_level_cls']:.1f}%)"
+        needed = (
+            "" if sft.get("reading_level_cls") is None else f" (it needed {sft['reading_level_cls']:.1f}%)"
+        )
         note += (
             f" WARNING: SFT's validation CLS accuracy never beat the best constant answer "
             f"({sft['constant_answer_cls']:.1f}%) beyond chance{needed}: "

@@ -69,7 +69,10 @@ def file_sha256(path: str | Path) -> str:
 
 
 def write_run_metadata(
-    run_dir: str | Path, config: Any, data_files: list[str | Path] | tuple = (), command: list[str] | None = None
+    run_dir: str | Path,
+    config: Any,
+    data_files: list[str | Path] | tuple = (),
+    command: list[str] | None = None,
 ) -> Path:
     """Write config.yaml and run_info.json into `run_dir` (created if needed)."""
     run_dir = Path(run_dir)

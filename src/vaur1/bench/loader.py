@@ -121,7 +121,9 @@ def _answer(raw: str | None, options: tuple[str, ...] | None, report: LoadReport
     return None
 
 
-def _interval(start: float, end: float, line: int, name: str, report: LoadReport) -> tuple[float, float] | None:
+def _interval(
+    start: float, end: float, line: int, name: str, report: LoadReport
+) -> tuple[float, float] | None:
     if start == -1 and end == -1:
         return None
     if start == 0 and end == 0:

@@ -198,7 +198,12 @@ def annotation_texts() -> list[str]:
         *QUESTIONS,
         *(option.format(scene=scene) for option in NORMAL_OPTIONS for scene in scenes),
         *(f"{v.option} {v.actors}: {v.evidence}; {v.cause}." for v in variants),
-        *(f"{across} of {scene}, {depth}" for across in PLACES_ACROSS for scene in scenes for depth in PLACES_DEPTH),
+        *(
+            f"{across} of {scene}, {depth}"
+            for across in PLACES_ACROSS
+            for scene in scenes
+            for depth in PLACES_DEPTH
+        ),
         "Only routine movement, no signature. Over all the seconds the scene shows only routine movement.",
         "The scene is ordinary until then; from then until the end the frames show the event, "
         "and afterwards the scene returns to routine movement. The video is normal. Two people meet and walk on.",
@@ -727,7 +732,9 @@ def _clear_previous(out: Path) -> None:
     if not out.exists() or not any(out.iterdir()):
         return
     if not (out / "synthvau.json").is_file():
-        raise VaurError(f"{out}: folder is not empty and holds no synthvau.json; choose an empty or new folder")
+        raise VaurError(
+            f"{out}: folder is not empty and holds no synthvau.json; choose an empty or new folder"
+        )
     for name in ("train.csv", "val.csv", "test.csv", "synthvau.json"):
         (out / name).unlink(missing_ok=True)
     for clip in (out / "videos").glob("*.mp4"):

@@ -23,10 +23,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, help="folder for videos/, the CSVs and synthvau.json")
     synth.add_argument("--n", type=int, default=300, help="number of clips")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--split-ratio", default="0.8", help="0.8 (train/test) or 0.7,0.1,0.2 (train/val/test)")
-    synth.add_argument("--size", type=_size, default=(160, 120), metavar="WxH", help="frame size (default 160x120)")
     synth.add_argument(
-        "--duration", type=_seconds_range, default=(8.0, 16.0), metavar="A..B", help="clip length in s (8..16)"
+        "--split-ratio", default="0.8", help="0.8 (train/test) or 0.7,0.1,0.2 (train/val/test)"
+    )
+    synth.add_argument(
+        "--size", type=_size, default=(160, 120), metavar="WxH", help="frame size (default 160x120)"
+    )
+    synth.add_argument(
+        "--duration",
+        type=_seconds_range,
+        default=(8.0, 16.0),
+        metavar="A..B",
+        help="clip length in s (8..16)",
     )
     synth.add_argument("--fps", type=int, default=8, help="frame rate of the clips")
     synth.add_argument(
@@ -94,7 +102,17 @@ def run_stats(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     summary = Table(title="VAU-Bench files")
-    for column in ("file", "rows", "qa", "tag +", "tag normal", "tag missing", "skipped", "repairs", "warnings"):
+    for column in (
+        "file",
+        "rows",
+        "qa",
+        "tag +",
+        "tag normal",
+        "tag missing",
+        "skipped",
+        "repairs",
+        "warnings",
+    ):
         summary.add_column(column, justify="left" if column == "file" else "right")
     for name, s in result["files"].items():
         summary.add_row(

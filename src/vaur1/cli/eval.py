@@ -201,14 +201,22 @@ def run_baselines(args: argparse.Namespace) -> int:
         resamples=args.resamples,
     )
     if args.json:
-        print(json.dumps({"bench": args.bench, "fit_on": args.fit_on or args.bench, "baselines": result}, indent=2))
+        print(
+            json.dumps(
+                {"bench": args.bench, "fit_on": args.fit_on or args.bench, "baselines": result}, indent=2
+            )
+        )
         return 0
     console = Console(highlight=False)
-    console.print(f"Blind baselines on {args.bench}; answers chosen per source on {args.fit_on or args.bench}")
+    console.print(
+        f"Blind baselines on {args.bench}; answers chosen per source on {args.fit_on or args.bench}"
+    )
     for task, kinds in result.items():
         table = Table(title=f"{task} (%)")
         for column in ("baseline", "source", "answer", "n", *METRIC_NAMES[task]):
-            table.add_column(column, justify="left" if column in ("baseline", "source", "answer") else "right")
+            table.add_column(
+                column, justify="left" if column in ("baseline", "source", "answer") else "right"
+            )
         unfitted = []
         for kind, baseline in kinds.items():
             unfitted += [f"{kind} has no answer for {source}" for source in baseline["unfitted_sources"]]

@@ -14,7 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ):
         command = train.add_parser(name, help=help_text)
         command.add_argument("--config", help="YAML config file (see configs/)")
-        command.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.learning_rate=1e-6")
+        command.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="dotted overrides, e.g. optim.learning_rate=1e-6",
+        )
         command.set_defaults(func=handler)
 
 
@@ -38,4 +43,3 @@ def run_sft(args: argparse.Namespace) -> int:
     train(load_config(SFTTrainConfig, args.config, args.overrides))
     end_distributed_run()
     return 0
-

@@ -27,7 +27,9 @@ SPEC_FIELDS = (
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
     """The VideoSpec fields as options; an option not given keeps the spec file's value or the default."""
-    group = parser.add_argument_group("video spec (an option not given keeps the value of --spec, else of the spec stored with the model where there is one, else the default)")
+    group = parser.add_argument_group(
+        "video spec (an option not given keeps the value of --spec, else of the spec stored with the model where there is one, else the default)"
+    )
     group.add_argument("--spec", metavar="YAML", help="a VideoSpec, at the top level or under `video:`")
     unset = argparse.SUPPRESS  # absent from the namespace unless given
     frames = group.add_mutually_exclusive_group()

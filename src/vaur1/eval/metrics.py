@@ -287,7 +287,9 @@ def best_constant_interval(examples: Sequence[Example]) -> tuple[float, float]:
     """The interval with the highest mean IoU over the TAG positives of `examples`, searched over
     pairs of their boundaries' quantiles (rounded to 0.1 s, as answers are): what a model that
     answers every clip alike can reach on TAG mIoU."""
-    positives = [e.interval for e in examples if e.task == "tag" and e.interval and e.interval[1] > e.interval[0]]
+    positives = [
+        e.interval for e in examples if e.task == "tag" and e.interval and e.interval[1] > e.interval[0]
+    ]
     if not positives:
         raise VaurError("a constant interval needs at least one TAG example with an anomaly interval")
     targets = np.asarray(positives, dtype=np.float64)

@@ -1,7 +1,7 @@
 """Leaving a multi-process run (torchrun, `accelerate launch`) without a rank aborting at exit.
 
-    train(cfg)
-    end_distributed_run()  # under torchrun: does not return; otherwise a no-op
+train(cfg)
+end_distributed_run()  # under torchrun: does not return; otherwise a no-op
 """
 
 from __future__ import annotations

@@ -127,7 +127,9 @@ class SessionConfig:
         self.data.validate()
         for task, times in self.task_repeats.items():
             if task not in self.data.tasks:
-                raise ConfigError(f"task_repeats: {task!r} is not one of data.tasks ({', '.join(self.data.tasks)})")
+                raise ConfigError(
+                    f"task_repeats: {task!r} is not one of data.tasks ({', '.join(self.data.tasks)})"
+                )
             if isinstance(times, bool) or not isinstance(times, int) or times < 1:
                 raise ConfigError(f"task_repeats.{task} must be a whole number of at least 1, got {times!r}")
         self.video.validate()
