@@ -268,7 +268,7 @@ def test_eval_baselines_on_the_released_files_choose_answers_per_source_on_val(s
     qa = json.loads(msad.stdout)["baselines"]["qa"]["always_a"]["metrics"]
     assert qa["n"] == 240 and qa["accuracy"] == 68.33
 
-    ucf = run_cli(
+    ucf_tag = [
         "eval",
         "baselines",
         "--bench",
@@ -277,22 +277,11 @@ def test_eval_baselines_on_the_released_files_choose_answers_per_source_on_val(s
         str(shared_bench / "val.csv"),
         "--task",
         "tag",
-        "--json",
-        check=True,
-    )
+    ]
+    ucf = run_cli(*ucf_tag, "--json", check=True)
     tag = json.loads(ucf.stdout)["baselines"]["tag"]
     # val has no UCF-Crime interval: no answer for ucf rather than another dataset's interval
     assert tag["always_interval"] == {"answers": {}, "unfitted_sources": ["ucf"], "metrics": None}
     assert list(json.loads(ucf.stdout)["baselines"]) == ["tag"]
-    table = run_cli(
-        "eval",
-        "baselines",
-        "--bench",
-        str(shared_bench / "test_ucf_crime.csv"),
-        "--fit-on",
-        str(shared_bench / "val.csv"),
-        "--task",
-        "tag",
-        check=True,
-    )
+    table = run_cli(*ucf_tag, check=True)
     assert "tag: always_interval has no answer for ucf" in " ".join(table.stdout.split())
