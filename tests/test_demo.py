@@ -282,9 +282,8 @@ def test_the_budget_table_warns_when_sft_never_read_the_video():
     }
     blind = budget_table({"budgets": {"sft": sft, "grpo": grpo}})
     assert "never beat the best constant answer (33.3%) beyond chance (it needed 46.3%)" in blind.note
-    earlier = {
-        key: value for key, value in sft.items() if key != "reading_level_cls"
-    }  # a stage from before the level
+    # a stage from before the level
+    earlier = {key: value for key, value in sft.items() if key != "reading_level_cls"}
     assert (
         "answer (33.3%) beyond chance: SFT did not"
         in budget_table({"budgets": {"sft": earlier, "grpo": grpo}}).note
