@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import vaur1  # noqa: F401  (applies the torchvision shim before any test imports transformers)
+import vaur1.model  # noqa: F401  (applies the torchvision shim before any test imports transformers)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = REPO.parent / "shared" / "vau-bench"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import eval_helpers
-from vaur1.analyze import DEFAULT_MODEL, read_outputs
+from vaur1.analyze import read_outputs
+from vaur1.layout import DemoRun
 from vaur1.cli import main
 
 eval_synth = eval_helpers.eval_synth
@@ -87,7 +88,9 @@ def test_default_model_is_the_demo_run_or_a_clear_error(
     monkeypatch.chdir(tmp_path)
     assert main(["analyze", str(clip(eval_synth)), *SMALL]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"the default {DEFAULT_MODEL} does not exist; pass --model PATH" in err
-    shutil.copytree(eval_model, tmp_path / DEFAULT_MODEL)
+    # the path the demo writes its chosen model to (tests/test_demo.py checks that it does)
+    chosen = DemoRun().chosen_model
+    assert err.count("\n") == 1 and f"the demo's model {chosen} does not exist (run `make demo`)" in err
+    shutil.copytree(eval_model, tmp_path / chosen)
     assert main(["analyze", str(clip(eval_synth)), "--json", *SMALL]) == 0
     assert set(json.loads(capsys.readouterr().out)["raw"]) == {"tag", "cls", "reasoning"}

@@ -12,7 +12,7 @@ RELEASED = {
     "val": (734, 734, 339, 214, 181),
     "test_msad": (240, 240, 120, 120, 0),
     "test_ucf_crime": (290, 251, 124, 150, 16),
-    "test_ecva": (438, 438, 402, 0, 36),
+    "test_ecva": (438, 438, 400, 0, 38),  # two rows of class Normal with an interval leave TAG
 }
 
 
@@ -70,9 +70,42 @@ def test_minus_one_rows_are_tag_only(shared_bench):
 
 
 def test_normal_with_interval_is_warned(shared_bench):
-    _, report = read_csv(shared_bench / "test_ecva.csv")
+    samples, report = read_csv(shared_bench / "test_ecva.csv")
     assert len(report.warnings) == 2
-    assert all("class Normal with interval" in w for w in report.warnings)
+    assert all("class Normal with interval" in w and "read as missing" in w for w in report.warnings)
+    assert report.repairs["interval_contradicts_class_to_missing"] == 2
+    # one rule for every view: the class says Normal, so no task reads the video as anomalous
+    contradicting = [s for s in samples if s.id in ("1577.mp4", "1977.mp4")]
+    assert [(s.is_normal, s.tag_role) for s in contradicting] == [(True, "missing")] * 2
+
+
+def test_class_and_interval_never_disagree_on_a_normal_video(tmp_path):
+    from vaur1.bench.tasks import task_view
+
+    path = write_csv(
+        tmp_path / "val.csv",
+        [
+            row(
+                **{
+                    "Video Name": "msad_a.mp4",
+                    "Start Time": "0",
+                    "End Time": "0",
+                    "Anomaly Class": "Fighting",
+                }
+            ),
+            row(
+                **{"Video Name": "msad_b.mp4", "Start Time": "0", "End Time": "0", "Anomaly Class": "Normal"}
+            ),
+        ],
+    )
+    samples, report = read_csv(path)
+    assert report.repairs["interval_contradicts_class_to_missing"] == 1
+    fighting, normal = samples
+    assert (fighting.is_normal, fighting.tag_role) == (False, "missing")
+    assert [e.id for e in task_view(samples, "tag")] == ["msad_b.mp4"]
+    for task in ("tag", "cls", "qa"):
+        for example in task_view(samples, task):
+            assert example.is_normal == (example.id == "msad_b.mp4"), (task, example.id)
 
 
 def test_interval_conventions(tmp_path):

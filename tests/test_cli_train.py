@@ -42,12 +42,9 @@ def tiny_overrides(tmp_path: Path, model: Path, bench: Path) -> list[str]:
 
 
 def test_train_sft_runs_the_tiny_config_with_overrides(tiny_models, synth_bench, tmp_path):
-    overrides = [
-        *tiny_overrides(tmp_path, tiny_models["qwen2_5_vl"], synth_bench),
-        f"val_data.bench={synth_bench}",
-    ]
+    overrides = tiny_overrides(tmp_path, tiny_models["qwen2_5_vl"], synth_bench)
     result = vaur1_train(
-        "sft", "--config", str(CONFIGS / "sft" / "tiny_cpu.yaml"), *overrides, "eval_steps=1"
+        "sft", "--config", str(CONFIGS / "sft" / "tiny_cpu.yaml"), *overrides, "validation.eval_steps=1"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"

@@ -4,7 +4,6 @@ report.html parses, a second run reuses every stage, and a changed setting redoe
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 from html.parser import HTMLParser
@@ -15,18 +14,10 @@ import yaml
 
 import vaur1
 from conftest import VAUR1
-from vaur1.demo import (
-    STAGES,
-    budget_table,
-    constant_answer_accuracy,
-    eval_config,
-    load_demo_config,
-    read_the_video,
-    reading_level,
-    stage_hash,
-    stop_after,
-)
+from vaur1.demo import STAGES, eval_config, load_demo_config, sft_train_config, stage_hash
+from vaur1.demo.report import budget_table
 from vaur1.errors import ConfigError
+from vaur1.layout import DemoRun
 
 STAGE_NAMES = [stage.name for stage in STAGES]
 # The headline keys of each task block, as `vaur1 eval metrics --json` prints them.
@@ -102,11 +93,14 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     assert [record["step"] for record in grpo_validation] == [2, 3]
     best = max(grpo_validation, key=lambda record: record["score"])
     assert budgets["grpo"]["best_step"] == best["step"] and budgets["grpo"]["validation_evaluations"] == 2
-    trained = [json.loads(line)["step"] for line in (out / "grpo" / "run" / "metrics.jsonl").open()]
+    trained = [json.loads(line)["step"] for line in (out / "grpo" / "metrics.jsonl").open()]
     for stage in ("sft", "grpo"):  # both trainers ran the demo's training mix
-        assert yaml.safe_load((out / stage / "run" / "config.yaml").read_text())["task_repeats"] == {"qa": 3}
+        assert yaml.safe_load((out / stage / "config.yaml").read_text())["task_repeats"] == {"qa": 3}
     assert sorted(set(trained)) == [1, 2, 3] and len(trained) == len(set(trained))
-    assert json.loads((out / "eval_grpo" / "stage.json").read_text())["model"] == str(out / "grpo" / "best")
+    # the demo ends with the model `vaur1 analyze` reads by default
+    assert json.loads((out / "eval_grpo" / "stage.json").read_text())["model"] == str(
+        DemoRun(out).chosen_model
+    )
     gains = report["gains"]["grpo_over_sft"]
     headline = report["headline"]
     assert gains["tag.miou"] == pytest.approx(headline["grpo"]["tag.miou"] - headline["sft"]["tag.miou"])
@@ -136,22 +130,20 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     assert finished == {name: (out / name / "stage.json").stat().st_mtime_ns for name in STAGE_NAMES}
     assert json.loads((out / "report.json").read_text())["stages"] == report["stages"]
 
-    third = vaur1_demo("--out", str(out), "grpo.max_steps=4", "grpo.scale_rewards=batch")
+    third = vaur1_demo("--out", str(out), "grpo.run.max_steps=4", "grpo.loss.scale_rewards=batch")
     assert third.returncode == 0, third.stderr[-3000:]
     lines = stage_lines(third.stderr)
     redone = {"grpo", "eval_grpo"}
     assert {name for name in STAGE_NAMES if "reused" not in lines[name]} == redone, lines
     assert json.loads((out / "report.json").read_text())["budgets"]["grpo"]["steps"] == 4
-    assert (
-        yaml.safe_load((out / "grpo" / "run" / "config.yaml").read_text())["loss"]["scale_rewards"] == "batch"
-    )
+    assert yaml.safe_load((out / "grpo" / "config.yaml").read_text())["loss"]["scale_rewards"] == "batch"
 
 
 def test_settings_and_errors(tmp_path):
     quick = load_demo_config(quick=True, overrides=["grpo.rewards.tag={format: 1.0, iou: 2.0}"])
     full = load_demo_config()
     assert quick.out == "runs/demo-quick" and full.out == "runs/demo"
-    assert quick.data.n < full.data.n and quick.grpo.rewards.tag == {"format": 1.0, "iou": 2.0}
+    assert quick.data.n < full.data.n and quick.grpo["rewards"]["tag"] == {"format": 1.0, "iou": 2.0}
     assert quick.video == full.video  # a partial override would keep the other VideoSpec defaults
     assert quick.data.extra_test == 0 and full.data.extra_test > 0
     with pytest.raises(ConfigError, match="split_ratio"):
@@ -160,21 +152,26 @@ def test_settings_and_errors(tmp_path):
         load_demo_config(overrides=["torch_threads=0"])
     with pytest.raises(ConfigError, match="data.extra_test"):
         load_demo_config(overrides=["data.extra_test=-1"])
-    with pytest.raises(ConfigError, match="grpo.scale_rewards: 'nope' is not one of group, batch, none"):
-        load_demo_config(overrides=["grpo.scale_rewards=nope"])
-    with pytest.raises(ConfigError, match="grpo.task_repeats: reasoning is not one of the demo's tasks"):
+    with pytest.raises(
+        ConfigError, match="grpo: loss.scale_rewards: 'nope' is not one of 'group', 'batch', 'none'"
+    ):
+        load_demo_config(overrides=["grpo.loss.scale_rewards=nope"])
+    with pytest.raises(ConfigError, match="grpo: task_repeats: 'reasoning' is not one of data.tasks"):
         load_demo_config(overrides=["grpo.task_repeats={reasoning: 2}"])
+    # the trainers' own keys, checked before any stage runs
+    custom = load_demo_config(overrides=["sft.optim.learning_rate=1e-3"])
+    assert sft_train_config(custom, "model", tmp_path).optim.learning_rate == 1e-3
     # every evaluation, the validation ones of early stopping included, decodes greedily
     harness = eval_config(full, str(tmp_path / "model"), "val", tmp_path / "eval")
     assert not harness.sampling.do_sample and harness.sampling.max_new_tokens == full.eval.max_new_tokens
     assert (harness.data.split, harness.modes, harness.video) == ("val", [full.mode], full.video)
-    bad = vaur1_demo("--out", str(tmp_path), "grpo.max_stepz=2")
-    assert bad.returncode == 2 and "grpo.max_stepz" in bad.stderr
+    bad = vaur1_demo("--out", str(tmp_path), "grpo.run.max_stepz=2")
+    assert bad.returncode == 2 and "grpo: unknown config key 'run.max_stepz'" in bad.stderr
     assert not Path(tmp_path, "data").exists()
 
 
 def test_the_model_stage_builds_the_configured_attention(tmp_path):
-    from vaur1.demo import run_model
+    from vaur1.demo.pipeline import run_model
 
     cfg = load_demo_config(overrides=["model.num_heads=4", "model.num_kv_heads=2"])
     model_dir = Path(run_model(cfg, tmp_path, {})["model"])
@@ -183,7 +180,7 @@ def test_the_model_stage_builds_the_configured_attention(tmp_path):
 
 
 def test_the_data_stage_adds_the_extra_clips_to_test_alone(tmp_path):
-    from vaur1.demo import run_data
+    from vaur1.demo.pipeline import run_data
 
     cfg = load_demo_config(
         overrides=[f"out={tmp_path}", "data.n=8", "data.extra_test=4", "data.duration=[1.0, 1.0]"]
@@ -202,51 +199,11 @@ def test_a_new_tokenizer_corpus_rebuilds_the_model(monkeypatch):
     assert stage_hash(model_stage, cfg, {}) != before
 
 
-def test_sft_stops_only_when_neither_the_score_nor_the_loss_improves():
-    def history(*evaluations):
-        return [{"score": score, "val_loss": loss} for score, loss in evaluations]
-
-    # a constant answer scores well early; the score drops while the model learns to read the video
-    assert not stop_after(history((45, 0.50), (30, 0.40), (30, 0.39), (31, 0.38)), 3)
-    assert stop_after(history((45, 0.50), (30, 0.40), (44, 0.41), (45, 0.45), (40, 0.40)), 3)
-    assert not stop_after(history((45, 0.50), (30, 0.60), (46, 0.70)), 2)
-    assert not stop_after(history((45, 0.50)), 1)
-    assert stop_after(history((45, 0.50), (45, 0.50)), 1)
-
-
-def test_sft_patience_only_counts_once_the_model_reads_the_video():
-    def history(*cls_accuracies):  # a score and a loss that stopped improving long ago
-        return [{"score": 40, "val_loss": 0.5, "cls": cls} for cls in cls_accuracies]
-
-    level = 50.0
-    assert not stop_after(history(33.3, 33.3, 33.3, 33.3, 33.3), 3, level)
-    assert stop_after(history(33.3, 33.3, 33.3, 33.3, 33.3), 3)  # the old rule would have stopped
-    assert stop_after(history(33.3, 50.0, 33.3, 33.3, 33.3), 3, level)
-    assert not stop_after(history(33.3, 50.0, 33.3), 3, level)  # and patience still applies
-    # patience counts from the first evaluation that read the video, not from the stalled blind ones
-    assert not stop_after(history(33.3, 33.3, 33.3, 33.3, 50.0), 3, level)
-    assert not stop_after(history(33.3, 33.3, 33.3, 50.0, 50.0, 50.0), 3, level)
-    assert stop_after(history(33.3, 33.3, 33.3, 50.0, 50.0, 50.0, 50.0), 3, level)
-
-
-def test_reading_the_video_means_beating_the_constant_answer_beyond_chance():
-    # 54 val clips, a third of them Normal: 20 right (37.0%) is what a blind SFT once scored, by chance
-    level = reading_level(100 / 3, 54)
-    assert level == pytest.approx(100 * 25 / 54)
-    assert not read_the_video([{"cls": 100 * 20 / 54}], level)
-    assert read_the_video([{"cls": 33.3}, {"cls": 100 * 25 / 54}], level)
-    tail = sum(math.comb(54, k) * (1 / 3) ** k * (2 / 3) ** (54 - k) for k in range(25, 55))
-    tail_below = tail + math.comb(54, 24) * (1 / 3) ** 24 * (2 / 3) ** 30
-    assert tail <= 0.05 < tail_below  # the least number of right answers that chance explains at 5%
-    assert reading_level(100 / 3, 5) == 80.0  # 4 of 5: p = 11/243
-    with pytest.raises(ConfigError, match="4 CLS clips cannot show"):
-        reading_level(50.0, 4)  # even 4 of 4 right happens by chance one time in 16
-
-
 def test_the_constant_answer_level_is_the_most_common_class_share_of_val(tmp_path):
     import csv
 
-    from vaur1.demo import run_data
+    from vaur1.demo.pipeline import run_data, split_examples
+    from vaur1.eval.baselines import constant_class_accuracy
 
     cfg = load_demo_config(
         overrides=[f"out={tmp_path}", "data.n=40", "data.extra_test=0", "data.duration=[1.0, 1.0]"]
@@ -256,7 +213,10 @@ def test_the_constant_answer_level_is_the_most_common_class_share_of_val(tmp_pat
         classes = [row["Anomaly Class"] for row in csv.DictReader(f)]
     assert len(classes) == 6
     share = max(classes.count(name) for name in set(classes)) / len(classes)
-    assert constant_answer_accuracy(cfg) == pytest.approx(100 * share, abs=0.005)  # metrics keep 2 decimals
+    val_cls = [e for e in split_examples(cfg, "val") if e.task == "cls"]
+    assert constant_class_accuracy(val_cls) == pytest.approx(
+        100 * share, abs=0.005
+    )  # metrics keep 2 decimals
 
 
 def test_the_budget_table_warns_when_sft_never_read_the_video():
@@ -266,7 +226,7 @@ def test_the_budget_table_warns_when_sft_never_read_the_video():
         "samples": 3200,
         "samples_to_best": 1600,
         "validation_evaluations": 2,
-        "stopped_by": "max_chunks",
+        "stopped_by": "max_steps",
         "seconds": 30.0,
         "read_the_video": False,
         "constant_answer_cls": 33.3,

@@ -26,7 +26,8 @@ from vaur1.errors import VaurError
 from vaur1.eval.config import EvalConfig, load_eval_config, load_examples
 from vaur1.eval.generators import check_spec_fits
 from vaur1.eval.infer import work_items
-from vaur1.eval.predictions import PREDICTIONS_FILE, PredictionStore, read_predictions
+from vaur1.eval.predictions import PredictionStore, read_predictions
+from vaur1.layout import EvalRun
 from vaur1.eval.reasoning import reasoning_parts
 from vaur1.eval.run import rescore, run_eval, score_run
 from vaur1.model import build_tiny_model
@@ -46,7 +47,7 @@ def expected_keys(cfg: EvalConfig) -> set[str]:
 
 def prediction_lines(run_dir: Path) -> list[dict]:
     return [
-        json.loads(line) for line in (run_dir / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
+        json.loads(line) for line in EvalRun(run_dir).predictions.read_text(encoding="utf-8").splitlines()
     ]
 
 
@@ -102,7 +103,7 @@ def test_run_predicts_every_item_once_and_writes_metrics_per_task_mode_and_sourc
     code = main(
         [
             *("eval", "metrics", "--task", "qa", "--mode", "think", "--bench", str(eval_synth / "test.csv")),
-            *("--predictions", str(run_dir / PREDICTIONS_FILE), "--json"),
+            *("--predictions", str(EvalRun(run_dir).predictions), "--json"),
         ]
     )
     assert code == 0
@@ -114,9 +115,9 @@ def test_run_predicts_every_item_once_and_writes_metrics_per_task_mode_and_sourc
 
     # A kill mid-write: the last three lines are gone, the third-last cut in half. The rerun drops the
     # fragment and predicts exactly those three items again.
-    data = (run_dir / PREDICTIONS_FILE).read_bytes().splitlines(keepends=True)
+    data = EvalRun(run_dir).predictions.read_bytes().splitlines(keepends=True)
     cut = data[-3][: len(data[-3]) // 2]
-    (run_dir / PREDICTIONS_FILE).write_bytes(b"".join(data[:-3]) + cut)
+    EvalRun(run_dir).predictions.write_bytes(b"".join(data[:-3]) + cut)
     lost = {json.loads(line)["key"] for line in data[-3:]}
     run_eval(cfg, progress=False)
     again = prediction_lines(run_dir)
@@ -185,7 +186,7 @@ def test_kills_at_random_points_lose_and_duplicate_nothing(
     stopped_mid_run = 0
     for target in targets:
         process = subprocess.Popen([str(VAUR1), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        path = run_dir / PREDICTIONS_FILE
+        path = EvalRun(run_dir).predictions
         deadline = time.monotonic() + 120
         if target == 0:
             time.sleep(rng.uniform(0.2, 1.5))
@@ -232,7 +233,7 @@ def write_reasoning_run(synth: Path, model: Path, run_dir: Path, **flags) -> Eva
         }
         for i, e in enumerate(examples)
     ]
-    (run_dir / PREDICTIONS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    EvalRun(run_dir).predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return cfg
 
 
@@ -398,7 +399,7 @@ def test_prediction_store_refuses_a_second_writer_and_a_corrupted_file(tmp_path:
         assert set(store.done) == {"test/a.mp4/qa/direct"}
         with pytest.raises(VaurError, match="predicted twice"):
             store.append([{"key": "test/a.mp4/qa/direct", "output": "B"}])
-    path = run_dir / PREDICTIONS_FILE
+    path = EvalRun(run_dir).predictions
     path.write_text(path.read_text() + "{garbage\n" + json.dumps({"key": "test/b.mp4/qa/direct"}) + "\n")
-    with pytest.raises(VaurError, match=rf"{PREDICTIONS_FILE}:2: not a JSON line"), PredictionStore(run_dir):
+    with pytest.raises(VaurError, match=r"predictions.jsonl:2: not a JSON line"), PredictionStore(run_dir):
         pass

@@ -81,8 +81,7 @@ def test_the_loss_falls_and_the_validation_loss_is_measured(tiny_models, synth_b
             "run.max_steps=12",
             "per_device_train_batch_size=3",
             "gradient_accumulation_steps=2",
-            f"val_data={{bench: {synth_bench}, split: val}}",
-            "eval_steps=6",
+            "validation={split: val, eval_steps: 6, metric: val_loss}",
         ],
     )
     train(cfg)
@@ -96,7 +95,9 @@ def test_the_loss_falls_and_the_validation_loss_is_measured(tiny_models, synth_b
     assert {"tokens", "grad_norm", "learning_rate", "time/decode", "time/update", "tokens_per_second"} <= set(
         records[-1]
     )
-    assert json.loads((out / "best.json").read_text()) == {"step": 12, "val_loss": val[1]}
+    best = json.loads((out / "best.json").read_text())
+    assert (best["step"], best["metric"], best["score"]) == (12, "val_loss", val[1])
+    assert [r["val_loss"] for r in read_jsonl(out / "validation.jsonl")] == val
     assert same_weights(out / "best", out / "final")
 
 
@@ -219,10 +220,10 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_models, synth_bench, tmp_
 
 def test_early_stopping_stops_and_keeps_the_best_model(tiny_models, synth_bench, tmp_path, monkeypatch):
     scripted = iter([3.0, 2.0, 2.5, 2.7, 1.0])
-    monkeypatch.setattr(sft_trainer, "evaluate", lambda *args: next(scripted))
+    monkeypatch.setattr(sft_trainer, "validation_loss", lambda *args: next(scripted))
     out = tmp_path / "run"
-    overrides = ["run.max_steps=8", "run.save_steps=1", "run.save_total_limit=null", "eval_steps=1"]
-    overrides += ["early_stopping_patience=2", f"val_data={{bench: {synth_bench}, split: val}}"]
+    overrides = ["run.max_steps=8", "run.save_steps=1", "run.save_total_limit=null"]
+    overrides += ["validation={split: val, eval_steps: 1, metric: val_loss, patience: 2}"]
     cfg = sft_config(out, tiny_models[ARCH], synth_bench, overrides)
     train(cfg)
 
@@ -233,11 +234,12 @@ def test_early_stopping_stops_and_keeps_the_best_model(tiny_models, synth_bench,
         2.5,
         2.7,
     ]  # stopped after 2 evaluations without gain
-    assert json.loads((out / "best.json").read_text()) == {"step": 2, "val_loss": 2.0}
+    best = json.loads((out / "best.json").read_text())
+    assert (best["step"], best["score"]) == (2, 2.0)
     assert same_weights(out / "best", out / "checkpoint-2" / "hf")
     assert same_weights(out / "final", out / "checkpoint-4" / "hf")
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
-    assert "not improved for 2 evaluations" in state["extra"]["stopped"]
+    assert "no better val_loss in 2 validations (best val_loss 2.0 at step 2)" in state["extra"]["stopped"]
 
     train(cfg)  # resume=auto: a stopped run stays stopped
     assert len(read_jsonl(out / "metrics.jsonl")) == 4
@@ -246,12 +248,16 @@ def test_early_stopping_stops_and_keeps_the_best_model(tiny_models, synth_bench,
 def test_config_errors_name_the_option(tiny_models, synth_bench, tmp_path):
     for overrides, message in [
         (["target=cot", "mode=direct"], "cot targets are trained on think prompts"),
-        (["eval_steps=5"], "eval_steps needs val_data"),
-        (["early_stopping_patience=2"], "early_stopping_patience needs eval_steps"),
+        (["validation.split=val"], "validation.eval_steps: give a number of steps"),
+        (["validation={split: val, eval_steps: 2, patience: 0}"], "validation.patience must be at least 1"),
+        (["validation.metric=qa.accuracy"], None),  # off while validation.split is unset
         (["target=free"], "target"),
         (["data.tasks=[qa]", "task_repeats={cls: 2}"], "task_repeats: 'cls' is not one of data.tasks"),
         (["task_repeats={qa: 0}"], "task_repeats.qa must be a whole number"),
     ]:
+        if message is None:
+            sft_config(tmp_path, tiny_models[ARCH], synth_bench, overrides)
+            continue
         with pytest.raises(ConfigError, match=message):
             sft_config(tmp_path, tiny_models[ARCH], synth_bench, overrides)
     assert SFTTrainConfig().optim.learning_rate == 2e-5  # the official SFT scripts' rate

@@ -10,9 +10,9 @@ import vaur1
 IMPORTS = "from transformers import Qwen2VLVideoProcessor; from trl import GRPOConfig; print('ok')"
 
 
-def test_package_import_makes_transformers_video_and_trl_importable():
+def test_the_model_package_makes_transformers_video_and_trl_importable():
     result = subprocess.run(
-        [sys.executable, "-c", f"import vaur1; {IMPORTS}"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", f"import vaur1.model; {IMPORTS}"], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")

@@ -44,7 +44,9 @@ from vaur1.train.common import (
     set_seed,
 )
 from vaur1.train.data_order import DataOrder
-from vaur1.train.logging import MetricsLogger, ProgressBar, setup_console_logging
+from vaur1.console import ProgressBar, setup_console_logging
+from vaur1.layout import TrainRun
+from vaur1.train.logging import MetricsLogger
 
 # ---------------------------------------------------------------- data order
 
@@ -290,7 +292,7 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     run.train(until=4)
-    monkeypatch.setattr(ckpt.json, "dumps", crash)  # dies after the accelerate state, before the rename
+    monkeypatch.setattr(ckpt, "write_json", crash)  # dies after the accelerate state, before the rename
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(run.accelerator, run.run_dir, run.state)
     monkeypatch.undo()
@@ -417,7 +419,7 @@ def test_lora_checkpoint_exports_a_merged_hf_model(accelerator, tmp_path):
 RESUME_SCRIPT = """
 import os, random, signal, sys
 from pathlib import Path
-import vaur1
+import vaur1.model  # the torchvision shim, before peft
 import numpy as np, torch
 from accelerate import Accelerator
 from peft import LoraConfig, get_peft_model
@@ -553,7 +555,7 @@ def test_a_two_process_run_ends_with_its_exit_code_its_atexit_handlers_and_its_o
 
 
 def test_metrics_jsonl_lines_are_valid_json(tmp_path):
-    with MetricsLogger(tmp_path) as logger:
+    with MetricsLogger(TrainRun(tmp_path)) as logger:
         logger.log(1, {"loss": torch.tensor(0.5), "kl": float("nan"), "lr": np.float32(1e-6), "task": "qa"})
         logger.log(2, {"loss": float("inf"), "reward/mean": 1, "per_task": {"tag": float("nan"), "qa": 0.25}})
         logger.log_samples(2, [{"prompt": "Is there an anomaly?", "completion": "<answer>Normal</answer>"}])
@@ -566,17 +568,17 @@ def test_metrics_jsonl_lines_are_valid_json(tmp_path):
     sample = json.loads((tmp_path / "samples.jsonl").read_text())
     assert sample == {"step": 2, "prompt": "Is there an anomaly?", "completion": "<answer>Normal</answer>"}
     with pytest.raises(TypeError, match="scalar"):
-        MetricsLogger(tmp_path / "other").log(1, {"logits": torch.zeros(3)})
+        MetricsLogger(TrainRun(tmp_path / "other")).log(1, {"logits": torch.zeros(3)})
 
 
 def test_resumed_logger_drops_records_after_the_checkpoint(tmp_path):
-    with MetricsLogger(tmp_path) as logger:
+    with MetricsLogger(TrainRun(tmp_path)) as logger:
         for step in range(1, 6):
             logger.log(step, {"loss": step})
             logger.log_samples(step, [{"completion": str(step)}])
     with (tmp_path / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 6, "lo')  # the killed run's last line, cut short
-    with MetricsLogger(tmp_path, start_step=3) as logger:
+    with MetricsLogger(TrainRun(tmp_path), start_step=3) as logger:
         logger.log(4, {"loss": 40})
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
@@ -590,7 +592,7 @@ def test_resumed_logger_drops_records_after_the_checkpoint(tmp_path):
 def test_tensorboard_receives_the_numeric_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    with MetricsLogger(tmp_path, tensorboard=True) as logger:
+    with MetricsLogger(TrainRun(tmp_path), tensorboard=True) as logger:
         logger.log(1, {"loss": 0.5, "kl": float("nan"), "task": "qa"})
         logger.log(2, {"loss": 0.25})
     events = EventAccumulator(str(tmp_path / "tensorboard"))
@@ -600,7 +602,7 @@ def test_tensorboard_receives_the_numeric_metrics(tmp_path):
 
 
 def test_disabled_logger_writes_nothing(tmp_path):
-    with MetricsLogger(tmp_path / "rank1", tensorboard=True, enabled=False) as logger:
+    with MetricsLogger(TrainRun(tmp_path / "rank1"), tensorboard=True, enabled=False) as logger:
         record = logger.log(1, {"loss": 1.0})
         logger.log_samples(1, [{"completion": "x"}])
     assert record["loss"] == 1.0 and not (tmp_path / "rank1").exists()

@@ -171,7 +171,7 @@ def test_dataset_skips_and_records_bad_videos_with_worker_prefetch(videos, tmp_p
     names = [("a.mp4", "qa"), ("missing.mp4", "qa"), ("broken.mp4", "qa"), ("b.mp4", "qa"), ("a.mp4", "tag")]
     examples = [example(name, task) for name, task in names]
     decoder = CachedDecoder(SPEC, tmp_path / "cache")
-    log = SkipLog(tmp_path / "run")
+    log = SkipLog(tmp_path / "run" / "skipped.jsonl")
     got = list(iter_videos(examples, roots, decoder, log, LoaderConfig(num_workers=2, prefetch_factor=2)))
     assert [e.key for e, _ in got] == [
         "train/synth_a.mp4/qa",

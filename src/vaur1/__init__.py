@@ -1,15 +1,15 @@
-"""vaur1: video anomaly understanding with multimodal LLMs trained by reinforcement fine-tuning."""
+"""vaur1: video anomaly understanding with multimodal LLMs trained by reinforcement fine-tuning.
+
+Importing the package loads nothing heavy: torch, transformers and the torchvision shim come with
+`vaur1.model`, where models are loaded, so the CLI and the data tools start at once.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from vaur1._torchvision_shim import install_torchvision_shim
-
 __version__ = "0.1.0"
-
-install_torchvision_shim()
 
 
 def subprocess_env(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """One video in, the model's reading of it out: anomaly or not, class, interval, description, reasoning.
 
-    result = analyze_video("clip.mp4", ModelConfig(name_or_path="runs/demo/grpo/final"), VideoSpec())
+    result = analyze_video("clip.mp4", ModelConfig(name_or_path="runs/demo/grpo/best"), VideoSpec())
 
 Three prompts (TAG, CLS and reasoning) go to the model in one batch, built exactly as evaluation
 builds them: the same VideoSpec, prompt templates and parser. `raw` keeps each output verbatim.
@@ -13,30 +13,33 @@ from pathlib import Path
 from typing import Any
 
 from vaur1.bench.schema import NORMAL
-from vaur1.bench.tasks import Example, Task
+from vaur1.bench.tasks import Example
 from vaur1.errors import VaurError
 from vaur1.eval.config import EVAL_DEFAULTS
 from vaur1.eval.generators import load_generator
 from vaur1.eval.infer import Generator
 from vaur1.eval.reasoning import reasoning_parts
+from vaur1.layout import DemoRun
 from vaur1.model.generate import SamplingConfig
 from vaur1.model.load import ModelConfig
 from vaur1.parse import NO_ANOMALY, extract_class, parse_completion, parse_interval, tag_prediction
 from vaur1.prompts import Mode, PromptConfig, build_messages
 from vaur1.video.decode import decode
 from vaur1.video.spec import VideoSpec
+from vaur1.vocab import Task
 
-DEFAULT_MODEL = "runs/demo/grpo/final"  # what `make demo` trains
+# The tasks whose answers describe a video; QA needs a question that a user's video does not come with.
 ANALYZE_TASKS: tuple[Task, ...] = ("tag", "cls", "reasoning")
 
 
 def default_model() -> str:
-    """The demo's GRPO model when it exists; otherwise an error saying what to pass."""
-    if (Path(DEFAULT_MODEL) / "config.json").is_file() or (
-        Path(DEFAULT_MODEL) / "adapter_config.json"
-    ).is_file():
-        return DEFAULT_MODEL
-    raise VaurError(f"no --model given and the default {DEFAULT_MODEL} does not exist; pass --model PATH")
+    """The model `make demo` ends with, when it exists; otherwise an error saying what to pass."""
+    chosen = DemoRun().chosen_model
+    if (chosen / "config.json").is_file() or (chosen / "adapter_config.json").is_file():
+        return str(chosen)
+    raise VaurError(
+        f"no --model given and the demo's model {chosen} does not exist (run `make demo`); pass --model PATH"
+    )
 
 
 @dataclass

@@ -1,14 +1,19 @@
 """Typed configs: dataclasses filled from YAML files and dotted command-line overrides.
 
-    cfg = load_config(GRPOConfig, "configs/tiny.yaml", ["train.learning_rate=1e-6"])
+    cfg = load_config(GRPOTrainConfig, "configs/grpo/tiny_cpu.yaml", ["optim.learning_rate=1e-6"])
 
-An unknown key or a value of the wrong type raises `ConfigError` naming the dotted key. Numbers
-written as `1e-6` (which YAML 1.1 reads as a string) are accepted where a float is expected.
+Layers, each over the one before: the dataclass defaults; `defaults` (a job's own, e.g. evaluation
+decodes greedily); the YAML file, over the file its `base:` key names (a path relative to it, which
+may name a base of its own); `flags` (dotted keys from command-line options); and `key=value`
+overrides. An unknown key or a value of the wrong type raises `ConfigError` naming the dotted key.
+Numbers written as `1e-6` (which YAML 1.1 reads as a string) are accepted where a float is expected.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -17,6 +22,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 import yaml
 
 from vaur1.errors import ConfigError
+from vaur1.files import write_text
 
 T = TypeVar("T")
 
@@ -164,6 +170,29 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+SHIPPED = Path(__file__).parent / "configs"  # the configs that install with the package
+
+
+def shipped_configs() -> list[str]:
+    """The names of the shipped configs (`grpo/tiny_cpu`, `qwen2_5_vl_3b/cotrain`, ...)."""
+    return sorted(str(p.relative_to(SHIPPED).with_suffix("")) for p in SHIPPED.rglob("*.yaml"))
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file: `name` as a path when it exists, else a shipped config of that name (with or
+    without `.yaml`, with or without a leading `configs/`)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    relative = Path(str(name).removeprefix("configs/"))
+    for candidate in (SHIPPED / relative, SHIPPED / relative.with_suffix(".yaml")):
+        if candidate.is_file() and candidate.resolve().is_relative_to(SHIPPED.resolve()):
+            return candidate
+    raise ConfigError(
+        f"{name}: no such config file, and no shipped config of that name (see `vaur1 config list`)"
+    )
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -179,26 +208,158 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of `cls`, then the YAML file, then dotted overrides; validated throughout."""
-    data = read_yaml(path) if path is not None else {}
-    base_dir = data.pop("base", None)
-    if base_dir is not None:
-        parent = Path(path).parent / str(base_dir)  # type: ignore[arg-type]
-        data = _merge(read_yaml(parent), data)
-    data = apply_overrides(data, list(overrides or []))
-    return from_dict(cls, data)
+MAX_BASE_DEPTH = 8
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def read_config_file(path: str | Path, depth: int = 0) -> dict[str, Any]:
+    """A YAML config merged over the file its `base:` names (relative to it), recursively."""
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if depth >= MAX_BASE_DEPTH:
+        raise ConfigError(f"{path}: more than {MAX_BASE_DEPTH} base: files in a chain (a loop?)")
+    return merge(read_config_file(Path(path).parent / str(base), depth + 1), data)
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`: sections merge key by key, anything else in `top` replaces."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
 
 
+def config_data(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every layer but the dataclass defaults, merged into one nested dict (see the module docstring)."""
+    data = merge(
+        copy.deepcopy(defaults or {}), read_config_file(config_path(path)) if path is not None else {}
+    )
+    # JSON is valid YAML, so a flag's value survives the override parser exactly (paths included)
+    flag_overrides = [f"{key}={json.dumps(value)}" for key, value in (flags or {}).items()]
+    return apply_overrides(data, [*flag_overrides, *(overrides or [])])
+
+
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> T:
+    """The config `cls` from every layer, validated."""
+    return from_dict(cls, config_data(path, overrides, defaults=defaults, flags=flags))
+
+
 def save_config(obj: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+    write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+# ---- every setting, with its default and its help ----------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    key: str  # dotted, e.g. optim.learning_rate
+    type: str
+    default: Any
+    help: str
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """Each field's comment in `cls`'s own source: the comment at the end of its line (or of any line
+    of a field written over several), else the comment lines right above it."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments: dict[int, str] = {}
+    code_lines: set[int] = set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.string.lstrip("#").strip()
+        elif token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            code_lines.add(token.start[0])
+    found: dict[str, str] = {}
+    class_node = ast.parse(source).body[0]
+    for node in getattr(class_node, "body", []):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        trailing = [
+            comments[n]
+            for n in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+            if n in comments and n in code_lines
+        ]
+        above: list[str] = []
+        line = node.lineno - 1
+        while line in comments and line not in code_lines:
+            above.insert(0, comments[line])
+            line -= 1
+        text = " ".join(trailing) if trailing else " ".join(above)
+        if text:
+            found[node.target.id] = text
+    return found
+
+
+def _help(cls: type) -> dict[str, str]:
+    """Field comments of `cls` and its bases (a subclass's own comment wins)."""
+    merged: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            merged.update(_field_comments(klass))
+    return merged
+
+
+def _is_section(tp: Any) -> type | None:
+    """The dataclass a field holds (also when optional), or None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        classes = [a for a in get_args(tp) if dataclasses.is_dataclass(a)]
+        return classes[0] if len(classes) == 1 else None
+    return None
+
+
+def settings(obj: Any, prefix: str = "") -> list[Setting]:
+    """Every setting of a config class or instance (the instance's values as defaults), nested
+    sections flattened to dotted keys, each with its type and its one line of help."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    instance = obj if not isinstance(obj, type) else None
+    hints = get_type_hints(cls)
+    helps = _help(cls)
+    found: list[Setting] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        key = f"{prefix}{f.name}"
+        if instance is not None:
+            value = getattr(instance, f.name)
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = None
+        section = _is_section(hints[f.name])
+        if section is not None:
+            nested = value if value is not None else section
+            found += settings(nested, f"{key}.")
+            continue
+        found.append(Setting(key, _type_name(hints[f.name]), to_dict(value), helps.get(f.name, "")))
+    return found

@@ -18,7 +18,9 @@ from vaur1.video.roots import VideoRoots
 class DataConfig:
     bench: str = ""  # a CSV file, a folder with train/val/test*.csv (e.g. SynthVAU), or `vau-bench`
     split: str = "train"  # the file stem: train, val, test, test_msad, ...
-    tasks: list[str] = field(default_factory=lambda: ["qa", "tag", "cls"])
+    tasks: list[str] = field(
+        default_factory=lambda: ["qa", "tag", "cls"]
+    )  # qa, tag, cls, reasoning (GRPO: the first three)
     video_roots: VideoRoots = field(default_factory=VideoRoots)
     max_per_task: int | None = None  # the first N examples of each task (for quick runs)
     strict: bool = False  # stop at the first malformed CSV row instead of skipping it

@@ -20,18 +20,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from typing import Literal
 
 from vaur1.bench.reasoning import parse_reasoning
 from vaur1.bench.schema import CLASSES, LETTERS, REASONING_FIELDS
-from vaur1.bench.tasks import TASKS, Example
+from vaur1.bench.tasks import Example
 from vaur1.errors import ConfigError, VaurError
 from vaur1.parse import NO_ANOMALY, format_interval, strip_tags
-
-Mode = Literal["think", "direct"]
-MODES: tuple[Mode, ...] = ("think", "direct")
-TargetMode = Literal["direct", "cot"]
-TARGET_MODES: tuple[TargetMode, ...] = ("direct", "cot")
+from vaur1.vocab import MODES, TARGET_MODES, TASKS, Mode, TargetMode
 
 QA_THINK = (
     "Answer the question about the video.\n"
@@ -111,15 +106,15 @@ class PromptConfig:
     (Qwen2/2.5-VL: "You are a helpful assistant."; Qwen3-VL: none).
     """
 
-    qa_think: str = QA_THINK
-    qa_direct: str = QA_DIRECT
-    tag_think: str = TAG_THINK
-    tag_direct: str = TAG_DIRECT
-    cls_think: str = CLS_THINK
-    cls_direct: str = CLS_DIRECT
-    reasoning_think: str = REASONING_THINK
-    reasoning_direct: str = REASONING_DIRECT
-    system: str | None = None
+    qa_think: str = QA_THINK  # QA, think mode: {question}, {options}, {letters}
+    qa_direct: str = QA_DIRECT  # QA, direct mode: {question}, {options}, {letters}
+    tag_think: str = TAG_THINK  # temporal grounding, think mode
+    tag_direct: str = TAG_DIRECT  # temporal grounding, direct mode
+    cls_think: str = CLS_THINK  # classification, think mode: {classes}
+    cls_direct: str = CLS_DIRECT  # classification, direct mode: {classes}
+    reasoning_think: str = REASONING_THINK  # description and analysis, think mode
+    reasoning_direct: str = REASONING_DIRECT  # description and analysis, direct mode
+    system: str | None = None  # a system message; null: the chat template's default
 
     def validate(self) -> None:
         for f in fields(self):

@@ -15,8 +15,9 @@ needs) and never raises, whatever the string. All of them read the completion th
     consistency    TAG: answer and interval agree (Normal with [-1, -1], Anomaly with [s, e], s < e)
     think_length   shaping: 1 inside a band of think-block words, falling off outside it
 
-`score` sums the rewards a `RewardConfig` weights for the example's task; the defaults are the
-paper's: qa format + accuracy, tag format + accuracy + iou, cls format + class, all weight 1.
+`score` gives the weighted sum of the rewards a `RewardConfig` names for the example's task, and
+each of those rewards unweighted; the defaults are the paper's: qa format + accuracy, tag format +
+accuracy + iou, cls format + class, all weight 1.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from vaur1.parse import (
     parse_interval,
     tag_prediction,
 )
+from vaur1.vocab import SCORED_TASKS
 
 RewardFn = Callable[[str, Example], float | None]
-REWARDED_TASKS: tuple[str, ...] = ("qa", "tag", "cls")
 
 
 def temporal_iou(a: Interval, b: Interval) -> float:
@@ -52,13 +53,13 @@ def temporal_iou(a: Interval, b: Interval) -> float:
 
 
 def format_reward(completion: str, example: Example) -> float | None:
-    if example.task not in REWARDED_TASKS:
+    if example.task not in SCORED_TASKS:
         return None
     return float(is_strict_format(completion, example.task, "think"))
 
 
 def format_direct_reward(completion: str, example: Example) -> float | None:
-    if example.task not in REWARDED_TASKS:
+    if example.task not in SCORED_TASKS:
         return None
     return float(is_strict_format(completion, example.task, "direct"))
 
@@ -139,7 +140,7 @@ def think_length_reward(
     max_words: int = DEFAULT_THINK_MAX_WORDS,
 ) -> float | None:
     """1 for a think block of min..max words, linearly less below, and 0 at twice the maximum."""
-    if example.task not in REWARDED_TASKS:
+    if example.task not in SCORED_TASKS:
         return None
     think = parse_completion(completion).think
     if think is None:
@@ -165,14 +166,14 @@ REWARDS: dict[str, RewardFn] = {
 
 # The tasks each reward can apply to (it may still return None for an example missing its target).
 REWARD_TASKS: dict[str, tuple[str, ...]] = {
-    "format": REWARDED_TASKS,
-    "format_direct": REWARDED_TASKS,
+    "format": SCORED_TASKS,
+    "format_direct": SCORED_TASKS,
     "accuracy": ("qa", "tag"),
     "iou": ("tag",),
     "class": ("cls",),
     "iou_boundary": ("tag",),
     "consistency": ("tag",),
-    "think_length": REWARDED_TASKS,
+    "think_length": SCORED_TASKS,
 }
 
 
@@ -180,14 +181,22 @@ REWARD_TASKS: dict[str, tuple[str, ...]] = {
 class RewardConfig:
     """Per-task reward weights (reward name -> weight) and the think-length band."""
 
-    qa: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "accuracy": 1.0})
-    tag: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "accuracy": 1.0, "iou": 1.0})
-    cls: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "class": 1.0})
-    think_min_words: int = DEFAULT_THINK_MIN_WORDS
-    think_max_words: int = DEFAULT_THINK_MAX_WORDS
+    qa: dict[str, float] = field(
+        default_factory=lambda: {"format": 1.0, "accuracy": 1.0}
+    )  # reward name -> weight for QA prompts
+    tag: dict[str, float] = field(
+        default_factory=lambda: {"format": 1.0, "accuracy": 1.0, "iou": 1.0}
+    )  # reward name -> weight for TAG prompts
+    cls: dict[str, float] = field(
+        default_factory=lambda: {"format": 1.0, "class": 1.0}
+    )  # reward name -> weight for CLS prompts
+    think_min_words: int = DEFAULT_THINK_MIN_WORDS  # think_length: full reward from this many words
+    think_max_words: int = (
+        DEFAULT_THINK_MAX_WORDS  # think_length: full reward up to this many words, none at twice it
+    )
 
     def validate(self) -> None:
-        for task in REWARDED_TASKS:
+        for task in SCORED_TASKS:
             weights = getattr(self, task)
             if not weights:
                 raise ConfigError(f"rewards.{task}: no rewards; give at least one (e.g. format: 1.0)")
@@ -207,8 +216,8 @@ class RewardConfig:
             )
 
     def weights(self, task: str) -> dict[str, float]:
-        if task not in REWARDED_TASKS:
-            raise VaurError(f"task {task!r} has no rewards (rewarded tasks: {', '.join(REWARDED_TASKS)})")
+        if task not in SCORED_TASKS:
+            raise VaurError(f"task {task!r} has no rewards (rewarded tasks: {', '.join(SCORED_TASKS)})")
         return dict(getattr(self, task))
 
 
@@ -232,7 +241,10 @@ def applicable_rewards(
 def score(
     completion: str, example: Example, config: RewardConfig | None = None
 ) -> tuple[float, dict[str, float | None]]:
-    """(weighted total, each weighted reward by name) for one completion."""
+    """(weighted total, each of the task's rewards by name, unweighted) for one completion.
+
+    A reward that returns None (its target is missing from the example) adds nothing to the total.
+    """
     config = config or RewardConfig()
     weights = config.weights(example.task)
     functions = reward_functions(config)

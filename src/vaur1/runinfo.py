@@ -3,9 +3,7 @@ and hashes of the data files, so that a result can be traced back to what produc
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import json
 import platform
 import subprocess
 import sys
@@ -14,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from vaur1.config import save_config
+from vaur1.files import file_sha256, write_json
+from vaur1.layout import CONFIG, RUN_INFO
 
 PACKAGES = (
     "vaur1",
@@ -60,14 +60,6 @@ def git_revision(cwd: str | Path | None = None) -> dict[str, Any]:
     return {"revision": rev, "dirty": bool(dirty)}
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_run_metadata(
     run_dir: str | Path,
     config: Any,
@@ -77,7 +69,7 @@ def write_run_metadata(
     """Write config.yaml and run_info.json into `run_dir` (created if needed)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    save_config(config, run_dir / CONFIG)
     info = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command if command is not None else sys.argv,
@@ -85,5 +77,5 @@ def write_run_metadata(
         "git": git_revision(),
         "data_files": {str(p): file_sha256(p) for p in data_files if Path(p).is_file()},
     }
-    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    write_json(run_dir / RUN_INFO, info)
     return run_dir

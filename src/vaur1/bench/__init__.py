@@ -23,6 +23,7 @@ __all__ = [
     "load_bench",
     "normalize_class",
     "read_csv",
+    "split_files",
 ]
 
 
@@ -62,6 +63,15 @@ def bench_files(path: str | Path) -> list[Path]:
             raise VaurError(f"{path}: no train.csv, val.csv, test.csv or test_*.csv in this folder")
         return files
     raise VaurError(f"{path}: no such file or folder (and not one of {', '.join(HUB_NAMES)})")
+
+
+def split_files(path: str | Path, splits: list[str]) -> list[Path]:
+    """The CSV files a job reading `splits` of the benchmark at `path` reads (a single CSV file is
+    read whatever the split is called): what run metadata hashes."""
+    files = bench_files(path)
+    if len(files) == 1 and Path(path).is_file():
+        return files
+    return [file for file in files if file.stem in splits]
 
 
 def load_bench(

@@ -164,10 +164,18 @@ def _parse_row(
         report.repairs["reasoning_extra_heading_to_conclusion"] += 1
 
     interval = _interval(start, end, line, name, report)
+    # class and interval must tell the same story, or TAG and CLS would disagree on the video: the
+    # class is kept, the contradicting interval is read as missing (the row leaves TAG)
     if anomaly_class == NORMAL and interval not in (None, (0.0, 0.0)):
-        report.warnings.append(f"line {line}: {name}: class Normal with interval {interval}")
+        report.repairs["interval_contradicts_class_to_missing"] += 1
+        report.warnings.append(f"line {line}: {name}: class Normal with interval {interval}: read as missing")
+        interval = None
     if anomaly_class not in (None, NORMAL) and interval == (0.0, 0.0):
-        report.warnings.append(f"line {line}: {name}: class {anomaly_class} with normal interval (0, 0)")
+        report.repairs["interval_contradicts_class_to_missing"] += 1
+        report.warnings.append(
+            f"line {line}: {name}: class {anomaly_class} with normal interval (0, 0): read as missing"
+        )
+        interval = None
 
     return Sample(
         id=name,

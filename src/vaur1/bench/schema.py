@@ -99,6 +99,18 @@ def normalize_class(text: str) -> str | None:
     return _CLASS_BY_KEY.get(class_key(text))
 
 
+def is_normal(anomaly_class: str | None, interval: tuple[float, float] | None) -> bool:
+    """Whether a video is normal: its class says so when it has one, else its interval (0, 0).
+
+    The loader makes the two agree (an interval that contradicts the class is read as missing), so
+    TAG, CLS, prompts, rewards and metrics all ask this one question the same way. A missing
+    interval without a class marks an anomalous video without timing.
+    """
+    if anomaly_class is not None:
+        return anomaly_class == NORMAL
+    return interval is not None and interval[1] <= interval[0]
+
+
 @dataclass(frozen=True)
 class Reasoning:
     """The six fields of the annotated chain of thought."""
@@ -156,10 +168,5 @@ class Sample:
         return self.question is not None and self.options is not None and self.answer is not None
 
     @property
-    def is_normal(self) -> bool | None:
-        """Whether the video is normal; None when neither class nor interval tells."""
-        if self.anomaly_class is not None:
-            return self.anomaly_class == NORMAL
-        if self.interval is None:
-            return False  # a missing interval marks an anomalous video without timing
-        return self.tag_role == "normal"
+    def is_normal(self) -> bool:
+        return is_normal(self.anomaly_class, self.interval)

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import av
 import numpy as np
 
 from vaur1.bench.schema import COLUMNS, LETTERS, NORMAL
@@ -554,6 +553,8 @@ X264_REPRODUCIBLE = "scenecut=0:b-adapt=0:mbtree=0"
 
 def write_clip(plan: ClipPlan, path: Path, gop: int | None = None, preset: str = "veryfast") -> Path:
     """Render and encode one clip as H.264 mp4 with a keyframe every `gop` frames (default 2 s)."""
+    import av  # here, not at the top: the tiny tokenizer reads this module's texts without PyAV
+
     scene = background(plan)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=plan.fps)

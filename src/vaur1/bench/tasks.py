@@ -14,15 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 
-from vaur1.bench.schema import LETTERS, NORMAL, Sample
+from vaur1.bench.schema import LETTERS, Sample, is_normal
 from vaur1.errors import VaurError
-
-Task = Literal["qa", "tag", "cls", "reasoning"]
-TASKS: tuple[Task, ...] = ("qa", "tag", "cls", "reasoning")
+from vaur1.vocab import TASKS, Task, check_tasks
 
 
 @dataclass(frozen=True)
@@ -50,9 +47,7 @@ class Example:
 
     @property
     def is_normal(self) -> bool:
-        if self.interval is not None:
-            return self.interval[1] <= self.interval[0]
-        return self.anomaly_class == NORMAL
+        return is_normal(self.anomaly_class, self.interval)
 
     @property
     def tag_answer(self) -> str:
@@ -113,10 +108,9 @@ def shuffle_options(example: Example, rng: np.random.Generator) -> Example:
 
 
 def parse_tasks(text: str | Iterable[str]) -> list[Task]:
+    """Task names from a comma-separated string or a list; ConfigError for an unknown one."""
     names = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
-    unknown = [t for t in names if t not in TASKS]
-    if unknown or not names:
-        raise VaurError(f"unknown task {unknown[0] if unknown else text!r} (tasks: {', '.join(TASKS)})")
+    check_tasks(names)
     return names  # type: ignore[return-value]
 
 

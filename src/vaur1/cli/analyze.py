@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaur1.cli.video import add_spec_options, spec_from_args
+from vaur1.vocab import MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,14 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "analyze",
         help="one video in: anomaly, class, interval, description and reasoning out",
         description="Runs the TAG, CLS and reasoning prompts on one video, with the VideoSpec, prompts and "
-        "parser of evaluation. Without --model, the demo's runs/demo/grpo/final is used when it exists.",
+        "parser of evaluation. Without --model, the model the demo ends with (runs/demo/grpo/best) is used when it exists.",
     )
     parser.add_argument("video", metavar="VIDEO")
-    parser.add_argument("--model", help="checkpoint directory or Hub id (default runs/demo/grpo/final)")
+    parser.add_argument("--model", help="checkpoint directory or Hub id (default: the demo's model)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--mode", choices=("think", "direct"), default="think", help="prompt mode (default think)"
-    )
+    parser.add_argument("--mode", choices=MODES, default="think", help="prompt mode (default think)")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="per prompt (default 1024)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     add_spec_options(parser)
@@ -33,13 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_analyze(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from transformers.utils import logging as hf_logging
-
     from vaur1.analyze import AnalyzeOptions, analyze_video, default_model
-    from vaur1.model.load import ModelConfig
+    from vaur1.model.load import ModelConfig, hide_transformers_progress
     from vaur1.video.spec import read_model_spec
 
-    hf_logging.disable_progress_bar()
+    hide_transformers_progress()
     model = ModelConfig(name_or_path=args.model or default_model(), device=args.device)
     spec = spec_from_args(args, base=read_model_spec(model.name_or_path))
     options = AnalyzeOptions(mode=args.mode)

@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from vaur1.errors import VaurError
+from vaur1.vocab import HEADLINE_METRICS, MODES, SCORED_TASKS, TASKS, task_metrics
 
-MAX_LISTED_LINES = 20  # line numbers listed per problem kind; the counts are always complete
 PREDICTIONS_HELP = (
     'one JSON object a line: {"video": "<Video Name as in the CSV>", "output": "<raw model text>"}'
 )
-METRIC_NAMES = {
-    "qa": ("accuracy",),
-    "tag": ("miou", "r@0.3", "r@0.5", "r@0.7", "false_alarm_rate"),
-    "cls": ("binary_accuracy", "multiclass_accuracy", "macro_f1"),
-}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with bootstrap 95% intervals. Unknown videos, duplicate lines (the first one counts) and "
         "malformed lines are reported with their line numbers; malformed lines make the exit status 1.",
     )
-    metrics.add_argument("--task", required=True, choices=("qa", "tag", "cls"))
+    metrics.add_argument("--task", required=True, choices=SCORED_TASKS)
     metrics.add_argument("--bench", required=True, help="a VAU-Bench CSV (or a folder of them)")
     metrics.add_argument(
         "--predictions", required=True, type=Path, metavar="FILE.jsonl", help=PREDICTIONS_HELP
@@ -50,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     metrics.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     metrics.add_argument(
         "--mode",
-        choices=("think", "direct"),
+        choices=MODES,
         help='only lines of this prompt mode (lines that carry a "mode", as vaur1 eval run writes them)',
     )
     metrics.set_defaults(func=run_metrics)
@@ -65,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     baselines.add_argument("--bench", required=True, help="a VAU-Bench CSV (or a folder of them) to score")
     baselines.add_argument("--fit-on", help="a VAU-Bench CSV (or folder) to choose the constant answers on")
-    baselines.add_argument("--task", choices=("qa", "tag", "cls"), help="one task (default all three)")
+    baselines.add_argument("--task", choices=SCORED_TASKS, help="one task (default all three)")
     baselines.add_argument("--json", action="store_true", help="print JSON instead of a table")
     baselines.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     baselines.set_defaults(func=run_baselines)
@@ -73,93 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_run(commands)
 
 
-@dataclass
-class PredictionFile:
-    """Raw outputs by video name, and what was wrong with the file's lines."""
-
-    outputs: dict[str, str | None] = field(default_factory=dict)
-    lines: int = 0
-    unknown: list[int] = field(default_factory=list)
-    duplicate: list[int] = field(default_factory=list)
-    malformed: list[tuple[int, str]] = field(default_factory=list)
-
-    def report(self, matched: int, not_scored: int) -> dict:
-        return {
-            "lines": self.lines,
-            "matched": matched,
-            "not_scored_for_task": not_scored,
-            "unknown_videos": {"count": len(self.unknown), "lines": self.unknown[:MAX_LISTED_LINES]},
-            "duplicates": {"count": len(self.duplicate), "lines": self.duplicate[:MAX_LISTED_LINES]},
-            "malformed": {
-                "count": len(self.malformed),
-                "lines": [{"line": n, "error": e} for n, e in self.malformed[:MAX_LISTED_LINES]],
-            },
-        }
-
-
-def _parse_prediction(text: str) -> tuple[str, str | None]:
-    record = json.loads(text)
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    video, output = record.get("video"), record.get("output", ...)
-    if not isinstance(video, str) or not video:
-        raise ValueError('"video" must be a non-empty string')
-    if output is ...:
-        raise ValueError('missing "output" (use null for a video the model gave no output for)')
-    if output is not None and not isinstance(output, str):
-        raise ValueError(f'"output" must be a string or null, got {type(output).__name__}')
-    return video, output
-
-
-def _other_item(text: str, task: str | None, mode: str | None) -> bool:
-    """Whether a line names another task or mode than asked for (a `vaur1 eval run` file holds all)."""
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return False
-    if not isinstance(record, dict):
-        return False
-    return (task is not None and record.get("task", task) != task) or (
-        mode is not None and record.get("mode", mode) != mode
-    )
-
-
-def read_predictions(
-    path: Path, known_videos: set[str], task: str | None = None, mode: str | None = None
-) -> PredictionFile:
-    """Read a predictions JSONL file; the first line of a video counts, later ones are duplicates.
-
-    Lines whose "task" or "mode" field names another task or mode than `task` / `mode` are left out.
-    """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise VaurError(f"{path}: cannot read: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        raise VaurError(f"{path}: not UTF-8 text: {err}") from None
-    result = PredictionFile()
-    for number, text in enumerate(lines, start=1):
-        if not text.strip() or _other_item(text, task, mode):
-            continue
-        result.lines += 1
-        try:
-            video, output = _parse_prediction(text)
-        except ValueError as err:  # json.JSONDecodeError is a ValueError too
-            result.malformed.append((number, str(err)))
-            continue
-        if video not in known_videos:
-            result.unknown.append(number)
-        elif video in result.outputs:
-            result.duplicate.append(number)
-        else:
-            result.outputs[video] = output
-    return result
-
-
 def run_metrics(args: argparse.Namespace) -> int:
     from vaur1.bench import load_bench
     from vaur1.bench.tasks import task_view
     from vaur1.eval.metrics import compute_metrics
+    from vaur1.eval.predictions import read_prediction_file
 
     bench = load_bench(args.bench)
     names: dict[str, str] = {}
@@ -169,7 +81,7 @@ def run_metrics(args: argparse.Namespace) -> int:
                 f"{args.bench}: video {sample.id!r} is in both {names[sample.id]} and {sample.split}"
             )
         names[sample.id] = sample.split
-    predictions = read_predictions(args.predictions, set(names), args.task, args.mode)
+    predictions = read_prediction_file(args.predictions, set(names), args.task, args.mode)
     examples = task_view(bench.samples, args.task)
     outputs = {e.key: predictions.outputs[e.id] for e in examples if e.id in predictions.outputs}
     result = compute_metrics(args.task, examples, outputs, resamples=args.resamples, seed=args.seed)
@@ -191,7 +103,7 @@ def run_baselines(args: argparse.Namespace) -> int:
     from vaur1.eval.baselines import blind_baselines
     from vaur1.parse import parse_completion
 
-    tasks = [args.task] if args.task else list(METRIC_NAMES)
+    tasks = [args.task] if args.task else list(SCORED_TASKS)
     scored = load_bench(args.bench).samples
     fitted = load_bench(args.fit_on).samples if args.fit_on else scored
     result = blind_baselines(
@@ -213,7 +125,7 @@ def run_baselines(args: argparse.Namespace) -> int:
     )
     for task, kinds in result.items():
         table = Table(title=f"{task} (%)")
-        for column in ("baseline", "source", "answer", "n", *METRIC_NAMES[task]):
+        for column in ("baseline", "source", "answer", "n", *(metric.key for metric in task_metrics(task))):
             table.add_column(
                 column, justify="left" if column in ("baseline", "source", "answer") else "right"
             )
@@ -222,7 +134,7 @@ def run_baselines(args: argparse.Namespace) -> int:
             unfitted += [f"{kind} has no answer for {source}" for source in baseline["unfitted_sources"]]
             for source, answer in baseline["answers"].items():
                 block = baseline["metrics"]["by_source"][source]
-                values = ("-" if block[name] is None else f"{block[name]:.2f}" for name in METRIC_NAMES[task])
+                values = ("-" if block[m.key] is None else f"{block[m.key]:.2f}" for m in task_metrics(task))
                 parsed = parse_completion(answer)
                 shown = " ".join(part for part in (parsed.answer, parsed.glue) if part)
                 table.add_row(kind, source, shown, str(block["n"]), *values)
@@ -240,7 +152,7 @@ def _print_tables(task: str, result: dict) -> None:
     blocks = [("all", result), *sorted(result["by_source"].items())]
     for index, (source, block) in enumerate(blocks):
         table.add_row(source, "n", str(block["n"]), "", end_section=False)
-        for name in METRIC_NAMES[task]:
+        for name in (metric.key for metric in task_metrics(task)):
             value, interval = block[name], block["ci"][name]
             table.add_row(
                 "",
@@ -306,8 +218,8 @@ def register_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--split", help="split(s), comma-separated, e.g. test or test_msad,test_ucf_crime,test_ecva"
     )
-    run.add_argument("--tasks", help="comma-separated: qa,tag,cls,reasoning (default all four)")
-    run.add_argument("--mode", choices=("think", "direct", "both"), help="prompt mode (default both)")
+    run.add_argument("--tasks", help=f"comma-separated: {','.join(TASKS)} (default all)")
+    run.add_argument("--mode", choices=(*MODES, "both"), help="prompt mode (default both)")
     run.add_argument("--videos", metavar="ROOT", help="the folder holding the videos (video_roots.default)")
     run.add_argument("--out", metavar="RUN_DIR", help="the run directory")
     run.add_argument("--batch-size", type=int, help="prompts per generate call (default 8)")
@@ -391,11 +303,10 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
     table = Table(title=f"{run_dir}")
     for column in ("task", "mode", "n", "headline", "95% interval"):
         table.add_column(column, justify="left" if column in ("task", "mode", "headline") else "right")
-    headline = {"qa": "accuracy", "tag": "miou", "cls": "multiclass_accuracy"}
     for task, modes in metrics["tasks"].items():
         for mode, block in modes.items():
-            if task in headline:
-                name = headline[task]
+            if task in HEADLINE_METRICS:
+                name = HEADLINE_METRICS[task]
                 value, interval = block[name], block["ci"][name]
                 shown = f"{name} {'-' if value is None else f'{value:.2f}'}"
                 span = f"{interval[0]:.2f} - {interval[1]:.2f}" if interval else ""
@@ -419,12 +330,11 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from transformers.utils import logging as hf_logging
-
     from vaur1.eval.config import load_eval_config
     from vaur1.eval.run import run_eval
+    from vaur1.model.load import hide_transformers_progress
 
-    hf_logging.disable_progress_bar()  # our own bar shows the progress
+    hide_transformers_progress()  # our own bar shows the progress
     cfg = load_eval_config(args.config, args.overrides, eval_flags(args))
     metrics = run_eval(cfg)
     _print_summary(metrics, Path(cfg.out))

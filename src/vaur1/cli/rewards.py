@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaur1.errors import VaurError
+from vaur1.vocab import SCORED_TASKS
 
 INPUT_HELP = (
     'one JSON object a line: {"completion": "...", "sample": {"answer": "B" | null, '
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "is the weighted sum with the default weights (the paper's). A malformed line is reported "
         "with its line number, the others are still scored, and the exit status is then 1.",
     )
-    parser.add_argument("--task", required=True, choices=("qa", "tag", "cls"))
+    parser.add_argument("--task", required=True, choices=SCORED_TASKS)
     parser.add_argument("--input", required=True, type=Path, metavar="FILE.jsonl", help=INPUT_HELP)
     parser.add_argument("--json", action="store_true", help="one JSON line per input line instead of a table")
     parser.set_defaults(func=run_rewards)

@@ -12,13 +12,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("grpo", "reinforcement fine-tuning with GRPO on video prompts", run_grpo),
         ("sft", "supervised fine-tuning (the paper's baseline and GRPO's warm start)", run_sft),
     ):
-        command = train.add_parser(name, help=help_text)
-        command.add_argument("--config", help="YAML config file (see configs/)")
+        command = train.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text}. Every setting, its default and one line of help: vaur1 config show {name}.",
+        )
+        command.add_argument(
+            "--config", help="a YAML config file, or a shipped config name such as qwen2_5_vl_3b/cotrain"
+        )
         command.add_argument(
             "overrides",
             nargs="*",
             metavar="key=value",
-            help="dotted overrides, e.g. optim.learning_rate=1e-6",
+            help="dotted overrides, e.g. optim.learning_rate=1e-6 (see vaur1 config show)",
         )
         command.set_defaults(func=handler)
 

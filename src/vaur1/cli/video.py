@@ -177,6 +177,7 @@ def run_cache(args: argparse.Namespace) -> int:
 
     from vaur1.bench import load_bench
     from vaur1.errors import VaurError
+    from vaur1.layout import TrainRun
     from vaur1.video.cache import CacheConfig, CachedDecoder
     from vaur1.video.dataset import Skip, SkipLog
     from vaur1.video.roots import VideoRoots
@@ -196,7 +197,7 @@ def run_cache(args: argparse.Namespace) -> int:
     console.print(f"cache: {config.path} (limit {config.max_gb:g} GB)", highlight=False, markup=False)
     CachedDecoder(spec, config.path, config.max_bytes)  # checks the decoder and creates the folder
 
-    skip_log = SkipLog(args.run_dir)
+    skip_log = SkipLog(TrainRun(args.run_dir).skipped if args.run_dir else None)
     outcomes = {"hit": 0, "decoded": 0, "skipped": 0}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with (

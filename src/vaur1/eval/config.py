@@ -17,23 +17,22 @@ VAU-Bench test files, each reported as its own source.
 from __future__ import annotations
 
 import importlib.util
-import json
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
-from vaur1.bench.tasks import TASKS, Example
-from vaur1.config import apply_overrides, from_dict, read_yaml
+from vaur1.bench.tasks import Example
+from vaur1.config import load_config, merge
 from vaur1.data import DataConfig
 from vaur1.errors import ConfigError, VaurError
 from vaur1.eval.judge import JudgeConfig
 from vaur1.model.generate import SamplingConfig
 from vaur1.model.load import ModelConfig
-from vaur1.prompts import MODES, PromptConfig
+from vaur1.prompts import PromptConfig
 from vaur1.video.cache import CacheConfig
 from vaur1.video.dataset import LoaderConfig
 from vaur1.video.spec import VideoSpec, read_model_spec
+from vaur1.vocab import MODES, TASKS, check_mode
 
 Backend = Literal["hf", "vllm"]
 BACKENDS: tuple[str, ...] = ("hf", "vllm")
@@ -57,14 +56,16 @@ class EvalConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
-    modes: list[str] = field(default_factory=lambda: ["direct", "think"])
+    modes: list[str] = field(
+        default_factory=lambda: list(MODES)
+    )  # direct (w/o think), think (w/ think), or both
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(**EVAL_DEFAULTS["sampling"]))
     batch_size: int = 8  # prompts per generate call
     backend: Backend = "hf"  # "vllm": only on a GPU with vLLM installed
     judge: JudgeConfig | None = None  # VAU-Eval over an OpenAI-compatible endpoint; None: no judge
     offline_scorer: bool = True  # MiniLM + ROUGE-L on the reasoning task, reported under its own name
     resamples: int = 1000  # bootstrap resamples for the 95% intervals
-    bootstrap_seed: int = 0
+    bootstrap_seed: int = 0  # seed of the bootstrap resamples
     out: str = ""  # the run directory
 
     def validate(self) -> None:
@@ -80,8 +81,7 @@ class EvalConfig:
         if not self.modes:
             raise ConfigError("modes: give at least one of think, direct")
         for mode in self.modes:
-            if mode not in MODES:
-                raise ConfigError(f"modes: unknown mode {mode!r} (modes: {', '.join(MODES)})")
+            check_mode(mode, "modes")
         if len(set(self.modes)) != len(self.modes):
             raise ConfigError(f"modes: {self.modes} names a mode twice")
         if self.batch_size < 1:
@@ -105,7 +105,7 @@ class EvalConfig:
 def parse_modes(text: str) -> list[str]:
     """`both` -> direct and think; otherwise one mode or a comma-separated list."""
     if text == "both":
-        return ["direct", "think"]
+        return list(MODES)
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
@@ -119,33 +119,20 @@ def load_examples(data: DataConfig, splits: list[str]) -> list[Example]:
     return examples
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        both_sections = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if both_sections else value
-    return out
-
-
 def load_eval_config(
     path: str | None = None, overrides: list[str] | None = None, flags: dict[str, Any] | None = None
 ) -> EvalConfig:
-    """`EVAL_DEFAULTS`, then the YAML file (and the file its `base:` names), then `flags` (dotted key ->
-    value, from command-line options), then dotted `key=value` overrides; validated."""
-    data = read_yaml(path) if path is not None else {}
-    base = data.pop("base", None)
-    if base is not None:
-        data = _merge(read_yaml(Path(path).parent / str(base)), data)  # type: ignore[arg-type]
-    # JSON is valid YAML, so a flag's value survives the override parser exactly (paths included).
-    flag_overrides = [f"{key}={json.dumps(value)}" for key, value in (flags or {}).items()]
-    given = [*flag_overrides, *(overrides or [])]
-    config = from_dict(EvalConfig, apply_overrides(_merge(deepcopy(EVAL_DEFAULTS), deepcopy(data)), given))
+    """`EVAL_DEFAULTS`, then the YAML file (and its `base:`), then `flags` (dotted key -> value, from
+    command-line options), then dotted `key=value` overrides; validated.
+
+    The VideoSpec stored with the model is the default video section: an evaluation feeds a model its
+    frames as training did, unless the file, a flag or an override changes a field of it.
+    """
+    config = load_config(EvalConfig, path, overrides, defaults=EVAL_DEFAULTS, flags=flags)
     model_spec = read_model_spec(config.model.name_or_path) if config.model.name_or_path else None
     if model_spec is not None:
-        # The VideoSpec the model was trained with is the default; the file, flags and overrides
-        # still change any field of it.
-        defaults = _merge(deepcopy(EVAL_DEFAULTS), {"video": model_spec})
-        config = from_dict(EvalConfig, apply_overrides(_merge(defaults, data), given))
+        defaults = merge(EVAL_DEFAULTS, {"video": model_spec})
+        config = load_config(EvalConfig, path, overrides, defaults=defaults, flags=flags)
     config.validate()
     return config
 

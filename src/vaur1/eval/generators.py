@@ -25,7 +25,9 @@ from vaur1.video.spec import VideoSpec
 
 
 @dataclass(frozen=True)
-class Completion:
+class Generation:
+    """One generated answer: its text, how many tokens it took, and whether it was cut short."""
+
     text: str
     tokens: int  # generated tokens, the end of turn included
     truncated: bool  # stopped by max_new_tokens before the end of turn
@@ -56,11 +58,11 @@ class HFGenerator:
 
     def __call__(
         self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]
-    ) -> list[Completion]:
+    ) -> list[Generation]:
         inputs = build_inputs(self.processor, conversations, videos)
         out = generate(self.model, self.processor, inputs, self.sampling)
         return [
-            Completion(text, int(tokens), bool(truncated))
+            Generation(text, int(tokens), bool(truncated))
             for text, tokens, truncated in zip(out.texts, out.lengths, out.truncated, strict=True)
         ]
 
@@ -93,7 +95,7 @@ class VllmGenerator:
 
     def __call__(
         self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]
-    ) -> list[Completion]:
+    ) -> list[Generation]:
         prompts = []
         for conversation, video in zip(conversations, videos, strict=True):
             text = self.processor.apply_chat_template(
@@ -117,7 +119,7 @@ class VllmGenerator:
             )
         outputs = self.engine.generate(prompts, self.params, use_tqdm=False)
         return [
-            Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "length")
+            Generation(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "length")
             for o in outputs
         ]
 

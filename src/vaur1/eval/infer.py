@@ -12,22 +12,22 @@ predictions.jsonl are skipped, and the model is not even loaded when nothing is 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vaur1.bench.tasks import Example
+from vaur1.console import ProgressBar
 from vaur1.eval.config import EvalConfig
-from vaur1.eval.generators import Completion, load_generator
+from vaur1.eval.generators import Generation, load_generator
 from vaur1.eval.predictions import VIDEO_ERROR, PredictionStore, item_key
 from vaur1.prompts import build_messages
-from vaur1.train.logging import ProgressBar
 from vaur1.video.cache import CachedDecoder
 from vaur1.video.dataset import LoadedExample, Skip, SkipLog, VideoDataset, video_loader
 from vaur1.video.frames import DecodedVideo
 
-Generator = Callable[[Sequence[list[dict]], Sequence[DecodedVideo]], list[Completion]]
+Generator = Callable[[Sequence[list[dict]], Sequence[DecodedVideo]], list[Generation]]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def predict_batch(
     loaded = [
         (item, entry) for item, entry in zip(items, batch, strict=True) if isinstance(entry, LoadedExample)
     ]
-    completions: dict[str, tuple[Completion, float]] = {}
+    completions: dict[str, tuple[Generation, float]] = {}
     if loaded:
         started = time.perf_counter()
         conversations = [build_messages(item.example, item.mode, cfg.prompts) for item, _ in loaded]
@@ -109,6 +109,33 @@ def predict_batch(
     return records
 
 
+def video_batches(cfg: EvalConfig, items: Sequence[WorkItem]) -> Iterator[list[LoadedExample | Skip]]:
+    """The items' videos in batches of `cfg.batch_size`, decoded ahead by loader workers through the
+    frame cache. Built before the model loads, so that a missing video folder fails at once and the
+    workers (forked before any GPU is initialised) decode the first batches while the model loads."""
+    decoder = CachedDecoder.from_config(cfg.video, cfg.cache)
+    dataset = VideoDataset([item.example for item in items], cfg.data.roots(), decoder)
+    return iter(video_loader(dataset, batch_size=cfg.batch_size, loader=cfg.loader))
+
+
+def iter_predictions(
+    generator: Generator,
+    cfg: EvalConfig,
+    items: Sequence[WorkItem],
+    batches: Iterator[list[LoadedExample | Skip]],
+    skip_log: SkipLog,
+) -> Iterator[list[dict[str, Any]]]:
+    """The prediction records of `items`, one list per batch of `batches` (from `video_batches`)."""
+    position = 0
+    for batch in batches:
+        chunk = items[position : position + len(batch)]
+        position += len(batch)
+        for entry in batch:
+            if isinstance(entry, Skip):
+                skip_log.record(entry)
+        yield predict_batch(generator, cfg, chunk, batch)
+
+
 def run_inference(
     cfg: EvalConfig,
     examples: Sequence[Example],
@@ -116,36 +143,24 @@ def run_inference(
     generator: Generator | None = None,
     progress: bool = True,
 ) -> InferenceSummary:
-    """Predict every item not yet in `run_dir/predictions.jsonl`; `generator` defaults to cfg's backend."""
+    """Predict every item not yet in the run's predictions.jsonl; `generator` defaults to cfg's backend."""
     items = work_items(examples, cfg.modes)
     with PredictionStore(run_dir) as store:
         pending = [item for item in items if item.key not in store.done]
         already_done = len(items) - len(pending)
         if not pending:
             return InferenceSummary(len(items), already_done, 0, 0, 0.0)
-        roots = cfg.data.roots()
-        decoder = CachedDecoder.from_config(cfg.video, cfg.cache)
-        # built before the model loads: a missing video folder fails at once, and the workers start
-        # (forked before any GPU is initialised) and decode the first batches while the model loads
-        dataset = VideoDataset([item.example for item in pending], roots, decoder)
-        batches = iter(video_loader(dataset, batch_size=cfg.batch_size, loader=cfg.loader))
+        batches = video_batches(cfg, pending)
         if generator is None:
             generator = load_generator(cfg.model, cfg.sampling, cfg.video, cfg.backend)
-        skip_log = SkipLog()
-        predicted = errors = position = 0
+        predicted = errors = 0
         started = time.perf_counter()
         with ProgressBar(
             len(items), start_step=already_done, enabled=progress, description="eval", unit="prompt"
         ) as bar:
-            for batch in batches:
-                chunk = pending[position : position + len(batch)]
-                position += len(batch)
-                for entry in batch:
-                    if isinstance(entry, Skip):
-                        skip_log.record(entry)
-                records = predict_batch(generator, cfg, chunk, batch)
+            for records in iter_predictions(generator, cfg, pending, batches, SkipLog()):
                 store.append(records)
                 errors += sum(1 for r in records if r["status"] == VIDEO_ERROR)
                 predicted += sum(1 for r in records if r["status"] != VIDEO_ERROR)
-                bar.update(already_done + position, {"video errors": errors} if errors else None)
+                bar.update(already_done + predicted + errors, {"video errors": errors} if errors else None)
         return InferenceSummary(len(items), already_done, predicted, errors, time.perf_counter() - started)

@@ -122,16 +122,16 @@ class JudgeConfig:
     """Where the judge lives and how hard to try. Defaults reproduce the paper's judge (DeepSeek-V3)."""
 
     base_url: str = "https://api.deepseek.com/v1"  # requests go to {base_url}/chat/completions
-    model: str = "deepseek-chat"
+    model: str = "deepseek-chat"  # the judge model's name at the endpoint
     api_key_env: str = "DEEPSEEK_API_KEY"  # the NAME of the variable holding the key; "" sends none
     timeout_s: float = 120.0  # per socket operation (connect, each read)
     max_retries: int = 5  # extra tries per request after the first
     backoff_s: float = 2.0  # first wait; doubles on every retry
     max_backoff_s: float = 60.0  # cap on any wait, Retry-After included
     concurrency: int = 4  # requests in flight at once
-    max_tokens: int = 1024
+    max_tokens: int = 1024  # the judge's reply at most
     cache_path: str | None = None  # JSONL; None disables the cache
-    prompt_version: str = PROMPT_VERSION
+    prompt_version: str = PROMPT_VERSION  # the judge prompt (vau-eval-1: the official one, word for word)
 
     def validate(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

@@ -26,7 +26,7 @@ seeded percentile-bootstrap 95% interval (`ci`). `n` counts the rows a metric is
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +35,7 @@ import numpy as np
 from vaur1.bench.schema import NORMAL
 from vaur1.bench.tasks import Example
 from vaur1.errors import VaurError
+from vaur1.eval.bootstrap import RESAMPLES, SEED, mean_with_ci, statistic_with_ci
 from vaur1.parse import (
     NO_ANOMALY,
     extract_class,
@@ -45,11 +46,9 @@ from vaur1.parse import (
     tag_prediction,
 )
 from vaur1.rewards import accuracy_reward, class_reward, iou_reward
+from vaur1.vocab import SCORED_TASKS
 
-METRIC_TASKS: tuple[str, ...] = ("qa", "tag", "cls")
 RECALL_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
-RESAMPLES = 1000
-SEED = 0
 
 Status = Literal["ok", "missing", "unparsed"]
 
@@ -131,30 +130,10 @@ def score_sample(example: Example, output: str | None) -> SampleScore:
             correct=class_reward(text, example),
             binary_correct=float(binary_correct(example.anomaly_class, label)),
         )
-    raise VaurError(f"{example.key}: task {example.task!r} has no metrics (tasks: {', '.join(METRIC_TASKS)})")
+    raise VaurError(f"{example.key}: task {example.task!r} has no metrics (tasks: {', '.join(SCORED_TASKS)})")
 
 
 # ---- aggregation ----------------------------------------------------------------------------
-
-
-def percent(value: float | None) -> float | None:
-    """A fraction as points with two decimals."""
-    return None if value is None else round(100 * float(value), 2)
-
-
-def percentile_interval(statistics: np.ndarray) -> list[float]:
-    """The 95% percentile interval of bootstrap statistics (fractions), in points."""
-    low, high = np.percentile(statistics, [2.5, 97.5])
-    return [round(100 * float(low), 2), round(100 * float(high), 2)]
-
-
-def _mean_with_ci(
-    values: np.ndarray, rng: np.random.Generator, resamples: int
-) -> tuple[float | None, list | None]:
-    if len(values) == 0:
-        return None, None
-    draws = rng.integers(0, len(values), size=(resamples, len(values)))
-    return percent(values.mean()), percentile_interval(values[draws].mean(axis=1))
 
 
 def _class_codes(
@@ -183,22 +162,13 @@ def macro_f1(targets: Sequence[str], predictions: Sequence[str | None]) -> float
     return _macro_f1_codes(*_class_codes(targets, predictions))
 
 
-def _statistic_with_ci(
-    n: int, statistic: Callable[[np.ndarray], float], rng: np.random.Generator, resamples: int
-) -> tuple[float | None, list | None]:
-    if n == 0:
-        return None, None
-    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)])
-    return percent(statistic(np.arange(n))), percentile_interval(values)
-
-
 def _counts(scores: list[SampleScore]) -> dict[str, int]:
     statuses = Counter(s.status for s in scores)
     return {"missing": statuses["missing"], "unparsed": statuses["unparsed"]}
 
 
 def _summary_qa(scores: list[SampleScore], rng: np.random.Generator, resamples: int) -> dict:
-    accuracy, ci = _mean_with_ci(np.array([s.correct for s in scores], dtype=float), rng, resamples)
+    accuracy, ci = mean_with_ci(np.array([s.correct for s in scores], dtype=float), rng, resamples)
     return {"n": len(scores), "accuracy": accuracy, **_counts(scores), "ci": {"accuracy": ci}}
 
 
@@ -208,13 +178,13 @@ def _summary_tag(scores: list[SampleScore], rng: np.random.Generator, resamples:
     ious = np.array([s.iou for s in positives], dtype=float)
     result: dict = {"n": len(positives)}
     ci: dict = {}
-    result["miou"], ci["miou"] = _mean_with_ci(ious, rng, resamples)
+    result["miou"], ci["miou"] = mean_with_ci(ious, rng, resamples)
     for threshold in RECALL_THRESHOLDS:
         name = f"r@{threshold}"
-        result[name], ci[name] = _mean_with_ci((ious >= threshold).astype(float), rng, resamples)
+        result[name], ci[name] = mean_with_ci((ious >= threshold).astype(float), rng, resamples)
     result.update(_counts(positives))
     false_alarms = np.array([s.false_alarm for s in normals], dtype=float)
-    result["false_alarm_rate"], ci["false_alarm_rate"] = _mean_with_ci(false_alarms, rng, resamples)
+    result["false_alarm_rate"], ci["false_alarm_rate"] = mean_with_ci(false_alarms, rng, resamples)
     result["n_normal"] = len(normals)
     result["predicted_normal"] = sum(1 for s in positives if s.prediction == format_interval(NO_ANOMALY))
     result["ci"] = ci
@@ -226,12 +196,12 @@ def _summary_cls(scores: list[SampleScore], rng: np.random.Generator, resamples:
     ci: dict = {}
     binary = np.array([s.binary_correct for s in scores], dtype=float)
     multiclass = np.array([s.correct for s in scores], dtype=float)
-    result["binary_accuracy"], ci["binary_accuracy"] = _mean_with_ci(binary, rng, resamples)
-    result["multiclass_accuracy"], ci["multiclass_accuracy"] = _mean_with_ci(multiclass, rng, resamples)
+    result["binary_accuracy"], ci["binary_accuracy"] = mean_with_ci(binary, rng, resamples)
+    result["multiclass_accuracy"], ci["multiclass_accuracy"] = mean_with_ci(multiclass, rng, resamples)
     targets, predictions, num_labels = _class_codes(
         [s.target for s in scores], [s.prediction for s in scores]
     )
-    result["macro_f1"], ci["macro_f1"] = _statistic_with_ci(
+    result["macro_f1"], ci["macro_f1"] = statistic_with_ci(
         len(scores), lambda idx: _macro_f1_codes(targets[idx], predictions[idx], num_labels), rng, resamples
     )
     result.update(_counts(scores))
@@ -245,7 +215,7 @@ _SUMMARIES = {"qa": _summary_qa, "tag": _summary_tag, "cls": _summary_cls}
 def summarize(task: str, scores: Sequence[SampleScore], resamples: int = RESAMPLES, seed: int = SEED) -> dict:
     """The task's metrics over sample scores: overall, then per source (`by_source`)."""
     if task not in _SUMMARIES:
-        raise VaurError(f"task {task!r} has no metrics (tasks: {', '.join(METRIC_TASKS)})")
+        raise VaurError(f"task {task!r} has no metrics (tasks: {', '.join(SCORED_TASKS)})")
     if resamples < 1:
         raise VaurError(f"resamples must be at least 1, got {resamples}")
     summary = _SUMMARIES[task]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vaur1.errors import VaurError
-from vaur1.eval.metrics import RESAMPLES, SEED, percent, percentile_interval
+from vaur1.eval.bootstrap import RESAMPLES, SEED, percent, percentile_interval
 
 Record = Mapping[str, Any]
 

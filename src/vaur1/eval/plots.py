@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from vaur1.vocab import MODE_LABELS
+
 plt.switch_backend("Agg")  # before any figure exists; no display needed
 
-MODE_LABELS = {"direct": "w/o think", "think": "w/ think"}
 NONE_LABEL = "(none)"  # no readable class in the output
 
 

@@ -18,9 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vaur1.bench.tasks import Example
+from vaur1.eval.bootstrap import mean_interval
 from vaur1.eval.judge import DIMENSIONS, JudgeConfig, JudgeRequest, JudgeResult, aggregate, judge_many
 from vaur1.eval.offline_scorer import METRICS as OFFLINE_METRICS
 from vaur1.eval.offline_scorer import OfflineScore, OfflineScorer, summarize_offline
@@ -42,22 +41,12 @@ def reasoning_parts(output: str) -> tuple[str, str]:
     return description.strip(), analysis
 
 
-def bootstrap_ci(values: Sequence[float], resamples: int, seed: int) -> list[float] | None:
-    """A percentile-bootstrap 95% interval of the mean, or None for no values."""
-    if not values:
-        return None
-    data = np.asarray(values, dtype=float)
-    draws = np.random.default_rng(seed).integers(0, len(data), size=(resamples, len(data)))
-    low, high = np.percentile(data[draws].mean(axis=1), [2.5, 97.5])
-    return [round(float(low), 4), round(float(high), 4)]
-
-
 def _judge_summary(results: Sequence[JudgeResult], judge: str, resamples: int, seed: int) -> dict[str, Any]:
     summary = aggregate(results, judge).to_dict()
     scored = [r for r in results if r.status == "scored"]
     summary["ci"] = {
-        "mean_total": bootstrap_ci([float(r.total or 0) for r in scored], resamples, seed),
-        **{d: bootstrap_ci([float(r.scores[d]) for r in scored], resamples, seed) for d in DIMENSIONS},
+        "mean_total": mean_interval([float(r.total or 0) for r in scored], resamples, seed),
+        **{d: mean_interval([float(r.scores[d]) for r in scored], resamples, seed) for d in DIMENSIONS},
     }
     return summary
 
@@ -67,7 +56,7 @@ def _offline_summary(scores: Sequence[OfflineScore], missing: list[str], resampl
     summary["missing"] = len(missing)
     summary["missing_ids"] = missing
     summary["ci"] = {
-        m: bootstrap_ci([v for v in (getattr(s, m) for s in scores) if v is not None], resamples, seed)
+        m: mean_interval([v for v in (getattr(s, m) for s in scores) if v is not None], resamples, seed)
         for m in OFFLINE_METRICS
     }
     return summary

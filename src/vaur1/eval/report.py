@@ -23,38 +23,21 @@ import html
 import json
 import random
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vaur1.errors import VaurError
 from vaur1.eval.judge import DIMENSION_LABELS
-from vaur1.eval.metrics import METRIC_TASKS
 from vaur1.eval.offline_scorer import METRICS as OFFLINE_METRICS
 from vaur1.eval.offline_scorer import OFFLINE_SCORER_NAME
 from vaur1.eval.paired import PER_ITEM, paired_gain
-from vaur1.eval.run import METRICS_FILE, SAMPLE_SCORES_FILE
+from vaur1.files import read_jsonl, write_json, write_text
+from vaur1.layout import EvalRun, TrainRun, training_log_of_model
 from vaur1.parse import NO_ANOMALY, parse_interval
+from vaur1.vocab import METRICS_BY_NAME, MODE_LABELS, MODES, SCORED_TASKS, TASK_TITLES, task_metrics
 
-TRAINING_LOG = "metrics.jsonl"
-MODES = ("direct", "think")
-MODE_LABELS = {"direct": "w/o think", "think": "w/ think"}
-METRIC_ROWS: dict[str, tuple[tuple[str, str], ...]] = {
-    "qa": (("accuracy", "Acc"),),
-    "tag": (
-        ("miou", "mIoU"),
-        ("r@0.3", "R@0.3"),
-        ("r@0.5", "R@0.5"),
-        ("r@0.7", "R@0.7"),
-        ("false_alarm_rate", "False alarm"),
-    ),
-    "cls": (("binary_accuracy", "Bin. Acc"), ("multiclass_accuracy", "Multi Acc"), ("macro_f1", "Macro-F1")),
-}
-TASK_TITLES = {
-    "qa": "Multiple-choice QA: accuracy (%)",
-    "tag": "Temporal anomaly grounding (%), TAG positives; false alarms over normal videos",
-    "cls": "Anomaly classification (%): binary, 20-way, macro-F1",
-}
 OFFLINE_LABELS = {
     "description_similarity": "Desc. MiniLM cos",
     "reasoning_similarity": "Analysis MiniLM cos",
@@ -90,51 +73,37 @@ class Table:
     note: str = ""
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file; lines that are not JSON objects (a line cut by a crash) are skipped."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def training_log_of(run_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
-    """The training log next to the run, or of the training run its model checkpoint lies in."""
-    candidates = [run_dir / TRAINING_LOG]
+    """The training log of the run itself, or of the training run its model lies in."""
+    if TrainRun(run_dir).metrics.is_file():
+        return TrainRun(run_dir).metrics
     model = (metrics or {}).get("run", {}).get("model")
-    if model:
-        checkpoint = Path(model)
-        # <run>/final and <run>/checkpoint-N/hf are the trainers' checkpoint layouts
-        candidates += [checkpoint.parent / TRAINING_LOG, checkpoint.parent.parent / TRAINING_LOG]
-    return next((c for c in candidates if c.is_file()), None)
+    return training_log_of_model(model) if model else None
 
 
 def load_run(run_dir: str | Path, name: str | None = None) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise VaurError(f"{path}: no such run directory")
+    run = EvalRun(path)
     metrics = None
-    if (path / METRICS_FILE).is_file():
+    if run.metrics.is_file():
         try:
-            metrics = json.loads((path / METRICS_FILE).read_text(encoding="utf-8"))
+            metrics = json.loads(run.metrics.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise VaurError(f"{path / METRICS_FILE}: cannot read: {err}") from None
+            raise VaurError(f"{run.metrics}: cannot read: {err}") from None
     log = training_log_of(path, metrics)
     if metrics is None and log is None:
-        raise VaurError(f"{path}: neither {METRICS_FILE} (an eval run) nor {TRAINING_LOG} (a training log)")
-    scores_path = path / SAMPLE_SCORES_FILE
+        raise VaurError(
+            f"{path}: neither {run.metrics.name} (an eval run) nor {TrainRun(path).metrics.name} (a training log)"
+        )
     return Run(
         name=name or path.name,
         path=path,
         metrics=metrics,
-        sample_scores=_read_jsonl(scores_path) if scores_path.is_file() else [],
+        sample_scores=read_jsonl(run.sample_scores),
         training_log=log,
-        training_records=_read_jsonl(log) if log is not None else [],
+        training_records=read_jsonl(log) if log is not None else [],
     )
 
 
@@ -153,10 +122,10 @@ def stage_metrics(run_dir: str | Path, mode: str = "think") -> dict[str, dict[st
     of `vaur1 eval metrics --json`."""
     run = load_run(run_dir)
     if run.metrics is None:
-        raise VaurError(f"{run_dir}: no {METRICS_FILE}; run vaur1 eval run first")
+        raise VaurError(f"{run_dir}: no {EvalRun(run_dir).metrics.name}; run vaur1 eval run first")
     if mode not in run.metrics["run"]["modes"]:
         raise VaurError(f"{run_dir}: evaluated in {', '.join(run.metrics['run']['modes'])} mode, not {mode}")
-    return {task: run.block(task, mode) for task in METRIC_TASKS if run.block(task, mode) is not None}
+    return {task: run.block(task, mode) for task in SCORED_TASKS if run.block(task, mode) is not None}
 
 
 # ---- tables ---------------------------------------------------------------------------------
@@ -201,12 +170,12 @@ def task_table(runs: list[Run], task: str) -> Table | None:
         if not any(run.block(task, m, source) for run in runs for m in modes):
             continue
         for mode in modes:
-            for key, label in METRIC_ROWS[task]:
+            for metric in task_metrics(task):
                 cells = []
                 for run in runs:
                     block = run.block(task, mode, source)
-                    cells.append("–" if block is None else _value(block[key], block["ci"][key]))
-                rows.append([source, f"{label} ({MODE_LABELS[mode]})", *cells])
+                    cells.append("–" if block is None else _value(block[metric.key], block["ci"][metric.key]))
+                rows.append([source, f"{metric.label} ({MODE_LABELS[mode]})", *cells])
             rows.append(
                 [
                     source,
@@ -343,13 +312,12 @@ def paired_table(runs: list[Run]) -> Table | None:
     if len(scored) < 2:
         return None
     reference, others = scored[0], scored[1:]
-    labels = {f"{task}.{key}": label for task, rows in METRIC_ROWS.items() for key, label in rows}
     rows = []
     for metric, (task, _) in PER_ITEM.items():
         for mode in _modes(scored, task):
             cells = [_paired_cell(reference, run, task, mode, metric) for run in others]
             if any(cell != "–" for cell in cells):
-                rows.append([task.upper(), f"{labels[metric]} ({MODE_LABELS[mode]})", *cells])
+                rows.append([task.upper(), f"{METRICS_BY_NAME[metric].label} ({MODE_LABELS[mode]})", *cells])
     if not rows:
         return None
     note = (
@@ -376,7 +344,7 @@ def video_error_table(runs: list[Run]) -> Table | None:
 
 def tables(runs: list[Run]) -> list[Table]:
     found = [overview_table(runs)]
-    found += [task_table(runs, task) for task in METRIC_TASKS]
+    found += [task_table(runs, task) for task in SCORED_TASKS]
     found += [paired_table(runs), judge_table(runs), offline_table(runs), video_error_table(runs)]
     return [t for t in found if t is not None]
 
@@ -523,32 +491,42 @@ def _base(out: str | Path) -> Path:
     return path.with_suffix("") if path.suffix in (".md", ".html", ".json") else path
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
-    """Write OUT.md (+ OUT_files/*.png), OUT.html and OUT.json; return their paths."""
-    if not run_dirs:
-        raise VaurError("give at least one run directory")
-    paths = [Path(p) for p in run_dirs]
-    runs = [load_run(path, name) for path, name in zip(paths, run_names(paths), strict=True)]
+def write_pages(
+    out: str | Path,
+    report_tables: list[Table],
+    plotted: list[tuple[str, str, bytes]],
+    data: dict[str, Any],
+) -> dict[str, Path]:
+    """OUT.md with its plots in OUT_files/, OUT.html with the plots inside, and OUT.json (`data`)."""
     base = _base(out)
     base.parent.mkdir(parents=True, exist_ok=True)
-    report_tables = tables(runs)
-    plotted = figures(runs)
     image_dir = base.with_name(f"{base.name}_files")
+    if image_dir.exists():
+        shutil.rmtree(image_dir)  # plots of an earlier report that this one may not have
     if plotted:
-        image_dir.mkdir(exist_ok=True)
+        image_dir.mkdir()
     markdown_images = []
     for stem, caption, png in plotted:
         safe = re.sub(r"[^\w.-]", "_", stem)
         (image_dir / f"{safe}.png").write_bytes(png)
         markdown_images.append((caption, f"{image_dir.name}/{safe}.png", stem))
     written = {
-        "markdown": base.with_name(f"{base.name}.md"),
-        "html": base.with_name(f"{base.name}.html"),
-        "json": base.with_name(f"{base.name}.json"),
+        "markdown": write_text(
+            base.with_name(f"{base.name}.md"), render_markdown(report_tables, markdown_images)
+        ),
+        "html": write_text(
+            base.with_name(f"{base.name}.html"),
+            render_html(report_tables, [(caption, png) for _, caption, png in plotted]),
+        ),
+        "json": write_json(base.with_name(f"{base.name}.json"), data),
     }
-    written["markdown"].write_text(render_markdown(report_tables, markdown_images), encoding="utf-8")
-    written["html"].write_text(
-        render_html(report_tables, [(caption, png) for _, caption, png in plotted]), encoding="utf-8"
-    )
-    written["json"].write_text(json.dumps(report_json(runs), indent=2) + "\n", encoding="utf-8")
     return written
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
+    """Write OUT.md (+ OUT_files/*.png), OUT.html and OUT.json; return their paths."""
+    if not run_dirs:
+        raise VaurError("give at least one run directory")
+    paths = [Path(p) for p in run_dirs]
+    runs = [load_run(path, name) for path, name in zip(paths, run_names(paths), strict=True)]
+    return write_pages(out, tables(runs), figures(runs), report_json(runs))

@@ -20,7 +20,6 @@ An item without output (its video could not be read, or the run stopped before i
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from dataclasses import asdict
@@ -28,22 +27,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vaur1.bench import bench_files
+from vaur1.bench import split_files
 from vaur1.bench.tasks import Example
-from vaur1.config import apply_overrides, from_dict, read_yaml, to_dict
+from vaur1.config import load_config, read_yaml, to_dict
 from vaur1.errors import ConfigError, VaurError
 from vaur1.eval.config import EvalConfig, check_backend, check_offline_scorer, load_examples
 from vaur1.eval.infer import Generator, InferenceSummary, run_inference
-from vaur1.eval.metrics import METRIC_TASKS, score_sample, summarize
+from vaur1.eval.metrics import score_sample, summarize
 from vaur1.eval.offline_scorer import OfflineScorer
-from vaur1.eval.predictions import PREDICTIONS_FILE, VIDEO_ERROR, item_key, read_predictions
+from vaur1.eval.predictions import VIDEO_ERROR, item_key, read_predictions
 from vaur1.eval.reasoning import score_reasoning
+from vaur1.eval.report import write_report
+from vaur1.files import write_json, write_jsonl
+from vaur1.layout import EvalRun
 from vaur1.runinfo import write_run_metadata
+from vaur1.vocab import SCORED_TASKS
 
-METRICS_FILE = "metrics.json"
-SAMPLE_SCORES_FILE = "sample_scores.jsonl"
-REASONING_SCORES_FILE = "reasoning_scores.jsonl"
-CONFIG_FILE = "config.yaml"
 MAX_LISTED = 50  # videos listed by name per problem; the counts are always complete
 
 # What must not change between a run and its resumption: it decides what the predictions are.
@@ -69,8 +68,9 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def check_resumable(run_dir: Path, cfg: EvalConfig) -> None:
     """Refuse to add predictions to a run made with another model, data, VideoSpec, prompts or sampling."""
-    saved_path = run_dir / CONFIG_FILE
-    if not (run_dir / PREDICTIONS_FILE).is_file() or not saved_path.is_file():
+    run = EvalRun(run_dir)
+    saved_path = run.config
+    if not run.predictions.is_file() or not saved_path.is_file():
         return
     saved = _flatten(read_yaml(saved_path))
     current = _flatten(to_dict(cfg))
@@ -80,16 +80,16 @@ def check_resumable(run_dir: Path, cfg: EvalConfig) -> None:
         if saved.get(key) != current.get(key):
             raise VaurError(
                 f"{run_dir} holds predictions made with {key}={saved.get(key)!r}, this run has "
-                f"{current.get(key)!r}; give another --out, or remove {run_dir / PREDICTIONS_FILE} to start over"
+                f"{current.get(key)!r}; give another --out, or remove {run.predictions} to start over"
             )
 
 
 def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> EvalConfig:
     """The config a run was made with (its config.yaml), with dotted overrides applied."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = EvalRun(run_dir).config
     if not path.is_file():
-        raise VaurError(f"{run_dir}: not an eval run directory (no {CONFIG_FILE})")
-    cfg = from_dict(EvalConfig, apply_overrides(read_yaml(path), list(overrides or [])))
+        raise VaurError(f"{run_dir}: not an eval run directory (no {path.name})")
+    cfg = load_config(EvalConfig, path, overrides)
     cfg.validate()
     return cfg
 
@@ -123,7 +123,7 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
             f"{cfg.data.bench}: no examples for tasks {', '.join(cfg.data.tasks)} in {cfg.data.split}"
         )
     check_resumable(run_dir, cfg)
-    write_run_metadata(run_dir, cfg, bench_files(cfg.data.bench))
+    write_run_metadata(run_dir, cfg, split_files(cfg.data.bench, cfg.splits))
     inference = run_inference(cfg, examples, run_dir, generator, progress)
     metrics = score_run(cfg, examples, run_dir, inference)
     write_run_report(run_dir)
@@ -131,10 +131,7 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
 
 
 def write_run_report(run_dir: Path) -> None:
-    # imported here: the report module reads this one's file names, and it loads matplotlib
-    from vaur1.eval.report import write_report
-
-    write_report([run_dir], run_dir / "report")
+    write_report([run_dir], EvalRun(run_dir).report)
 
 
 def _prediction_report(task_examples: list[Example], records: dict[str, dict | None]) -> dict[str, Any]:
@@ -189,18 +186,6 @@ def _timing(predictions: dict[str, dict], inference: InferenceSummary | None) ->
     return timing
 
 
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(temp, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temp, path)
-
-
 def score_run(
     cfg: EvalConfig, examples: list[Example], run_dir: str | Path, inference: InferenceSummary | None = None
 ) -> dict[str, Any]:
@@ -224,7 +209,7 @@ def score_run(
         for mode in cfg.modes:
             records = {e.key: predictions.get(item_key(e, mode)) for e in task_examples}
             outputs = {key: (r or {}).get("output") for key, r in records.items()}
-            if task in METRIC_TASKS:
+            if task in SCORED_TASKS:
                 scores = [score_sample(e, outputs[e.key]) for e in task_examples]
                 block = summarize(task, scores, resamples=cfg.resamples, seed=cfg.bootstrap_seed)
                 block["predictions"] = _prediction_report(task_examples, records)
@@ -262,9 +247,10 @@ def score_run(
         "timing": _timing(predictions, inference),
         "tasks": tasks,
     }
-    _write_jsonl(run_dir / SAMPLE_SCORES_FILE, sample_lines)
-    _write_jsonl(run_dir / REASONING_SCORES_FILE, reasoning_lines)
-    _write_json(run_dir / METRICS_FILE, metrics)
+    run = EvalRun(run_dir)
+    write_jsonl(run.sample_scores, sample_lines)
+    write_jsonl(run.reasoning_scores, reasoning_lines)
+    write_json(run.metrics, metrics)
     return metrics
 
 

@@ -1,5 +1,11 @@
-"""Qwen-VL models: loading checkpoints, tiny random models, processor inputs and generation."""
+"""Qwen-VL models: loading checkpoints, tiny random models, processor inputs and generation.
 
+Importing this package applies the torchvision shim (see `vaur1._torchvision_shim`): every path
+that loads a model or a processor comes through here, and its modules import transformers only
+inside the functions that use it, after the shim.
+"""
+
+from vaur1._torchvision_shim import install_torchvision_shim
 from vaur1.model.generate import (
     GenerationOutput,
     SamplingConfig,
@@ -30,7 +36,10 @@ from vaur1.model.load import (
     lora_target_names,
     vision_tower,
 )
-from vaur1.model.tiny import ARCHS, build_tiny_model
+from vaur1.model.tiny import build_tiny_model
+from vaur1.vocab import ARCHS
+
+install_torchvision_shim()
 
 __all__ = [
     "ARCHS",

@@ -34,9 +34,9 @@ class SamplingConfig:
     `generation_config.json` (Qwen's ships top_k=1, top_p=0.001, temperature=0.1, which would
     collapse GRPO's G samples into one)."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256  # tokens per completion at most
     do_sample: bool = True  # False: greedy decoding (temperature, top_p and top_k are then unused)
-    temperature: float = 1.0
+    temperature: float = 1.0  # logits are divided by this before sampling
     top_p: float = 1.0  # 1.0: off
     top_k: int = 0  # 0: off
     repetition_penalty: float = 1.0  # 1.0: off

@@ -18,8 +18,8 @@ from typing import Literal
 import torch
 
 from vaur1.errors import ConfigError, VaurError
+from vaur1.vocab import ARCHS
 
-QWEN_VL_TYPES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 Dtype = Literal["float32", "bfloat16", "float16", "auto"]
 AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
 DTYPES: dict[str, torch.dtype | str] = {
@@ -45,10 +45,10 @@ LANGUAGE_PROJECTIONS: tuple[str, ...] = (
 
 @dataclass
 class LoraConfig:
-    enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    enabled: bool = False  # train LoRA adapters instead of the full model
+    r: int = 16  # rank of each adapter
+    alpha: int = 32  # the adapters' scale is alpha / r
+    dropout: float = 0.05  # dropout on the adapters' input
     # Leaf names of linear layers in the language model that get adapters.
     target_modules: list[str] = field(default_factory=lambda: list(LANGUAGE_PROJECTIONS))
     # Leaf names of linear layers inside the vision tower that get adapters (none by default),
@@ -73,11 +73,13 @@ class LoraConfig:
 class ModelConfig:
     name_or_path: str = ""  # a local directory or a Hugging Face Hub id
     dtype: Dtype = "auto"  # "auto": the checkpoint's own dtype
-    attn_implementation: AttnImplementation = "sdpa"
+    attn_implementation: AttnImplementation = (
+        "sdpa"  # sdpa, eager, or flash_attention_2 (bf16/fp16 only; needs flash-attn)
+    )
     device: str | None = None  # the whole model on one device; None: cuda if available, else cpu
     device_map: str | None = None  # e.g. "auto" to spread a large model over GPUs (instead of device)
     freeze_vision: bool = False  # no gradients into the vision tower (patch embed, blocks, merger)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # inference configs only; training sets it at the top level
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def validate(self) -> None:
@@ -132,11 +134,18 @@ def resolve_checkpoint(name_or_path: str) -> Checkpoint:
 def check_qwen_vl(config, where: str) -> str:
     """The model type of a Qwen-VL config, or a clear error naming the checkpoint."""
     model_type = getattr(config, "model_type", None)
-    if model_type not in QWEN_VL_TYPES:
+    if model_type not in ARCHS:
         raise VaurError(
-            f"{where}: a {model_type} checkpoint, not Qwen2-VL, Qwen2.5-VL or Qwen3-VL ({', '.join(QWEN_VL_TYPES)})"
+            f"{where}: a {model_type} checkpoint, not Qwen2-VL, Qwen2.5-VL or Qwen3-VL ({', '.join(ARCHS)})"
         )
     return model_type
+
+
+def hide_transformers_progress() -> None:
+    """transformers' loading and download bars would break into vaur1's own progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def load_config_of(name_or_path: str):

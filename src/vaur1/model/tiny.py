@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal, get_args
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -32,9 +31,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from vaur1.bench.schema import CLASSES, LETTERS
 from vaur1.bench.synth import annotation_texts
 from vaur1.errors import VaurError
-
-Arch = Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
-ARCHS: tuple[str, ...] = get_args(Arch)
+from vaur1.vocab import ARCHS, Arch
 
 # Qwen2/2.5/3-VL special tokens, in the order the real tokenizers number them.
 SPECIAL_TOKENS: tuple[str, ...] = (

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 
 from vaur1.errors import ConfigError
 from vaur1.model.generate import SamplingConfig
-from vaur1.prompts import MODES, Mode
-from vaur1.rewards import REWARDED_TASKS, RewardConfig
+from vaur1.rewards import RewardConfig
 from vaur1.rl.loss import GRPOLossConfig
 from vaur1.train.session import SessionConfig
+from vaur1.vocab import SCORED_TASKS, Mode, check_mode
 
 # The format reward each prompt mode asks for; the other one would score every completion 0.
 FORMAT_REWARD: dict[str, str] = {"think": "format", "direct": "format_direct"}
@@ -42,12 +42,11 @@ class GRPOTrainConfig(SessionConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.mode not in MODES:
-            raise ConfigError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
-        unrewarded = [task for task in self.data.tasks if task not in REWARDED_TASKS]
+        check_mode(self.mode)
+        unrewarded = [task for task in self.data.tasks if task not in SCORED_TASKS]
         if unrewarded:
             raise ConfigError(
-                f"data.tasks: {unrewarded[0]} has no GRPO rewards (rewarded tasks: {', '.join(REWARDED_TASKS)})"
+                f"data.tasks: {unrewarded[0]} has no GRPO rewards (rewarded tasks: {', '.join(SCORED_TASKS)})"
             )
         if self.num_generations < 2:
             raise ConfigError(

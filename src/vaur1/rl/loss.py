@@ -45,13 +45,13 @@ ADVANTAGE_EPS = 1e-4
 class GRPOLossConfig:
     """The loss options, with TRL 1.16's names and defaults (`beta=0.0` loads no reference model)."""
 
-    loss_type: LossType = "dapo"
-    beta: float = 0.0
-    epsilon: float = 0.2
-    epsilon_high: float | None = None
-    scale_rewards: ScaleRewards = "group"
-    num_iterations: int = 1
-    mask_truncated_completions: bool = False
+    loss_type: LossType = "dapo"  # grpo (per-sequence mean), bnpo, dr_grpo or dapo (token mean over the step)
+    beta: float = 0.0  # weight of the k3 KL to the reference model; 0: no reference model
+    epsilon: float = 0.2  # clip width below 1 of the importance ratio
+    epsilon_high: float | None = None  # clip width above 1; null: epsilon
+    scale_rewards: ScaleRewards = "group"  # divide advantages by the group's std, the batch's, or none
+    num_iterations: int = 1  # optimizer steps per rollout (the ratio departs from 1 after the first)
+    mask_truncated_completions: bool = False  # completions cut at max_completion_length train nothing
 
     def validate(self) -> None:
         if self.loss_type not in LOSS_TYPES:

@@ -1,7 +1,7 @@
 """The GRPO loop on video prompts: `vaur1 train grpo --config FILE.yaml [key=value ...]`.
 
-TRL's GRPOTrainer drops the video from its log-prob passes (platform notes §3), so vaur1 owns
-the step. Each cycle takes one global batch of prompts and:
+TRL's GRPOTrainer runs video prompts but computes its log-probs without the video (its policy,
+old and reference passes get no `pixel_values_videos`), so vaur1 owns the step. Each cycle takes one global batch of prompts and:
 
 1. rollout: samples G completions per prompt (`vaur1.rl.rollout.collect`) and scores each with
    its own task's rewards;
@@ -11,7 +11,8 @@ the step. Each cycle takes one global batch of prompts and:
    all on the rollout's own video tensors;
 4. `num_iterations` optimizer steps, each over every micro-batch with gradient accumulation,
    through `vaur1.rl.loss.policy_loss` (TRL 1.16's loss types, clipping and k3 KL);
-5. logs per optimizer step, and a checkpoint when the cycle crossed a multiple of `save_steps`.
+5. logs per optimizer step; validation when due (`vaur1.train.validation`); a checkpoint when the
+   cycle crossed a multiple of `save_steps`.
 
 Logged per step (metrics.jsonl): `loss`, `reward`, `reward_std`, `reward/<task>`,
 `rewards/<name>/mean|std` (over completions the reward applies to), `frac_reward_zero_std`,
@@ -26,10 +27,8 @@ backward and optimizer step) and `time/step` (all of it), plus
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,9 @@ from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.loss import entropy_from_logits, group_advantages, policy_loss, selective_log_softmax
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
-from vaur1.train.session import Item, Session, timed
+from vaur1.train.distributed import policy_for_generation
+from vaur1.train.sampler import Item
+from vaur1.train.session import Session, timed
 
 SAMPLES_PER_LOG = 8  # completions written to samples.jsonl when completions are logged
 
@@ -72,23 +73,6 @@ def completion_logps(model, rollout: Rollout, temperature: float, entropy: bool 
         with torch.no_grad():
             entropies = entropy_from_logits(logits.detach())
     return logps, entropies
-
-
-@contextlib.contextmanager
-def policy_for_generation(session: Session) -> Iterator[Any]:
-    """The policy as a plain model to call `generate` on (ZeRO-3 parameters gathered)."""
-    from accelerate.utils import DistributedType
-
-    accelerator = session.accelerator
-    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        from trl.models.utils import unwrap_model_for_generation
-
-        with unwrap_model_for_generation(
-            session.model, accelerator, gradient_checkpointing_kwargs={"use_reentrant": False}
-        ) as model:
-            yield model
-    else:
-        yield accelerator.unwrap_model(session.model)
 
 
 class Reference:
@@ -136,7 +120,7 @@ class Reference:
 def roll(session: Session, cfg: GRPOTrainConfig, items: list[Item], step: int) -> Rollout:
     """Sample and score one micro-batch (the filler prompt when it is empty)."""
     sampling = cfg.sampling_config()
-    with policy_for_generation(session) as policy:
+    with policy_for_generation(session.model, session.accelerator) as policy:
         if not items:
             return filler_rollout(policy, session.processor, session.filler_inputs(), sampling)
         seeds = [rollout_seed(cfg.run.seed, step, item.slot) for item in items]
@@ -307,7 +291,7 @@ def samples_of(rollouts: list[Rollout]) -> list[dict[str, Any]]:
 
 def train(cfg: GRPOTrainConfig) -> Path:
     """Run GRPO as configured; returns `<output_dir>/final/` (a Hugging Face model directory)."""
-    with Session(cfg, kind="grpo", steps_per_cycle=cfg.loss.num_iterations) as session:
+    with Session(cfg, kind="grpo", mode=cfg.mode, steps_per_cycle=cfg.loss.num_iterations) as session:
         reference = Reference(session, cfg) if cfg.loss.beta > 0 else None
         for cycle in session.cycles():
             started = time.perf_counter() - session.data_wait
@@ -332,7 +316,8 @@ def train(cfg: GRPOTrainConfig) -> Path:
             normalizer = session.token_normalizer(counts["trained"])
             cycle_metrics["rollout_tokens_per_second"] = counts["generated_per_second"]
             samples = samples_of(rollouts)
-            for _ in range(min(cfg.loss.num_iterations, session.total_steps - session.state.step)):
+            iterations = min(cfg.loss.num_iterations, session.total_steps - session.state.step)
+            for iteration in range(iterations):
                 with timed(timings, "update"):
                     step_metrics = update(session, cfg, batches, normalizer)
                 seconds = time.perf_counter() - started
@@ -341,6 +326,13 @@ def train(cfg: GRPOTrainConfig) -> Path:
                     "time/step": seconds,
                     "tokens_per_second": counts["trained"] / max(seconds, 1e-9),
                 }
+                if iteration == iterations - 1:
+                    with timed(step_metrics, "time/validation"):
+                        validated = session.validate_if_due()
+                    if validated is None:
+                        step_metrics.pop("time/validation")
+                    else:
+                        step_metrics |= {k: v for k, v in validated["values"].items() if v is not None}
                 session.log({**cycle_metrics, **step_metrics}, samples)
                 # further iterations reuse the rollout: their time is the update alone
                 started, timings, samples = time.perf_counter(), {}, None

@@ -6,22 +6,21 @@ the end-of-turn token that closes it (`build_sft_inputs`; the official scripts a
 the prompt). The loss is the mean over every labelled token of the global batch, whatever the
 number of processes and accumulation steps.
 
-With `val_data` and `eval_steps`, the validation loss is computed every `eval_steps`; the best
-model so far is kept in `<output_dir>/best/` (step and loss in `best.json`), and with
-`early_stopping_patience` the run stops after that many evaluations without improvement.
+With a `validation` section the session validates every `validation.eval_steps` (see
+`vaur1.train.validation`): greedy answers scored by the evaluation harness and, for SFT, `val_loss`,
+the token cross-entropy of the targets on the validation split; the best model by
+`validation.metric` is kept in `<output_dir>/best/`, and `validation.patience` stops the run early.
 
 The output, `<output_dir>/final/` (and `best/`), is a Hugging Face model directory: the
 `model.name_or_path` of a GRPO run, or the model of an evaluation.
 
-Logged per step: `loss`, `tokens` (labelled tokens), `grad_norm`, `learning_rate`, `val_loss`
-(when evaluated), `skipped_samples`, `time/decode`, `time/update`, `time/step` and
-`tokens_per_second` (labelled tokens per second).
+Logged per step: `loss`, `tokens` (labelled tokens), `grad_norm`, `learning_rate`, `val_loss` and
+the validation values (when validated), `skipped_samples`, `time/decode`, `time/update`,
+`time/step` and `tokens_per_second` (labelled tokens per second).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,15 +32,11 @@ from vaur1.bench.tasks import Example
 from vaur1.model.inputs import IGNORE_INDEX, build_sft_inputs
 from vaur1.prompts import build_messages, target_text
 from vaur1.sft.config import SFTTrainConfig
-from vaur1.train.session import Item, Session, timed
-from vaur1.video.dataset import VideoDataset, iter_batches, video_loader
+from vaur1.train.distributed import even_shards
+from vaur1.train.sampler import Item
+from vaur1.train.session import Session, timed
+from vaur1.video.dataset import LoadedExample, VideoDataset, video_loader
 from vaur1.video.frames import DecodedVideo
-from vaur1.video.roots import VideoRoots
-
-log = logging.getLogger("vaur1.train")
-
-BEST_DIR = "best"
-BEST_FILE = "best.json"
 
 
 def conversation(example: Example, cfg: SFTTrainConfig) -> list[dict]:
@@ -79,45 +74,39 @@ def token_loss(model, inputs) -> tuple[torch.Tensor, int]:
     return loss, int(labelled.sum())
 
 
-def evaluate(session: Session, cfg: SFTTrainConfig, examples: list[Example], roots: VideoRoots) -> float:
-    """Mean token cross-entropy of the targets of `examples`, spread over the processes."""
+def validation_loss(session: Session, examples: list[Example]) -> float:
+    """Mean token cross-entropy of the targets of `examples`, every process taking an equal share."""
+    cfg: SFTTrainConfig = session.cfg  # type: ignore[assignment]
     accelerator = session.accelerator
-    shard = examples[accelerator.process_index :: accelerator.num_processes]
+    shard, padding = even_shards(examples, accelerator.process_index, accelerator.num_processes)
+    weights = [1.0] * (len(shard) - padding) + [0.0] * padding  # padding runs, and counts for nothing
     model = accelerator.unwrap_model(session.model)
     was_training = model.training
     model.eval()
-    loss, tokens = 0.0, 0
-    dataset = VideoDataset(shard, roots, session.decoder)
+    loss, tokens = 0.0, 0.0
+    dataset = VideoDataset(shard, cfg.data.roots(), session.decoder)
     batches = video_loader(dataset, batch_size=cfg.per_device_train_batch_size, loader=cfg.loader)
-    # a forked generator: validating (the loader draws a seed) must not change the training run
-    with torch.no_grad(), accelerator.autocast(), torch.random.fork_rng(devices=[]):
-        for batch in iter_batches(batches, session.skips):
-            inputs = collate(session.processor, [b.example for b in batch], [b.video for b in batch], cfg)
-            batch_loss, batch_tokens = token_loss(model, inputs.to(accelerator.device))
-            loss, tokens = loss + float(batch_loss), tokens + batch_tokens
+    position = 0
+    with torch.no_grad(), accelerator.autocast():
+        for batch in batches:
+            batch_weights = weights[position : position + len(batch)]
+            position += len(batch)
+            loaded = [
+                (item, w)
+                for item, w in zip(batch, batch_weights, strict=True)
+                if isinstance(item, LoadedExample)
+            ]
+            if not loaded:
+                session.model(**session.filler_inputs(), logits_to_keep=1, use_cache=False)
+                continue
+            for item, weight in loaded:
+                inputs = collate(session.processor, [item.example], [item.video], cfg)
+                item_loss, item_tokens = token_loss(model, inputs.to(accelerator.device))
+                loss += weight * float(item_loss)
+                tokens += weight * item_tokens
     model.train(was_training)
     totals = session.reduce_sum({"loss": loss, "tokens": tokens})
     return totals["loss"] / max(totals["tokens"], 1.0)
-
-
-def keep_best(session: Session, cfg: SFTTrainConfig, val_loss: float) -> None:
-    """Export `best/` when the validation loss improved; stop when it has not for `patience` evaluations."""
-    extra = session.state.extra
-    step = session.state.step
-    if "best_val_loss" not in extra or val_loss < extra["best_val_loss"]:
-        extra.update(best_val_loss=val_loss, best_step=step, evals_since_best=0)
-        session.export(BEST_DIR)
-        if session.is_main:
-            record = {"step": step, "val_loss": val_loss}
-            (session.run_dir / BEST_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
-        return
-    extra["evals_since_best"] += 1
-    patience = cfg.early_stopping_patience
-    if patience is not None and extra["evals_since_best"] >= patience:
-        session.stop(
-            f"the validation loss has not improved for {patience} evaluations "
-            f"(best {extra['best_val_loss']:.4f} at step {extra['best_step']})"
-        )
 
 
 def step_loss(session: Session, cfg: SFTTrainConfig, cycle: list[list[Item]]) -> dict[str, float]:
@@ -157,28 +146,21 @@ def step_loss(session: Session, cfg: SFTTrainConfig, cycle: list[list[Item]]) ->
 
 def train(cfg: SFTTrainConfig) -> Path:
     """Run SFT as configured; returns `<output_dir>/final/` (a Hugging Face model directory)."""
-    with Session(cfg, kind="sft") as session:
-        val = cfg.val_data
-        val_examples = val.load() if val is not None else []
+    with Session(cfg, kind="sft", mode=cfg.prompt_mode, validation_loss=validation_loss) as session:
         for cycle in session.cycles():
             started = time.perf_counter() - session.data_wait
             timings = {"decode": session.data_wait}
             with timed(timings, "update"):
                 metrics = step_loss(session, cfg, cycle)
-            if val is not None and cfg.eval_steps and session.state.step % cfg.eval_steps == 0:
-                metrics["val_loss"] = evaluate(session, cfg, val_examples, val.roots())
-                keep_best(session, cfg, metrics["val_loss"])
             seconds = time.perf_counter() - started
             metrics |= {f"time/{key}": value for key, value in timings.items()}
             metrics |= {"time/step": seconds, "tokens_per_second": metrics["tokens"] / max(seconds, 1e-9)}
+            with timed(metrics, "time/validation"):
+                validated = session.validate_if_due()
+            if validated is not None:
+                metrics |= {k: v for k, v in validated["values"].items() if v is not None}
+            else:
+                metrics.pop("time/validation")
             session.log(metrics)
             session.end_cycle()
-        if "best_step" in session.state.extra and session.is_main:
-            extra = session.state.extra
-            log.info(
-                "best model: step %d, validation loss %.4f, in %s",
-                extra["best_step"],
-                extra["best_val_loss"],
-                session.run_dir / BEST_DIR,
-            )
         return session.finish()

@@ -24,7 +24,6 @@ and the output directory must be shared between processes.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +32,10 @@ from typing import Any
 import torch
 
 from vaur1.errors import ConfigError, VaurError
+from vaur1.files import replace_dir, write_json
+from vaur1.layout import Checkpoint, TrainRun, checkpoint_step
 from vaur1.train.common import BadStepGuard
 from vaur1.train.data_order import DataOrder
-
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-STATE_DIR = "state"
-HF_DIR = "hf"
-TRAINER_STATE_FILE = "trainer_state.json"
 
 
 @dataclass
@@ -72,12 +68,6 @@ class TrainerState:
         self.extra = dict(state["extra"])
 
 
-def checkpoint_step(path: str | Path) -> int | None:
-    """The step of a `checkpoint-<step>` directory name, None for anything else."""
-    match = CHECKPOINT_PATTERN.match(Path(path).name)
-    return int(match.group(1)) if match else None
-
-
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete checkpoints in `run_dir`, oldest first."""
     run_dir = Path(run_dir)
@@ -106,7 +96,8 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
             )
         return None
     path = Path(resume)
-    if not (path / TRAINER_STATE_FILE).is_file() or not (path / STATE_DIR).is_dir():
+    checkpoint = Checkpoint(path)
+    if not checkpoint.trainer_state.is_file() or not checkpoint.state.is_dir():
         inside = latest_checkpoint(path)
         hint = f" (latest there: {inside})" if inside else ""
         raise ConfigError(f"resume={resume}: not a vaur1 checkpoint directory{hint}")
@@ -143,40 +134,29 @@ def save_checkpoint(
     or a PEFT model around one. Call on every process.
     """
     run_dir = Path(run_dir)
-    final = run_dir / f"checkpoint-{state.step}"
+    final = TrainRun(run_dir).checkpoint(state.step).root
     tmp = final.with_name(final.name + ".tmp")
+    staged = Checkpoint(tmp)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_incomplete(run_dir)
         tmp.mkdir()
     accelerator.wait_for_everyone()
 
-    accelerator.save_state(str(tmp / STATE_DIR))
+    accelerator.save_state(str(staged.state))
     if model is not None:
-        export_hf_model(accelerator, model, tmp / HF_DIR, processor=processor)
+        export_hf_model(accelerator, model, staged.hf, processor=processor)
     if accelerator.is_main_process:
-        payload = json.dumps(state.state_dict(), indent=2)
-        (tmp / TRAINER_STATE_FILE).write_text(payload, encoding="utf-8")
+        write_json(staged.trainer_state, state.state_dict())
     accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
-        _commit(tmp, final)
+        replace_dir(tmp, final)
         if save_total_limit is not None:
             for old in list_checkpoints(run_dir)[:-save_total_limit]:
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
-
-
-def _commit(tmp: Path, final: Path) -> None:
-    """Move the finished `tmp` into place; an older checkpoint of the same step is replaced."""
-    if final.exists():
-        stale = final.with_name(final.name + ".stale")
-        final.rename(stale)
-        tmp.rename(final)
-        shutil.rmtree(stale)
-    else:
-        tmp.rename(final)
 
 
 def load_checkpoint(accelerator: Any, checkpoint_dir: str | Path, state: TrainerState) -> TrainerState:
@@ -185,13 +165,13 @@ def load_checkpoint(accelerator: Any, checkpoint_dir: str | Path, state: Trainer
     The prepared objects and registrations must match those of the run that saved it. Call on
     every process.
     """
-    checkpoint_dir = Path(checkpoint_dir)
-    state_file = checkpoint_dir / TRAINER_STATE_FILE
+    checkpoint = Checkpoint(Path(checkpoint_dir))
+    state_file = checkpoint.trainer_state
     try:
         saved = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise VaurError(f"{state_file}: cannot read the trainer state: {err}") from None
-    accelerator.load_state(str(checkpoint_dir / STATE_DIR))
+    accelerator.load_state(str(checkpoint.state))
     state.load_state_dict(saved)
     return state
 

@@ -31,14 +31,14 @@ LrScheduler = Literal["constant", "linear", "cosine"]
 class OptimConfig:
     """AdamW and its learning-rate schedule. Defaults are TRL's GRPO defaults (lr 1e-6, linear decay)."""
 
-    learning_rate: float = 1e-6
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    max_grad_norm: float | None = 1.0
-    lr_scheduler: LrScheduler = "linear"
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
+    learning_rate: float = 1e-6  # AdamW's peak learning rate
+    weight_decay: float = 0.0  # decoupled weight decay of matrices and embeddings (not biases and norms)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's moment decay rates
+    eps: float = 1e-8  # AdamW's epsilon
+    max_grad_norm: float | None = 1.0  # clip the gradient norm to this; null: no clipping
+    lr_scheduler: LrScheduler = "linear"  # constant, linear or cosine decay to 0 at the last step
+    warmup_steps: int = 0  # steps of linear warm-up from 0 (or set warmup_ratio)
+    warmup_ratio: float = 0.0  # warm-up as a share of all steps
 
     def validate(self) -> None:
         if self.learning_rate <= 0:
@@ -70,17 +70,17 @@ class RunConfig:
     checkpoints) or the path of one checkpoint directory.
     """
 
-    output_dir: str = "runs/default"
-    seed: int = 42
-    max_steps: int | None = None
-    num_epochs: int = 1
-    save_steps: int = 100
-    save_total_limit: int | None = 3
-    resume: str = "auto"
-    logging_steps: int = 1
-    log_completions_every: int = 50
-    tensorboard: bool = False
-    max_bad_steps: int = 5
+    output_dir: str = "runs/default"  # the run directory: config, logs, checkpoints, final/ and best/
+    seed: int = 42  # seeds data order, option shuffling, initial sampling and dropout
+    max_steps: int | None = None  # optimizer steps; null: num_epochs over the data
+    num_epochs: int = 1  # passes over the training examples, when max_steps is null
+    save_steps: int = 100  # a full-state checkpoint every N steps
+    save_total_limit: int | None = 3  # checkpoints kept (oldest removed); null: all
+    resume: str = "auto"  # auto (latest checkpoint in output_dir), never, or a checkpoint directory
+    logging_steps: int = 1  # a metrics.jsonl record every N steps
+    log_completions_every: int = 50  # sample completions to samples.jsonl every N steps (0: never)
+    tensorboard: bool = False  # also write the metrics to output_dir/tensorboard
+    max_bad_steps: int = 5  # stop after this many steps in a row with a NaN or infinite loss
 
     def validate(self) -> None:
         if self.max_steps is not None and self.max_steps < 1:

@@ -1,14 +1,84 @@
-"""Leaving a multi-process run (torchrun, `accelerate launch`) without a rank aborting at exit.
+"""What every process of a run does together: sums, gathers, the finite-loss vote, the policy unwrapped
+for generation, and leaving a multi-process run (torchrun, `accelerate launch`) without a rank
+aborting at exit.
 
-train(cfg)
-end_distributed_run()  # under torchrun: does not return; otherwise a no-op
+    totals = reduce_sum(accelerator, {"tokens": local_tokens})      # the same dict on every rank
+    rows = gather(local_rows)                                       # every rank's list, rank order
+    train(cfg); end_distributed_run()                               # under torchrun: does not return
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+def reduce_sum(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
+    """Each value summed over all processes (one all-reduce)."""
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], device=accelerator.device, dtype=torch.float64)
+    summed = accelerator.reduce(tensor, reduction="sum").tolist()
+    return dict(zip(keys, summed, strict=True))
+
+
+def gather(values: list) -> list:
+    """Every process's list, concatenated in rank order (a copy of `values` on a single process)."""
+    from accelerate.utils import gather_object
+
+    return list(gather_object(list(values)))
+
+
+def broadcast(value: Any, accelerator: Any) -> Any:
+    """The main process's `value` on every process."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
+
+
+def finite_on_all_processes(accelerator: Any, value: torch.Tensor) -> bool:
+    """True only if `value` is finite on every process (one small all-gather)."""
+    flag = torch.isfinite(value.detach()).all().reshape(1).to(accelerator.device, torch.int32)
+    return bool(accelerator.gather(flag).min().item())
+
+
+def even_shards(items: list, rank: int, world: int) -> tuple[list, int]:
+    """(this rank's items, how many of them are padding) with every rank given the same count.
+
+    Rank r takes items r, r + world, ...; a rank left one short repeats its last item (or the list's
+    first when it has none), so every process runs the same number of forward passes, which every
+    sharded engine needs (ZeRO-3 and FSDP gather parameters collectively). Drop the padding's results.
+    """
+    if not items:
+        return [], 0
+    share = -(-len(items) // world)
+    mine = items[rank::world]
+    padding = share - len(mine)
+    filler = mine[-1] if mine else items[0]
+    return [*mine, *([filler] * padding)], padding
+
+
+@contextlib.contextmanager
+def policy_for_generation(model: Any, accelerator: Any) -> Iterator[Any]:
+    """The prepared model as a plain transformers model to call `generate` on (ZeRO-3 parameters gathered)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        from trl.models.utils import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(
+            model, accelerator, gradient_checkpointing_kwargs={"use_reentrant": False}
+        ) as unwrapped:
+            yield unwrapped
+    else:
+        yield accelerator.unwrap_model(model)
 
 
 def end_distributed_run(exit_code: int = 0) -> None:

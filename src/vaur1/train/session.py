@@ -1,4 +1,4 @@
-"""A training session: everything the GRPO and SFT loops share around their own step, written once.
+"""A training session: what the GRPO and SFT loops share around their own step, composed of parts.
 
     with Session(cfg, kind="grpo", steps_per_cycle=1) as session:
         for cycle in session.cycles():           # one global batch: this process's micro-batches
@@ -7,21 +7,15 @@
                     session.accelerator.backward(loss_of(items))
             session.optimizer_step(loss)          # clip, NaN guard, update, schedule: step += 1
             session.log({...})
+            session.validate_if_due()             # every validation.eval_steps: harness, best/, patience
             session.end_cycle()                   # a checkpoint every `run.save_steps`
         session.finish()                          # <output_dir>/final/: an HF model dir + processor
 
-Opening a session builds the `Accelerator` (gradient accumulation, bf16 mixed precision), seeds,
-loads the model through `load_model` (LoRA, frozen vision tower, gradient checkpointing without
-re-entrant checkpointing), builds and prepares optimizer and schedule, writes the run metadata,
-and resumes from a checkpoint when `run.resume` finds one.
-
-Data: every cycle takes the next global batch from a `DataOrder` (the same on every process);
-the process of rank r gets slots r, r + world, r + 2 world, ... split into
-`gradient_accumulation_steps` micro-batches of `per_device_train_batch_size`. Worker processes
-decode ahead through the frame cache. A video that fails is recorded in `skipped.jsonl` and left
-out, never replaced: its micro-batch comes out shorter, or empty. An empty micro-batch still runs
-a forward and backward pass on `filler_inputs` (a black clip) with zero weight, because every
-process must take part in the gradient all-reduce (and, under ZeRO-3 or FSDP, in every forward).
+The parts: the `Accelerator` and the cross-process helpers (`vaur1.train.distributed`), the model
+from `load_model`, the optimizer and schedule (`vaur1.train.common`), the data spread over processes
+and micro-batches (`vaur1.train.sampler`), checkpoints (`vaur1.train.checkpoint`), logs
+(`vaur1.train.logging`) and validation with best-model keeping and early stopping
+(`vaur1.train.validation`). Every file the run writes is named by `vaur1.layout.TrainRun`.
 """
 
 from __future__ import annotations
@@ -32,23 +26,24 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from vaur1.bench.tasks import Example, shuffle_options
+from vaur1.bench import split_files
+from vaur1.console import ProgressBar, setup_console_logging
 from vaur1.data import DataConfig
 from vaur1.errors import ConfigError
-from vaur1.model.load import ModelConfig, load_model
+from vaur1.files import jsonl_line, replace_dir, write_text
+from vaur1.layout import TrainRun
+from vaur1.model.load import ModelConfig, hide_transformers_progress, load_model
 from vaur1.prompts import PromptConfig
 from vaur1.runinfo import write_run_metadata
+from vaur1.train import distributed
 from vaur1.train.checkpoint import (
-    HF_DIR,
     TrainerState,
     export_hf_model,
     load_checkpoint,
@@ -61,25 +56,19 @@ from vaur1.train.common import (
     RunConfig,
     build_optimizer,
     build_scheduler,
-    finite_on_all_processes,
     set_seed,
 )
 from vaur1.train.data_order import DataOrder
-from vaur1.train.logging import MetricsLogger, ProgressBar, setup_console_logging
+from vaur1.train.logging import MetricsLogger
+from vaur1.train.sampler import Item, StepData, filler_inputs
+from vaur1.train.validation import LossFn, ValidationConfig, Validator
 from vaur1.video.cache import CacheConfig, CachedDecoder
-from vaur1.video.dataset import LoadedExample, LoaderConfig, Skip, SkipLog, VideoDataset
-from vaur1.video.frames import DecodedVideo
+from vaur1.video.dataset import LoaderConfig, SkipLog, VideoDataset
 from vaur1.video.spec import VideoSpec, write_model_spec
 
 log = logging.getLogger("vaur1.train")
 
-FINAL_DIR = "final"
-VIDEO_SPEC_FILE = "video_spec.txt"
 STOP_KEY = "stopped"  # TrainerState.extra: why the loop ended before its last step
-# What an empty micro-batch runs on: a black clip (`filler_video`) and a one-character question.
-FILLER_CONVERSATION: list[dict] = [
-    {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "."}]}
-]
 
 
 @dataclass
@@ -94,10 +83,11 @@ class SessionConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     per_device_train_batch_size: int = 1  # prompts (videos) per process per micro-batch
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     bf16: bool = False  # bf16 mixed precision (autocast); the weights' dtype is model.dtype
-    gradient_checkpointing: bool = False  # generation keeps its KV cache all the same
+    gradient_checkpointing: bool = False  # recompute activations in backward; generation keeps its KV cache
     # QA options in a new order (the answer letter moved with them) every time an example is drawn,
     # from (run.seed, draw number): the same on every process and after a resume
     shuffle_options: bool = False
@@ -138,106 +128,32 @@ class SessionConfig:
         self.prompts.validate()
         self.optim.validate()
         self.run.validate()
-
-
-@dataclass(frozen=True)
-class Item:
-    """One training example with its frames, and its slot in the step's global batch (which does not
-    depend on the number of processes)."""
-
-    slot: int
-    example: Example
-    video: DecodedVideo
-
-
-def data_files(data: DataConfig) -> list[Path]:
-    """The annotation files a run reads, for the run metadata's hashes."""
-    bench = Path(data.bench)
-    return [bench] if bench.is_file() else sorted(bench.glob(f"{data.split}.csv"))
-
-
-def filler_video(processor_factor: int, temporal_patch: int) -> DecodedVideo:
-    """A black clip of the smallest size the processor takes: the stand-in for an empty micro-batch."""
-    frames = np.zeros((temporal_patch, processor_factor, processor_factor, 3), dtype=np.uint8)
-    return DecodedVideo(
-        path="<filler>",
-        frames=frames,
-        timestamps=[float(i) for i in range(temporal_patch)],
-        indices=list(range(temporal_patch)),
-        fps=1.0,
-        num_frames_total=temporal_patch,
-        duration=float(temporal_patch),
-        height=processor_factor,
-        width=processor_factor,
-    )
-
-
-class _SlotDataset(Dataset):
-    """`VideoDataset` items keyed by (slot, sample index), returned with their key."""
-
-    def __init__(self, videos: VideoDataset) -> None:
-        self.videos = videos
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[int, int, LoadedExample | Skip]:
-        slot, index = key
-        return slot, index, self.videos[index]
-
-
-class _StepSampler:
-    """This process's micro-batches of (slot, sample index), cycle after cycle, from a copy of the
-    run's `DataOrder` (the loader runs ahead; the run's own order advances as cycles are consumed)."""
-
-    def __init__(
-        self,
-        order: DataOrder,
-        cycles: int,
-        global_batch: int,
-        rank: int,
-        world: int,
-        per_device: int,
-        accumulation: int,
-    ) -> None:
-        self.start = order.state_dict()
-        self.cycles = cycles
-        self.global_batch = global_batch
-        self.rank, self.world = rank, world
-        self.per_device, self.accumulation = per_device, accumulation
-
-    def __len__(self) -> int:
-        return self.cycles * self.accumulation
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = DataOrder(self.start["num_samples"], self.start["seed"], self.start["shuffle"])
-        order.load_state_dict(self.start)
-        for _ in range(self.cycles):
-            indices = order.next_indices(self.global_batch)
-            mine = [(slot, indices[slot]) for slot in range(self.rank, self.global_batch, self.world)]
-            for micro in range(self.accumulation):
-                yield mine[micro * self.per_device : (micro + 1) * self.per_device]
-
-
-def _as_list(items: list) -> list:
-    return items
+        self.validation.validate()
 
 
 class Session:
-    """The accelerator, model, optimizer, schedule, data, logs and checkpoints of one training run.
+    """The accelerator, model, optimizer, schedule, data, logs, checkpoints and validation of one run.
 
     `steps_per_cycle` optimizer steps use each global batch (GRPO's `num_iterations`; 1 for SFT).
+    `mode` is the prompt mode the trainer trains (validation answers in it); `validation_loss` is
+    the SFT targets' loss on validation examples, where the trainer has one.
     """
 
-    def __init__(self, cfg: SessionConfig, kind: str, steps_per_cycle: int = 1) -> None:
+    def __init__(
+        self,
+        cfg: SessionConfig,
+        kind: str,
+        mode: str,
+        steps_per_cycle: int = 1,
+        validation_loss: LossFn | None = None,
+    ) -> None:
         from accelerate import Accelerator
-        from transformers.utils import logging as hf_logging
 
         cfg.validate()
         self.cfg = cfg
         self.kind = kind
         self.steps_per_cycle = steps_per_cycle
-        self.run_dir = Path(cfg.run.output_dir)
+        self.run = TrainRun(cfg.run.output_dir)
         self.accelerator = accelerator = Accelerator(
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             mixed_precision="bf16" if cfg.bf16 else "no",
@@ -247,24 +163,23 @@ class Session:
         )
         self.is_main = accelerator.is_main_process
         setup_console_logging(self.is_main)
-        # transformers' "Loading weights" / "Writing model shards" bars would break into the training
-        # progress bar at every checkpoint.
-        hf_logging.disable_progress_bar()
+        # transformers' "Loading weights" / "Writing model shards" bars would break into the training bar
+        hide_transformers_progress()
         set_seed(cfg.run.seed)
 
-        self.examples = [
+        examples = [
             example for example in cfg.data.load() for _ in range(cfg.task_repeats.get(example.task, 1))
         ]
-        if not self.examples:
+        if not examples:
             raise ConfigError(
                 f"{cfg.data.bench} ({cfg.data.split}): no examples for tasks {', '.join(cfg.data.tasks)}"
             )
-        resume_from = resolve_resume(cfg.run.resume, self.run_dir)
-        self.global_batch = (
-            cfg.per_device_train_batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
+        resume_from = resolve_resume(cfg.run.resume, self.run.root)
+        steps_per_epoch = math.ceil(
+            len(examples)
+            / (cfg.per_device_train_batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps)
         )
-        steps_per_epoch = math.ceil(len(self.examples) / self.global_batch) * steps_per_cycle
-        self.total_steps = cfg.run.max_steps or cfg.run.num_epochs * steps_per_epoch
+        self.total_steps = cfg.run.max_steps or cfg.run.num_epochs * steps_per_epoch * steps_per_cycle
 
         model_cfg = replace(
             cfg.model, gradient_checkpointing=cfg.gradient_checkpointing, device=str(accelerator.device)
@@ -276,18 +191,33 @@ class Session:
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         self.model.train()
 
+        self.decoder = CachedDecoder.from_config(cfg.video, cfg.cache)
+        self.data = StepData(
+            examples=examples,
+            videos=VideoDataset(examples, cfg.data.roots(), self.decoder),
+            loader=cfg.loader,
+            rank=accelerator.process_index,
+            world=accelerator.num_processes,
+            per_device=cfg.per_device_train_batch_size,
+            accumulation=cfg.gradient_accumulation_steps,
+            seed=cfg.run.seed,
+            shuffle_options=cfg.shuffle_options,
+        )
         self.state = TrainerState(
-            data=DataOrder(len(self.examples), seed=cfg.run.seed), guard=BadStepGuard(cfg.run.max_bad_steps)
+            data=DataOrder(len(examples), seed=cfg.run.seed), guard=BadStepGuard(cfg.run.max_bad_steps)
+        )
+        self.validator = (
+            Validator(self, cfg.validation, mode, validation_loss) if cfg.validation.enabled else None
         )
         if self.is_main:
-            write_run_metadata(self.run_dir, cfg, data_files(cfg.data))
-            (self.run_dir / VIDEO_SPEC_FILE).write_text(cfg.video.describe() + "\n", encoding="utf-8")
+            write_run_metadata(self.run.root, cfg, split_files(cfg.data.bench, [cfg.data.split]))
+            write_text(self.run.video_spec, cfg.video.describe() + "\n")
             log.info(
                 "%s: %d examples, %d steps of %d prompts, video %s",
                 kind,
-                len(self.examples),
+                len(examples),
                 self.total_steps,
-                self.global_batch,
+                self.data.global_batch,
                 cfg.video.describe(),
             )
         accelerator.wait_for_everyone()
@@ -297,10 +227,10 @@ class Session:
         self._last_saved = self.state.step
         self._cycle_start = self.state.step
 
-        self.decoder = CachedDecoder.from_config(cfg.video, cfg.cache)
-        self.skips = SkipLog(self.run_dir)
+        self.skips = SkipLog()  # every process's skips reach skipped.jsonl through the main one (`log`)
+        self._skips_logged = 0
         self.metrics = MetricsLogger(
-            self.run_dir, tensorboard=cfg.run.tensorboard, enabled=self.is_main, start_step=self.state.step
+            self.run, tensorboard=cfg.run.tensorboard, enabled=self.is_main, start_step=self.state.step
         )
         self.progress = ProgressBar(
             self.total_steps, start_step=self.state.step, enabled=self.is_main, description=kind
@@ -321,89 +251,34 @@ class Session:
                 f"do not match the model's processor ({factor} and {frames}); set them to match"
             )
 
-    def _loader(self, cycles: int) -> DataLoader:
-        accelerator = self.accelerator
-        sampler = _StepSampler(
-            self.state.data,
-            cycles,
-            self.global_batch,
-            accelerator.process_index,
-            accelerator.num_processes,
-            self.cfg.per_device_train_batch_size,
-            self.cfg.gradient_accumulation_steps,
-        )
-        videos = VideoDataset(self.examples, self.cfg.data.roots(), self.decoder)
-        workers = self.cfg.loader.num_workers
-        return DataLoader(
-            _SlotDataset(videos),
-            batch_sampler=sampler,
-            num_workers=workers,
-            prefetch_factor=self.cfg.loader.prefetch_factor if workers > 0 else None,
-            collate_fn=_as_list,
-            # its own generator: starting an iterator draws a worker seed, which from the global
-            # generator would shift the rollouts of a resumed run against an uninterrupted one
-            generator=torch.Generator().manual_seed(self.cfg.run.seed),
-        )
+    @property
+    def global_batch(self) -> int:
+        return self.data.global_batch
 
     def cycles(self) -> Iterator[list[list[Item]]]:
-        """Global batches until the last step (or a stop): this process's micro-batches of each.
-
-        The run's data position advances as each cycle is handed out, so a checkpoint taken after
-        the cycle continues with the next one.
-        """
+        """Global batches until the last step (or a stop): this process's micro-batches of each."""
         remaining = math.ceil((self.total_steps - self.state.step) / self.steps_per_cycle)
         if remaining <= 0 or self.stopped:
             return
-        batches = iter(self._loader(remaining))
+        batches = self.data.cycles(self.state.data, remaining, self.skips)
         while self.state.step < self.total_steps and not self.stopped:
             waited = time.perf_counter()
-            first_draw = self.state.data.samples_seen
-            expected = self.state.data.next_indices(self.global_batch)
-            cycle = []
-            for _ in range(self.cfg.gradient_accumulation_steps):
-                items = []
-                for slot, index, loaded in next(batches):
-                    if expected[slot] != index:
-                        raise RuntimeError(
-                            f"data loader out of step: slot {slot} has {index}, not {expected[slot]}"
-                        )
-                    if isinstance(loaded, Skip):
-                        self.skips.record(loaded)
-                        continue
-                    items.append(Item(slot, self._augment(loaded.example, first_draw + slot), loaded.video))
-                cycle.append(items)
+            cycle = next(batches)
             self.data_wait = time.perf_counter() - waited
             self._cycle_start = self.state.step
             yield cycle
 
-    def _augment(self, example: Example, draw: int) -> Example:
-        if not self.cfg.shuffle_options:
-            return example
-        return shuffle_options(example, np.random.default_rng([self.cfg.run.seed, draw]))
-
     def filler_inputs(self):
-        """Model inputs for an empty micro-batch: one black clip and a one-character prompt."""
-        from vaur1.model.inputs import build_inputs, processor_factor, temporal_patch
-
-        video = filler_video(processor_factor(self.processor), temporal_patch(self.processor))
-        return build_inputs(self.processor, [FILLER_CONVERSATION], [video]).to(self.accelerator.device)
+        """Model inputs for an empty micro-batch (see `vaur1.train.sampler`)."""
+        return filler_inputs(self.processor, self.accelerator.device)
 
     # ---- cross-process arithmetic --------------------------------------------------------------
 
     def reduce_sum(self, values: dict[str, float]) -> dict[str, float]:
-        """Each value summed over all processes (one all-reduce)."""
-        keys = sorted(values)
-        tensor = torch.tensor(
-            [float(values[k]) for k in keys], device=self.accelerator.device, dtype=torch.float64
-        )
-        summed = self.accelerator.reduce(tensor, reduction="sum").tolist()
-        return dict(zip(keys, summed, strict=True))
+        return distributed.reduce_sum(self.accelerator, values)
 
     def gather(self, values: list) -> list:
-        """Every process's list, concatenated in rank order (a copy of `values` on a single process)."""
-        from accelerate.utils import gather_object
-
-        return list(gather_object(list(values)))
+        return distributed.gather(values)
 
     def token_normalizer(self, global_tokens: float) -> float:
         """What to divide a micro-batch's summed per-token loss by so that the optimizer step follows
@@ -432,7 +307,7 @@ class Session:
             # None under DeepSpeed, which clips inside its own step (`gradient_clipping`)
             clipped = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
             norm = None if clipped is None else float(clipped)
-        finite = finite_on_all_processes(self.accelerator, loss.detach().reshape(-1))
+        finite = distributed.finite_on_all_processes(self.accelerator, loss.detach().reshape(-1))
         finite = finite and (norm is None or math.isfinite(norm))
         self.state.step += 1
         updated = self.state.guard.check(finite, self.state.step)
@@ -446,6 +321,11 @@ class Session:
     def log(self, metrics: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> None:
         """Metrics of the step just taken: to metrics.jsonl every `run.logging_steps`, to the bar always."""
         step = self.state.step
+        fresh = self.gather([asdict(skip) for skip in self.skips.skips[self._skips_logged :]])
+        self._skips_logged = self.skips.count
+        if fresh and self.is_main:
+            with self.run.skipped.open("ab") as handle:
+                handle.write(b"".join(jsonl_line(skip) for skip in fresh))
         record = {
             **metrics,
             "learning_rate": self._step_learning_rate,
@@ -459,6 +339,18 @@ class Session:
         shown = {key: record[key] for key in ("loss", "reward") if key in record}
         self.progress.update(step, shown)
 
+    def validate_if_due(self) -> dict[str, Any] | None:
+        """Validate when the cycle's steps crossed a multiple of `validation.eval_steps` or reached the
+        end; returns the validation record (log its values with the step), or None."""
+        step = self.state.step
+        if self.validator is None or not self.validator.due(self._cycle_start, step, self.total_steps):
+            return None
+        record = self.validator.run()
+        if self.is_main:
+            values = "  ".join(f"{k} {v:.4g}" for k, v in record["values"].items() if v is not None)
+            log.info("step %d: validation %s", step, values)
+        return record
+
     def end_cycle(self) -> None:
         """Checkpoint when the cycle's steps crossed a multiple of `run.save_steps`."""
         every = self.cfg.run.save_steps
@@ -470,7 +362,7 @@ class Session:
         self._started = time.perf_counter()
         path = save_checkpoint(
             self.accelerator,
-            self.run_dir,
+            self.run.root,
             self.state,
             model=self.model,
             processor=self.processor,
@@ -478,32 +370,33 @@ class Session:
         )
         self._last_saved = self.state.step
         if self.is_main:
-            write_model_spec(self.cfg.video, path / HF_DIR)
+            write_model_spec(self.cfg.video, self.run.checkpoint(self.state.step).hf)
         return path
 
     @property
     def stopped(self) -> bool:
         return STOP_KEY in self.state.extra
 
+    @property
+    def stop_reason(self) -> str | None:
+        return self.state.extra.get(STOP_KEY)
+
     def stop(self, reason: str) -> None:
         """End the run after this cycle; a resumed run stays stopped."""
         self.state.extra[STOP_KEY] = reason
         log.info("stopping at step %d: %s", self.state.step, reason)
 
-    def export(self, name: str) -> Path:
-        """`<output_dir>/<name>/`: the current model as a Hugging Face model dir with the processor,
-        replaced atomically. Call on every process."""
-        target = self.run_dir / name
-        tmp = target.with_name(f"{name}.tmp")
+    def export(self, target: Path) -> Path:
+        """The current model as a Hugging Face model dir with the processor at `target`, replaced
+        atomically. Call on every process."""
+        tmp = target.with_name(f"{target.name}.tmp")
         if self.is_main and tmp.exists():
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
         export_hf_model(self.accelerator, self.model, tmp, processor=self.processor)
         if self.is_main:
             write_model_spec(self.cfg.video, tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
+            replace_dir(tmp, target)
         self.accelerator.wait_for_everyone()
         return target
 
@@ -511,9 +404,18 @@ class Session:
         """Checkpoint the last step (if not yet saved) and export `<output_dir>/final/`."""
         if self._last_saved != self.state.step:
             self.save()
-        final = self.export(FINAL_DIR)
+        final = self.export(self.run.final)
         if self.is_main:
             log.info("step %d: model exported to %s", self.state.step, final)
+            best = self.state.extra.get("best")
+            if best is not None:
+                log.info(
+                    "best model: step %d, %s %.4g, in %s",
+                    best["step"],
+                    best["metric"],
+                    best["score"],
+                    self.run.best,
+                )
         return final
 
     def close(self) -> None:

@@ -44,9 +44,9 @@ def default_cache_dir() -> Path:
 class CacheConfig:
     """Where decoded frames are kept and how much disk they may take."""
 
-    enabled: bool = True
+    enabled: bool = True  # keep decoded frames on disk for the next epoch and the next run
     dir: str | None = None  # None: default_cache_dir()
-    max_gb: float = 20.0
+    max_gb: float = 20.0  # the least recently used entries are removed beyond this size
 
     def validate(self) -> None:
         if not self.max_gb > 0:

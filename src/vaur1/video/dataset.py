@@ -8,7 +8,6 @@ batch can come out shorter than asked.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -19,20 +18,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from vaur1.bench.tasks import Example
 from vaur1.errors import ConfigError, VideoError
+from vaur1.files import jsonl_line
 from vaur1.video.cache import CachedDecoder
 from vaur1.video.frames import DecodedVideo
 from vaur1.video.roots import VideoRoots
 
 log = logging.getLogger("vaur1.video")
 
-SKIP_FILE = "skipped.jsonl"
-
 
 @dataclass(frozen=True)
 class LoaderConfig:
     """How many worker processes decode ahead of the consumer."""
 
-    num_workers: int = 2
+    num_workers: int = 2  # decoding processes (0: decode in the training process)
     prefetch_factor: int = 2  # batches each worker keeps ready
 
     def validate(self) -> None:
@@ -59,10 +57,10 @@ class Skip:
 
 
 class SkipLog:
-    """Appends every skipped sample to `run_dir/skipped.jsonl` (kept in memory when run_dir is None)."""
+    """Every skipped sample, kept in memory and appended to `path` (a run's skipped.jsonl) when given."""
 
-    def __init__(self, run_dir: str | Path | None = None):
-        self.path = Path(run_dir) / SKIP_FILE if run_dir is not None else None
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else None
         self.skips: list[Skip] = []
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,8 +72,8 @@ class SkipLog:
     def record(self, skip: Skip) -> None:
         self.skips.append(skip)
         if self.path is not None:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(asdict(skip)) + "\n")
+            with self.path.open("ab") as handle:
+                handle.write(jsonl_line(asdict(skip)))
         log.warning("skipped %s (%d so far): %s", skip.key, self.count, skip.reason)
 
 

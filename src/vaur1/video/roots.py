@@ -21,11 +21,11 @@ class HasVideo(Protocol):
 class VideoRoots:
     """Video folders by source (msad, ucf, ecva, synth); `default` serves any source not set."""
 
-    default: str | None = None
-    msad: str | None = None
-    ucf: str | None = None
-    ecva: str | None = None
-    synth: str | None = None
+    default: str | None = None  # the folder of every source not set below
+    msad: str | None = None  # MSAD's videos
+    ucf: str | None = None  # UCF-Crime's videos
+    ecva: str | None = None  # ECVA's videos
+    synth: str | None = None  # SynthVAU's videos (a SynthVAU folder's videos/ by default)
 
     def folder(self, source: str) -> Path:
         root = getattr(self, source, None) if source in ("msad", "ucf", "ecva", "synth") else None

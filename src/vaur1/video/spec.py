@@ -28,6 +28,8 @@ import numpy as np
 import yaml
 
 from vaur1.errors import ConfigError
+from vaur1.files import write_text
+from vaur1.layout import MODEL_VIDEO_SPEC
 
 Decoder = Literal["pyav", "torchcodec"]
 Interpolation = Literal["bicubic", "bilinear", "area"]
@@ -62,14 +64,14 @@ class VideoSpec:
     fps: float | None = 1.0  # frames per second of video; exactly one of fps / num_frames is set
     num_frames: int | None = None  # a fixed number of uniformly spread frames
     min_frames: int = 4  # bounds on the count when sampling by fps
-    max_frames: int = 768
+    max_frames: int = 768  # the upper bound on the count when sampling by fps
     min_pixels: int = 16 * 28 * 28  # per frame
     max_pixels: int = 768 * 28 * 28  # per frame
     total_pixels: int | None = 3584 * 28 * 28  # over all frames of a video; None: no budget
     factor: int = 28  # the processor's patch_size * merge_size (Qwen3-VL: 32)
     temporal_patch: int = 2  # frames per temporal patch; the count is padded to a multiple of it
-    decoder: Decoder = "pyav"
-    interpolation: Interpolation = "bicubic"
+    decoder: Decoder = "pyav"  # pyav, or torchcodec where its CPU build is installed
+    interpolation: Interpolation = "bicubic"  # how frames are resized: bicubic (Qwen's), bilinear or area
 
     def __post_init__(self) -> None:
         self.validate()
@@ -158,20 +160,16 @@ class VideoSpec:
         )
 
 
-MODEL_SPEC_FILE = "vaur1_video_spec.yaml"
-
-
 def write_model_spec(spec: VideoSpec, model_dir: str | Path) -> Path:
     """Store the spec a model was trained with inside its model directory, so that evaluation and
     analyze feed it frames exactly as training did."""
-    path = Path(model_dir) / MODEL_SPEC_FILE
-    path.write_text(yaml.safe_dump(asdict(spec), sort_keys=False), encoding="utf-8")
-    return path
+    path = Path(model_dir) / MODEL_VIDEO_SPEC
+    return write_text(path, yaml.safe_dump(asdict(spec), sort_keys=False))
 
 
 def read_model_spec(model_dir: str | Path) -> dict | None:
     """The spec fields stored with a model directory, or None (a Hub id, or a model trained elsewhere)."""
-    path = Path(model_dir) / MODEL_SPEC_FILE
+    path = Path(model_dir) / MODEL_VIDEO_SPEC
     if not path.is_file():
         return None
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
