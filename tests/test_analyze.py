@@ -10,8 +10,8 @@ import pytest
 
 import eval_helpers
 from vaur1.analyze import read_outputs
-from vaur1.layout import DemoRun
 from vaur1.cli import main
+from vaur1.layout import DemoRun
 
 eval_synth = eval_helpers.eval_synth
 eval_model = eval_helpers.eval_model

@@ -100,7 +100,7 @@ def test_class_and_interval_never_disagree_on_a_normal_video(tmp_path):
     )
     samples, report = read_csv(path)
     assert report.repairs["interval_contradicts_class_to_missing"] == 1
-    fighting, normal = samples
+    fighting, _normal = samples
     assert (fighting.is_normal, fighting.tag_role) == (False, "missing")
     assert [e.id for e in task_view(samples, "tag")] == ["msad_b.mp4"]
     for task in ("tag", "cls", "qa"):

@@ -27,9 +27,9 @@ from vaur1.eval.config import EvalConfig, load_eval_config, load_examples
 from vaur1.eval.generators import check_spec_fits
 from vaur1.eval.infer import work_items
 from vaur1.eval.predictions import PredictionStore, read_predictions
-from vaur1.layout import EvalRun
 from vaur1.eval.reasoning import reasoning_parts
 from vaur1.eval.run import rescore, run_eval, score_run
+from vaur1.layout import EvalRun
 from vaur1.model import build_tiny_model
 from vaur1.runinfo import write_run_metadata
 from vaur1.video.spec import VideoSpec

@@ -17,11 +17,14 @@ def loaded_after(code: str) -> set[str]:
 
 
 def test_importing_the_parser_loads_no_torch():
-    assert loaded_after("import vaur1.parse, vaur1.rewards, vaur1.prompts, vaur1.vocab, vaur1.layout") == set()
+    modules = "vaur1, vaur1.parse, vaur1.rewards, vaur1.prompts, vaur1.vocab, vaur1.layout, vaur1.bench, vaur1.config"
+    assert loaded_after(f"import {modules}") == set()
 
 
 def test_the_help_and_data_stats_load_neither_torch_nor_transformers(shared_bench):
     assert loaded_after("from vaur1.cli import build_parser; build_parser().format_help()") == set()
-    stats = f"from vaur1.cli import main; assert main(['data', 'stats', {str(shared_bench)!r}, '--json']) == 0"
+    stats = (
+        f"from vaur1.cli import main; assert main(['data', 'stats', {str(shared_bench)!r}, '--json']) == 0"
+    )
     assert loaded_after(stats) == set()
     assert loaded_after("from vaur1.cli import main; main(['config', 'list'])") == set()

@@ -21,7 +21,9 @@ from accelerate.state import AcceleratorState
 from rich.logging import RichHandler
 
 from vaur1.config import from_dict
+from vaur1.console import ProgressBar, setup_console_logging
 from vaur1.errors import ConfigError, VaurError
+from vaur1.layout import TrainRun
 from vaur1.train import checkpoint as ckpt
 from vaur1.train.checkpoint import (
     TrainerState,
@@ -34,18 +36,15 @@ from vaur1.train.checkpoint import (
 )
 from vaur1.train.common import (
     BadStepGuard,
-    OptimConfig,
-    RunConfig,
     TrainingAborted,
     build_optimizer,
     build_scheduler,
-    finite_on_all_processes,
     lr_factor,
     set_seed,
 )
+from vaur1.train.config import OptimConfig, RunConfig
 from vaur1.train.data_order import DataOrder
-from vaur1.console import ProgressBar, setup_console_logging
-from vaur1.layout import TrainRun
+from vaur1.train.distributed import finite_on_all_processes
 from vaur1.train.logging import MetricsLogger
 
 # ---------------------------------------------------------------- data order
@@ -426,7 +425,8 @@ from peft import LoraConfig, get_peft_model
 sys.path.insert(0, sys.argv[4])
 from test_train_infra import tiny_qwen2, tiny_tokenizer
 from vaur1.train.checkpoint import TrainerState, load_checkpoint, resolve_resume, save_checkpoint
-from vaur1.train.common import BadStepGuard, OptimConfig, build_optimizer, build_scheduler, set_seed
+from vaur1.train.common import BadStepGuard, build_optimizer, build_scheduler, set_seed
+from vaur1.train.config import OptimConfig
 from vaur1.train.data_order import DataOrder
 from vaur1.train.distributed import end_distributed_run
 

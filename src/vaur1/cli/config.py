@@ -32,14 +32,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show = config.add_parser(
         "show",
         help="every setting of a job: its value (the default, or from --config and overrides) and help",
-        description="Every setting of a job as a dotted key, the key=value overrides and YAML files use. "
-        "Without --config the values are the defaults; with it, what a run with that file would use.",
     )
-    show.add_argument("job", choices=tuple(JOBS))
-    show.add_argument("--config", help="a config file or a shipped config name (see vaur1 config list)")
-    show.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
-    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    show.set_defaults(func=run_show)
+    # One sub-command per job, as in `vaur1 train grpo`: argparse cannot take dotted overrides after
+    # --config when they follow another positional argument.
+    jobs = show.add_subparsers(dest="job", required=True, metavar="JOB")
+    for job in JOBS:
+        one = jobs.add_parser(
+            job,
+            help=f"every {job} setting",
+            description=f"Every {job} setting as a dotted key, the key=value overrides and YAML files use. "
+            "Without --config the values are the defaults; with it, what a run with that file would use.",
+        )
+        one.add_argument("--config", help="a config file or a shipped config name (see vaur1 config list)")
+        one.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+        one.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        one.set_defaults(func=run_show)
 
     path = config.add_parser("path", help="the file of a shipped config, e.g. for accelerate --config_file")
     path.add_argument("name", help="e.g. accelerate/zero2 or qwen2_5_vl_3b/cotrain")

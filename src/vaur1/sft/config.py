@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vaur1.errors import ConfigError
-from vaur1.train.common import OptimConfig
-from vaur1.train.session import SessionConfig
+from vaur1.train.config import OptimConfig, SessionConfig
 from vaur1.vocab import Mode, TargetMode
 
 Target = Literal["answer", "cot"]

@@ -26,7 +26,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,12 +35,10 @@ import torch
 
 from vaur1.bench import split_files
 from vaur1.console import ProgressBar, setup_console_logging
-from vaur1.data import DataConfig
 from vaur1.errors import ConfigError
 from vaur1.files import jsonl_line, replace_dir, write_text
 from vaur1.layout import TrainRun
-from vaur1.model.load import ModelConfig, hide_transformers_progress, load_model
-from vaur1.prompts import PromptConfig
+from vaur1.model.load import hide_transformers_progress, load_model
 from vaur1.runinfo import write_run_metadata
 from vaur1.train import distributed
 from vaur1.train.checkpoint import (
@@ -50,85 +48,19 @@ from vaur1.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from vaur1.train.common import (
-    BadStepGuard,
-    OptimConfig,
-    RunConfig,
-    build_optimizer,
-    build_scheduler,
-    set_seed,
-)
+from vaur1.train.common import BadStepGuard, build_optimizer, build_scheduler, set_seed
+from vaur1.train.config import SessionConfig
 from vaur1.train.data_order import DataOrder
 from vaur1.train.logging import MetricsLogger
 from vaur1.train.sampler import Item, StepData, filler_inputs
-from vaur1.train.validation import LossFn, ValidationConfig, Validator
-from vaur1.video.cache import CacheConfig, CachedDecoder
-from vaur1.video.dataset import LoaderConfig, SkipLog, VideoDataset
-from vaur1.video.spec import VideoSpec, write_model_spec
+from vaur1.train.validation import LossFn, Validator
+from vaur1.video.cache import CachedDecoder
+from vaur1.video.dataset import SkipLog, VideoDataset
+from vaur1.video.spec import write_model_spec
 
 log = logging.getLogger("vaur1.train")
 
 STOP_KEY = "stopped"  # TrainerState.extra: why the loop ended before its last step
-
-
-@dataclass
-class SessionConfig:
-    """The options GRPO and SFT share; their configs extend this one. TRL's names at the top level."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    video: VideoSpec = field(default_factory=VideoSpec)
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    loader: LoaderConfig = field(default_factory=LoaderConfig)
-    prompts: PromptConfig = field(default_factory=PromptConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    per_device_train_batch_size: int = 1  # prompts (videos) per process per micro-batch
-    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
-    bf16: bool = False  # bf16 mixed precision (autocast); the weights' dtype is model.dtype
-    gradient_checkpointing: bool = False  # recompute activations in backward; generation keeps its KV cache
-    # QA options in a new order (the answer letter moved with them) every time an example is drawn,
-    # from (run.seed, draw number): the same on every process and after a resume
-    shuffle_options: bool = False
-    # the training mix: each named task's examples this many times per epoch (others once), e.g.
-    # {qa: 3} for a task the model learns last; every repeat is drawn as a sample of its own
-    task_repeats: dict[str, int] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.per_device_train_batch_size < 1:
-            raise ConfigError(
-                f"per_device_train_batch_size must be at least 1, got {self.per_device_train_batch_size}"
-            )
-        if self.gradient_accumulation_steps < 1:
-            raise ConfigError(
-                f"gradient_accumulation_steps must be at least 1, got {self.gradient_accumulation_steps}"
-            )
-        if self.model.gradient_checkpointing:
-            raise ConfigError(
-                "set gradient_checkpointing at the top level of a training config, not in model"
-            )
-        if self.model.device is not None or self.model.device_map is not None:
-            raise ConfigError(
-                "model.device and model.device_map are for inference; in training accelerate places the "
-                "model (one device per process)"
-            )
-        self.model.validate()
-        self.data.validate()
-        for task, times in self.task_repeats.items():
-            if task not in self.data.tasks:
-                raise ConfigError(
-                    f"task_repeats: {task!r} is not one of data.tasks ({', '.join(self.data.tasks)})"
-                )
-            if isinstance(times, bool) or not isinstance(times, int) or times < 1:
-                raise ConfigError(f"task_repeats.{task} must be a whole number of at least 1, got {times!r}")
-        self.video.validate()
-        self.cache.validate()
-        self.loader.validate()
-        self.prompts.validate()
-        self.optim.validate()
-        self.run.validate()
-        self.validation.validate()
 
 
 class Session:
