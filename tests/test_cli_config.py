@@ -9,8 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from vaur1.cli.config import JOBS
 from vaur1.config import SHIPPED, config_path, shipped_configs
 
