@@ -12,13 +12,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generates SynthVAU, builds a tiny Qwen2.5-VL, trains SFT (early stopping on the val "
         "split) and GRPO from the SFT checkpoint, evaluates the untrained, SFT and GRPO models on the test "
         "split and writes OUT/report.{md,html,json}. Finished stages are reused by the next run; a "
-        "changed setting redoes the stages that read it. Settings: see vaur1.demo.DemoConfig.",
+        "changed setting redoes the stages that read it. Settings: vaur1 config show demo.",
     )
     parser.add_argument("--quick", action="store_true", help="fewer clips and steps (the CI smoke test)")
     parser.add_argument("--out", help="output folder (default runs/demo; runs/demo-quick with --quick)")
     parser.add_argument("--seed", type=int, help="seed of the data, the model and training (default 0)")
     parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. grpo.max_steps=80"
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides, e.g. grpo.run.max_steps=80 (see vaur1 config show demo)",
     )
     parser.set_defaults(func=run_demo_command)
 
