@@ -8,19 +8,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from vaur1.config import from_dict
 from vaur1.errors import ConfigError
 from vaur1.rl.loss import (
     GRPOLossConfig,
     completion_mask,
-    entropy_from_logits,
     group_advantages,
     kl_k3,
     masked_mean,
     policy_loss,
-    selective_log_softmax,
     truncated,
 )
 
@@ -264,38 +261,6 @@ def test_masked_mean():
     assert masked_mean(values, torch.zeros(2, 2)).item() == 0.0
 
 
-# ---------------------------------------------------------------- log-probs and entropy
-
-
-def test_selective_log_softmax_by_hand():
-    # logits [0, ln 3] -> softmax [0.25, 0.75].
-    logits = torch.tensor([[[0.0, LN(3)], [0.0, LN(3)]]])
-    out = selective_log_softmax(logits, torch.tensor([[1, 0]]))
-    assert_values(out, [[LN(0.75), LN(0.25)]])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_selective_log_softmax_matches_the_naive_gather(dtype):
-    torch.manual_seed(0)
-    logits = (torch.randn(3, 5, 11) * 4).to(dtype)
-    ids = torch.randint(0, 11, (3, 5))
-    naive = torch.gather(logits.float().log_softmax(-1), -1, ids.unsqueeze(-1)).squeeze(-1)
-    tol = 5e-2 if dtype == torch.bfloat16 else 1e-5
-    assert torch.allclose(selective_log_softmax(logits, ids).float(), naive, atol=tol)
-    with pytest.raises(ValueError, match="do not match"):
-        selective_log_softmax(logits, ids[:, :4])
-
-
-def test_entropy_by_hand_and_across_chunks():
-    logits = torch.tensor([[0.0, 0.0], [0.0, LN(3)]])
-    # uniform over 2 -> ln 2; [0.25, 0.75] -> -(0.25 ln 0.25 + 0.75 ln 0.75).
-    expected = [LN(2), -(0.25 * LN(0.25) + 0.75 * LN(0.75))]
-    assert entropy_from_logits(logits).tolist() == pytest.approx(expected, abs=1e-6)
-    big = torch.randn(3, 50, 17)
-    p = big.softmax(-1)
-    assert torch.allclose(entropy_from_logits(big, chunk_size=7), -(p * p.log()).sum(-1), atol=1e-5)
-
-
 # ---------------------------------------------------------------- config
 
 
@@ -473,14 +438,16 @@ def test_masks_match_trl_rules():
     assert truncated(ids, eos_ids).tolist() == trl_truncated
 
 
-def test_logprob_and_entropy_helpers_match_trl():
+def test_fp32_output_layer_logprobs_and_entropy_match_trl():
     from trl.trainer.utils import entropy_from_logits as trl_entropy
     from trl.trainer.utils import selective_log_softmax as trl_selective
 
+    from vaur1.model.logprobs import linear_target_logprobs
+
     torch.manual_seed(4)
-    logits = torch.randn(2, 7, 13)
+    hidden, weight = torch.randn(2, 7, 5), torch.randn(13, 5)
     ids = torch.randint(0, 13, (2, 7))
-    assert torch.allclose(selective_log_softmax(logits, ids), trl_selective(logits, ids), atol=1e-6)
-    assert torch.allclose(entropy_from_logits(logits), trl_entropy(logits), atol=1e-6)
-    reference = -(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1)
-    assert torch.allclose(entropy_from_logits(logits), reference, atol=1e-6)
+    logits = hidden @ weight.T / 0.7  # TRL divides the logits by the temperature first
+    logps, entropies = linear_target_logprobs(hidden, weight, ids, temperature=0.7, chunk=4)
+    assert torch.allclose(logps, trl_selective(logits, ids), atol=1e-6)
+    assert torch.allclose(entropies, trl_entropy(logits), atol=1e-6)

@@ -8,12 +8,10 @@ from vaur1.rl.loss import (
     GroupAdvantages,
     GRPOLossConfig,
     completion_mask,
-    entropy_from_logits,
     group_advantages,
     kl_k3,
     masked_mean,
     policy_loss,
-    selective_log_softmax,
     truncated,
 )
 
@@ -21,11 +19,9 @@ __all__ = [
     "GRPOLossConfig",
     "GroupAdvantages",
     "completion_mask",
-    "entropy_from_logits",
     "group_advantages",
     "kl_k3",
     "masked_mean",
     "policy_loss",
-    "selective_log_softmax",
     "truncated",
 ]

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from vaur1.errors import ConfigError
 
@@ -240,34 +239,3 @@ def policy_loss(
         if per_token_kl is not None:
             stats["kl"] = masked_mean(per_token_kl.detach(), mask)
     return loss, stats
-
-
-def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[..., ids] without materialising the full log-softmax: (B, T, V) -> (B, T).
-
-    In fp32/fp64 it is gather minus a row-by-row logsumexp; in bf16/fp16, where that difference loses
-    precision, it takes the log-softmax one row at a time (TRL's approach; peak memory is one row).
-    """
-    if logits.shape[:-1] != ids.shape:
-        raise ValueError(
-            f"logits {tuple(logits.shape)} do not match ids {tuple(ids.shape)} (expected (..., V))"
-        )
-    if logits.dtype in (torch.float32, torch.float64):
-        selected = torch.gather(logits, dim=-1, index=ids.unsqueeze(-1)).squeeze(-1)
-        logsumexp = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])
-        return selected - logsumexp
-    rows = [
-        F.log_softmax(row_logits, dim=-1).gather(dim=-1, index=row_ids.unsqueeze(-1)).squeeze(-1)
-        for row_logits, row_ids in zip(logits, ids, strict=True)
-    ]
-    return torch.stack(rows)
-
-
-def entropy_from_logits(logits: torch.Tensor, chunk_size: int = 128) -> torch.Tensor:
-    """Entropy in nats of softmax(logits) along the last axis, `chunk_size` rows at a time: (..., V) -> (...)."""
-    flat = logits.reshape(-1, logits.size(-1))
-    entropies = []
-    for chunk in flat.split(chunk_size, dim=0):
-        logps = F.log_softmax(chunk, dim=-1)
-        entropies.append(-(logps.exp() * logps).sum(dim=-1))
-    return torch.cat(entropies).reshape(logits.shape[:-1])

@@ -36,8 +36,9 @@ from typing import Any
 import torch
 
 from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
+from vaur1.model.logprobs import target_logprobs
 from vaur1.rl.config import GRPOTrainConfig
-from vaur1.rl.loss import entropy_from_logits, group_advantages, policy_loss, selective_log_softmax
+from vaur1.rl.loss import group_advantages, policy_loss
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
 from vaur1.train.distributed import policy_for_generation
 from vaur1.train.sampler import Item
@@ -57,22 +58,18 @@ class Batch:
 
 
 def completion_logps(model, rollout: Rollout, temperature: float, entropy: bool = False):
-    """Per-token log-probs (rows, L) of the rollout's completions under `model`, from one forward pass
-    over the rollout's prompts, videos and completions; with `entropy`, also each position's entropy.
+    """Per-token log-probs (rows, L) in fp32 of the rollout's completions under `model`, from one forward
+    pass over the rollout's prompts, videos and completions; with `entropy`, also each position's entropy.
 
     Logits are divided by the sampling temperature first, as in TRL: the log-probs are those of the
-    distribution the completions were sampled from.
+    distribution the completions were sampled from. The output layer runs in fp32 whatever the engine
+    (`vaur1.model.logprobs`), so the ratio and the KL are not differences of bf16 numbers.
     """
     length = rollout.completion_ids.shape[1]
     videos = {"video": video_features(model, rollout)}
-    outputs = model(**rollout.inputs, mm_encoder_outputs=videos, logits_to_keep=length + 1, use_cache=False)
-    logits = outputs.logits[:, :-1] / temperature
-    logps = selective_log_softmax(logits, rollout.completion_ids)
-    entropies = None
-    if entropy:
-        with torch.no_grad():
-            entropies = entropy_from_logits(logits.detach())
-    return logps, entropies
+    with target_logprobs(model, rollout.completion_ids, temperature) as result:
+        model(**rollout.inputs, mm_encoder_outputs=videos, logits_to_keep=length + 1, use_cache=False)
+    return result.logps, result.entropies if entropy else None
 
 
 class Reference:
@@ -117,25 +114,25 @@ class Reference:
             return completion_logps(policy, rollout, temperature)[0]
 
 
-def roll(session: Session, cfg: GRPOTrainConfig, items: list[Item], step: int) -> Rollout:
-    """Sample and score one micro-batch (the filler prompt when it is empty)."""
+def roll(session: Session, cfg: GRPOTrainConfig, policy, items: list[Item], step: int) -> Rollout:
+    """Sample and score one micro-batch with `policy` (from `policy_for_generation`); the filler
+    prompt when it is empty."""
     sampling = cfg.sampling_config()
-    with policy_for_generation(session.model, session.accelerator) as policy:
-        if not items:
-            return filler_rollout(policy, session.processor, session.filler_inputs(), sampling)
-        seeds = [rollout_seed(cfg.run.seed, step, item.slot) for item in items]
-        return collect(
-            policy,
-            session.processor,
-            [item.example for item in items],
-            [item.video for item in items],
-            mode=cfg.mode,
-            prompts=cfg.prompts,
-            sampling=sampling,
-            rewards=cfg.rewards,
-            seeds=seeds if cfg.seed_rollouts_per_prompt else None,
-            mask_truncated_completions=cfg.loss.mask_truncated_completions,
-        )
+    if not items:
+        return filler_rollout(policy, session.processor, session.filler_inputs(), sampling)
+    seeds = [rollout_seed(cfg.run.seed, step, item.slot) for item in items]
+    return collect(
+        policy,
+        session.processor,
+        [item.example for item in items],
+        [item.video for item in items],
+        mode=cfg.mode,
+        prompts=cfg.prompts,
+        sampling=sampling,
+        rewards=cfg.rewards,
+        seeds=seeds if cfg.seed_rollouts_per_prompt else None,
+        mask_truncated_completions=cfg.loss.mask_truncated_completions,
+    )
 
 
 def _std(values: list[float]) -> float:
@@ -295,7 +292,9 @@ def train(cfg: GRPOTrainConfig) -> Path:
         reference = Reference(session, cfg) if cfg.loss.beta > 0 else None
         for cycle in session.cycles():
             started = time.perf_counter() - session.data_wait
-            rollouts = [roll(session, cfg, items, session.state.step) for items in cycle]
+            # one gathering of the weights (ZeRO-3) for all of the cycle's generation
+            with policy_for_generation(session.model, session.accelerator) as policy:
+                rollouts = [roll(session, cfg, policy, items, session.state.step) for items in cycle]
             timings = {
                 "decode": session.data_wait,
                 "rollout": sum(r.timings["rollout"] for r in rollouts),

@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from vaur1.bench.tasks import Example
 from vaur1.model.inputs import IGNORE_INDEX, build_sft_inputs
+from vaur1.model.logprobs import target_logprobs
 from vaur1.prompts import build_messages, target_text
 from vaur1.sft.config import SFTTrainConfig
 from vaur1.train.distributed import even_shards
@@ -52,26 +52,21 @@ def collate(processor, examples: Sequence[Example], videos: Sequence[DecodedVide
 
 
 def token_loss(model, inputs) -> tuple[torch.Tensor, int]:
-    """(summed cross-entropy, number of labelled tokens) of a batch from `collate`.
+    """(summed cross-entropy in fp32, number of labelled tokens) of a batch from `collate`.
 
-    Only the positions from the first labelled token on get logits: the answer sits at the end of
-    each row, and a video prompt's thousands of positions would otherwise cost a full-vocabulary
-    row each.
+    Only the positions from the first labelled token on reach the output layer: the answer sits at
+    the end of each row, and a video prompt's thousands of positions would otherwise cost a
+    full-vocabulary row each. The output layer computes the targets' log-probs in fp32 without
+    materialising the logits (`vaur1.model.logprobs`).
     """
     labels = inputs["labels"]
     labelled = labels != IGNORE_INDEX
     first = int(labelled.int().argmax(dim=1)[labelled.any(dim=1)].min())
     keep = labels.shape[1] - first + 1
     features = {key: value for key, value in inputs.items() if key != "labels"}
-    logits = model(**features, logits_to_keep=keep, use_cache=False).logits[:, :-1]
-    targets = labels[:, -(keep - 1) :]
-    loss = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return loss, int(labelled.sum())
+    with target_logprobs(model, labels[:, -(keep - 1) :], ignore_index=IGNORE_INDEX) as result:
+        model(**features, logits_to_keep=keep, use_cache=False)
+    return -result.logps.sum(), int(labelled.sum())
 
 
 def validation_loss(session: Session, examples: list[Example]) -> float:
@@ -97,7 +92,7 @@ def validation_loss(session: Session, examples: list[Example]) -> float:
                 if isinstance(item, LoadedExample)
             ]
             if not loaded:
-                session.model(**session.filler_inputs(), logits_to_keep=1, use_cache=False)
+                model(**session.filler_inputs(), logits_to_keep=1, use_cache=False)
                 continue
             for item, weight in loaded:
                 inputs = collate(session.processor, [item.example], [item.video], cfg)

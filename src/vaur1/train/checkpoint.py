@@ -127,11 +127,12 @@ def save_checkpoint(
     model: Any = None,
     processor: Any = None,
     save_total_limit: int | None = None,
+    export_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write `run_dir/checkpoint-<state.step>/` atomically and prune to `save_total_limit` checkpoints.
 
-    `model` (the prepared model) is exported under `hf/` when given; it must be a transformers model
-    or a PEFT model around one. Call on every process.
+    `model` (the prepared model) is exported under `hf/` when given, in `export_dtype`; it must be a
+    transformers model or a PEFT model around one. Call on every process.
     """
     run_dir = Path(run_dir)
     final = TrainRun(run_dir).checkpoint(state.step).root
@@ -145,7 +146,7 @@ def save_checkpoint(
 
     accelerator.save_state(str(staged.state))
     if model is not None:
-        export_hf_model(accelerator, model, staged.hf, processor=processor)
+        export_hf_model(accelerator, model, staged.hf, processor=processor, dtype=export_dtype)
     if accelerator.is_main_process:
         write_json(staged.trainer_state, state.state_dict())
     accelerator.wait_for_everyone()
@@ -176,8 +177,13 @@ def load_checkpoint(accelerator: Any, checkpoint_dir: str | Path, state: Trainer
     return state
 
 
-def export_hf_model(accelerator: Any, model: Any, out_dir: str | Path, processor: Any = None) -> Path:
+def export_hf_model(
+    accelerator: Any, model: Any, out_dir: str | Path, processor: Any = None, dtype: torch.dtype | None = None
+) -> Path:
     """Save `model` with `save_pretrained` so it loads for evaluation with `from_pretrained`.
+
+    `dtype`: the floating-point weights are written in it (the dtype the checkpoint was loaded in,
+    when training held the trainable weights in fp32); None writes them as they are.
 
     A PEFT model is saved as its base model with the LoRA deltas added to the weights (the training
     model itself is left unmerged). The full state dict is gathered first, which also works under
@@ -193,6 +199,8 @@ def export_hf_model(accelerator: Any, model: Any, out_dir: str | Path, processor
         state_dict = merge_lora_state_dict(unwrapped, state_dict)
     else:
         target = unwrapped
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     if not hasattr(target, "save_pretrained"):
         raise VaurError(f"cannot export {type(target).__name__} as a Hugging Face model (no save_pretrained)")
     target.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)

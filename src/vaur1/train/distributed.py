@@ -19,6 +19,42 @@ from typing import Any
 import torch
 
 
+def make_accelerator(gradient_accumulation_steps: int, bf16: bool) -> Any:
+    """The run's Accelerator, with the engine `accelerate launch` chose (DDP, DeepSpeed, FSDP).
+
+    Without a GPU, accelerate forms a process group only when told to use the CPU, but `cpu=True`
+    silently turns a DeepSpeed or FSDP launch into DDP; so with one of those engines on a CPU the
+    Accelerator is created for a device with an explicit gloo group instead.
+    """
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    on_cpu = not torch.accelerator.is_available()
+    engine = any(
+        os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" for name in ("DEEPSPEED", "FSDP")
+    )
+    return Accelerator(
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision="bf16" if bf16 else "no",
+        step_scheduler_with_optimizer=False,
+        cpu=on_cpu and not engine,
+        kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if on_cpu and engine else [],
+    )
+
+
+def configure_deepspeed(accelerator: Any, micro_batch_size: int, max_grad_norm: float | None) -> None:
+    """Fill in what DeepSpeed needs before `prepare` and vaur1's training config owns: the micro-batch
+    size (accelerate takes it from a dataloader, which vaur1 does not prepare) and gradient clipping."""
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    config["train_batch_size"] = (
+        micro_batch_size * accelerator.gradient_accumulation_steps * accelerator.num_processes
+    )
+    config["gradient_clipping"] = max_grad_norm or 0.0
+
+
 def reduce_sum(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
     """Each value summed over all processes (one all-reduce)."""
     keys = sorted(values)
@@ -67,18 +103,21 @@ def even_shards(items: list, rank: int, world: int) -> tuple[list, int]:
 
 @contextlib.contextmanager
 def policy_for_generation(model: Any, accelerator: Any) -> Iterator[Any]:
-    """The prepared model as a plain transformers model to call `generate` on (ZeRO-3 parameters gathered)."""
+    """The prepared model as a plain transformers model to call `generate` on, in the run's mixed
+    precision (autocast: trainable weights are fp32). Under ZeRO-3 the parameters are gathered once on
+    entry and released on exit: enter it once around all of a cycle's generation, not per call."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        from trl.models.utils import unwrap_model_for_generation
+    with accelerator.autocast():
+        if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+            from trl.models.utils import unwrap_model_for_generation
 
-        with unwrap_model_for_generation(
-            model, accelerator, gradient_checkpointing_kwargs={"use_reentrant": False}
-        ) as unwrapped:
-            yield unwrapped
-    else:
-        yield accelerator.unwrap_model(model)
+            with unwrap_model_for_generation(
+                model, accelerator, gradient_checkpointing_kwargs={"use_reentrant": False}
+            ) as unwrapped:
+                yield unwrapped
+        else:
+            yield accelerator.unwrap_model(model)
 
 
 def end_distributed_run(exit_code: int = 0) -> None:

@@ -40,7 +40,7 @@ from vaur1.files import jsonl_line, replace_dir, write_text
 from vaur1.layout import TrainRun
 from vaur1.model.load import hide_transformers_progress, load_model
 from vaur1.runinfo import write_run_metadata
-from vaur1.train import distributed
+from vaur1.train import distributed, precision
 from vaur1.train.checkpoint import (
     TrainerState,
     export_hf_model,
@@ -79,19 +79,13 @@ class Session:
         steps_per_cycle: int = 1,
         validation_loss: LossFn | None = None,
     ) -> None:
-        from accelerate import Accelerator
-
         cfg.validate()
         self.cfg = cfg
         self.kind = kind
         self.steps_per_cycle = steps_per_cycle
         self.run = TrainRun(cfg.run.output_dir)
-        self.accelerator = accelerator = Accelerator(
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            mixed_precision="bf16" if cfg.bf16 else "no",
-            step_scheduler_with_optimizer=False,
-            # without a GPU, accelerate only forms a process group (gloo) when told to use the CPU
-            cpu=not torch.accelerator.is_available(),
+        self.accelerator = accelerator = distributed.make_accelerator(
+            cfg.gradient_accumulation_steps, cfg.bf16
         )
         self.is_main = accelerator.is_main_process
         setup_console_logging(self.is_main)
@@ -118,6 +112,14 @@ class Session:
         )
         model, self.processor = load_model(model_cfg)
         self._check_video_spec()
+        self.engine = precision.engine_of(accelerator)
+        master_weights = self.engine == "deepspeed" and precision.deepspeed_mixed_precision(accelerator)
+        # the dtype exports are written in: the checkpoint's own, whatever the optimizer holds
+        self.export_dtype = precision.hold_trainable_in_fp32(model, cfg.bf16, self.engine, master_weights)
+        if self.engine == "deepspeed":
+            distributed.configure_deepspeed(
+                accelerator, cfg.per_device_train_batch_size, cfg.optim.max_grad_norm
+            )
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, cfg.optim, num_training_steps=self.total_steps)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -241,6 +243,10 @@ class Session:
             norm = None if clipped is None else float(clipped)
         finite = distributed.finite_on_all_processes(self.accelerator, loss.detach().reshape(-1))
         finite = finite and (norm is None or math.isfinite(norm))
+        if self.engine == "deepspeed":
+            # the engine stepped inside the last backward, or skipped a step whose gradient norm was
+            # not finite (its overflow check): the guard counts what it did
+            finite = finite and self.model.was_step_applied()
         self.state.step += 1
         updated = self.state.guard.check(finite, self.state.step)
         self._step_learning_rate = float(self.scheduler.get_last_lr()[0])
@@ -299,6 +305,7 @@ class Session:
             model=self.model,
             processor=self.processor,
             save_total_limit=self.cfg.run.save_total_limit,
+            export_dtype=self.export_dtype,
         )
         self._last_saved = self.state.step
         if self.is_main:
@@ -325,7 +332,7 @@ class Session:
         if self.is_main and tmp.exists():
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
-        export_hf_model(self.accelerator, self.model, tmp, processor=self.processor)
+        export_hf_model(self.accelerator, self.model, tmp, processor=self.processor, dtype=self.export_dtype)
         if self.is_main:
             write_model_spec(self.cfg.video, tmp)
             replace_dir(tmp, target)
