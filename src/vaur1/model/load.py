@@ -193,6 +193,12 @@ def load_model(cfg: ModelConfig):
         )
     except (OSError, ValueError, ImportError) as err:
         raise VaurError(f"{cfg.name_or_path}: cannot load the model: {_first_line(err)}") from None
+    # save_pretrained reverts the key renamings the load applied. Loading under DeepSpeed ZeRO-3,
+    # transformers 5.23 keeps every candidate renaming instead of only those the checkpoint used,
+    # and the revert then writes keys such as model.model.layers.0... that other tools cannot read.
+    conversions = getattr(model, "_weight_conversions", None)
+    if conversions:
+        model._weight_conversions = [c for c in conversions if c.was_used()]
     if not hasattr(processor, "video_processor"):
         raise VaurError(
             f"{cfg.name_or_path}: the processor {type(processor).__name__} has no video processor"

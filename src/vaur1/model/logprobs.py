@@ -172,13 +172,20 @@ def target_logprobs(
         )
         if ignored is not None:
             logps = logps.masked_fill(ignored, 0.0)
-        result.logps, result.entropies = logps, entropies
+        result.entropies = entropies
         return logps
 
+    def keep_output(_module, _inputs, output: torch.Tensor) -> None:
+        # the layer's output after every earlier hook: ZeRO-3's wraps it so that backward gathers the
+        # weight again, so the loss must use this tensor, not the one `forward` returned
+        result.logps = output
+
     head.forward = forward
+    hook = head.register_forward_hook(keep_output)
     try:
         yield result
     finally:
+        hook.remove()
         del head.forward
     if result.logps is None:
         raise RuntimeError("the model's forward never reached its output layer")

@@ -147,11 +147,14 @@ class Session:
             write_run_metadata(self.run.root, cfg, split_files(cfg.data.bench, [cfg.data.split]))
             write_text(self.run.video_spec, cfg.video.describe() + "\n")
             log.info(
-                "%s: %d examples, %d steps of %d prompts, video %s",
+                "%s: %d examples, %d steps of %d prompts, %s on %d process(es) (%s), video %s",
                 kind,
                 len(examples),
                 self.total_steps,
                 self.data.global_batch,
+                self.engine,
+                accelerator.num_processes,
+                "bf16 autocast" if cfg.bf16 else "fp32",
                 cfg.video.describe(),
             )
         accelerator.wait_for_everyone()

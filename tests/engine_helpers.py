@@ -1,0 +1,66 @@
+"""Launching vaur1's trainers under accelerate's engines on this CPU, as a user launches them on GPUs.
+
+    out = launch(tmp_path / "z2", "grpo", config, engine="zero2", processes=2)
+
+`engine` is a shipped accelerate config (`accelerate/<engine>`), or "ddp-cpu" for plain data
+parallel (`--multi_gpu`, gloo), or None for one plain process. DeepSpeed runs on gloo with
+`DS_ACCELERATOR=cpu`; its shared-memory op is compiled once per machine and cached.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import vaur1
+from vaur1.config import config_path
+
+# The console entry point with the toy reward registered first (see train_helpers.register_toy_reward).
+LAUNCHER = """
+import sys
+sys.path.insert(0, {tests!r})
+import train_helpers
+from vaur1.cli import main
+
+train_helpers.register_toy_reward()
+sys.exit(main(sys.argv[1:]))
+"""
+TESTS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launcher(folder: Path) -> Path:
+    script = folder / "launch_vaur1.py"
+    if not script.exists():
+        script.write_text(LAUNCHER.format(tests=str(TESTS)))
+    return script
+
+
+def launch_command(script: Path, engine: str | None, processes: int) -> list[str]:
+    if engine is None:
+        return [sys.executable, str(script)]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    if engine == "ddp-cpu":
+        command += ["--multi_gpu"]
+    else:
+        command += ["--config_file", str(config_path(f"accelerate/{engine}"))]
+    return [*command, "--main_process_port", str(free_port()), str(script)]
+
+
+def launch(
+    out: Path, job: str, config: Path, engine: str | None = None, processes: int = 1, *overrides: str
+) -> subprocess.CompletedProcess:
+    """Run `vaur1 train <job>` into `out`; fails the test with the last of stderr if it fails."""
+    command = launch_command(launcher(out.parent), engine, processes)
+    command += ["train", job, "--config", str(config), f"run.output_dir={out}", *overrides]
+    env = vaur1.subprocess_env() | {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result

@@ -1,0 +1,85 @@
+"""DeepSpeed ZeRO-2 and ZeRO-3 under accelerate, 2 processes on this CPU: the same update as one process
+with the same global batch, for GRPO (tiny Qwen2.5-VL, video, a frozen reference) and SFT, and a resume
+from the engine's own checkpoint."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+import model_fixtures
+import train_helpers
+from engine_helpers import launch
+from train_helpers import TOY, grpo_config, read_jsonl, safetensors_weights, sft_config
+from vaur1.config import save_config
+
+tiny_models = model_fixtures.tiny_models
+synth_bench = train_helpers.synth_bench
+
+ARCH = "qwen2_5_vl"
+COMMON = ["run.max_steps=2", "run.save_steps=1", "optim.learning_rate=1e-2", "optim.eps=1e-3"]
+GRPO = [
+    *TOY,
+    "num_generations=4",
+    "seed_rollouts_per_prompt=true",
+    "loss.beta=0.04",  # a frozen reference model, partitioned by the engine too
+    "loss.loss_type=dapo",
+    "loss.scale_rewards=batch",
+]
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory, tiny_models, synth_bench):
+    folder = tmp_path_factory.mktemp("engine-configs")
+    train_helpers.register_toy_reward()
+    model = tiny_models[ARCH]
+    save_config(grpo_config(folder / "unused", model, synth_bench, [*GRPO, *COMMON]), folder / "grpo.yaml")
+    save_config(sft_config(folder / "unused", model, synth_bench, COMMON), folder / "sft.yaml")
+    return {"grpo": folder / "grpo.yaml", "sft": folder / "sft.yaml"}
+
+
+@pytest.fixture(scope="module")
+def one_process(configs, tmp_path_factory):
+    """Each job's run in one plain process with the whole global batch (2 prompts per micro-batch)."""
+    folder = tmp_path_factory.mktemp("one-process")
+    for job, config in configs.items():
+        launch(folder / job, job, config, None, 1, "per_device_train_batch_size=2")
+    return folder
+
+
+def console(result) -> str:
+    """What the run printed, with rich's line wrapping undone."""
+    return re.sub(r"\s+", " ", result.stderr + result.stdout)
+
+
+def assert_same_weights(run, reference):
+    ours, theirs = safetensors_weights(run / "final"), safetensors_weights(reference / "final")
+    assert ours.keys() == theirs.keys()  # the export writes the checkpoint's own key names
+    for key, tensor in theirs.items():
+        assert ours[key].allclose(tensor, rtol=1e-4, atol=1e-6), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", ["grpo", "sft"])
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_deepspeed_on_two_processes_updates_like_one_process_and_resumes(
+    engine, job, configs, one_process, tmp_path
+):
+    out = tmp_path / "run"
+    result = launch(out, job, configs[job], engine, 2, "per_device_train_batch_size=1")
+    assert "deepspeed on 2 process" in console(result)
+    assert_same_weights(out, one_process / job)
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    assert records[-1]["loss"] == pytest.approx(
+        read_jsonl(one_process / job / "metrics.jsonl")[-1]["loss"], rel=1e-3
+    )
+
+    # a kill after step 1: the engine's own checkpoint-1 continues to the same weights
+    shutil.rmtree(out / "checkpoint-2")
+    shutil.rmtree(out / "final")
+    result = launch(out, job, configs[job], engine, 2, "per_device_train_batch_size=1")
+    assert "resumed from" in console(result)
+    assert_same_weights(out, one_process / job)
