@@ -18,13 +18,24 @@ import vaur1
 from vaur1.config import config_path
 
 # The console entry point with the toy reward registered first (see train_helpers.register_toy_reward).
+# NAN_AT_CALLS="1,3" makes GRPO's loss NaN on those calls of `policy_loss` in every process.
 LAUNCHER = """
-import sys
+import os, sys
 sys.path.insert(0, {tests!r})
 import train_helpers
+import vaur1.rl.trainer as trainer
 from vaur1.cli import main
 
 train_helpers.register_toy_reward()
+nan_at = {{int(n) for n in os.environ.get("NAN_AT_CALLS", "").split(",") if n}}
+real_loss, calls = trainer.policy_loss, [0]
+
+def sometimes_nan(*args, **kwargs):
+    loss, stats = real_loss(*args, **kwargs)
+    calls[0] += 1
+    return (loss * float("nan") if calls[0] in nan_at else loss), stats
+
+trainer.policy_loss = sometimes_nan
 sys.exit(main(sys.argv[1:]))
 """
 TESTS = Path(__file__).resolve().parent
@@ -55,12 +66,18 @@ def launch_command(script: Path, engine: str | None, processes: int) -> list[str
 
 
 def launch(
-    out: Path, job: str, config: Path, engine: str | None = None, processes: int = 1, *overrides: str
+    out: Path,
+    job: str,
+    config: Path,
+    engine: str | None = None,
+    processes: int = 1,
+    *overrides: str,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run `vaur1 train <job>` into `out`; fails the test with the last of stderr if it fails."""
     command = launch_command(launcher(out.parent), engine, processes)
     command += ["train", job, "--config", str(config), f"run.output_dir={out}", *overrides]
-    env = vaur1.subprocess_env() | {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    env = vaur1.subprocess_env() | {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"} | (env or {})
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     return result

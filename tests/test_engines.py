@@ -4,6 +4,7 @@ from the engine's own checkpoint."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -12,7 +13,7 @@ import pytest
 import model_fixtures
 import train_helpers
 from engine_helpers import launch
-from train_helpers import TOY, grpo_config, read_jsonl, safetensors_weights, sft_config
+from train_helpers import TOY, changed, grpo_config, read_jsonl, safetensors_weights, same_weights, sft_config
 from vaur1.config import save_config
 
 tiny_models = model_fixtures.tiny_models
@@ -83,3 +84,41 @@ def test_deepspeed_on_two_processes_updates_like_one_process_and_resumes(
     result = launch(out, job, configs[job], engine, 2, "per_device_train_batch_size=1")
     assert "resumed from" in console(result)
     assert_same_weights(out, one_process / job)
+
+
+@pytest.mark.slow
+def test_a_nan_loss_under_zero3_skips_the_update_and_counts_it(configs, tiny_models, tmp_path):
+    out = tmp_path / "run"
+    launch(
+        out, "grpo", configs["grpo"], "zero3", 2, "per_device_train_batch_size=1", env={"NAN_AT_CALLS": "2"}
+    )
+    guard = [
+        json.loads((out / f"checkpoint-{step}" / "trainer_state.json").read_text())["guard"]
+        for step in (1, 2)
+    ]
+    assert [g["total"] for g in guard] == [0, 1]
+    assert changed(tiny_models[ARCH], out / "checkpoint-1" / "hf")
+    assert same_weights(out / "checkpoint-1" / "hf", out / "final")  # the NaN step changed nothing
+
+
+@pytest.mark.slow
+def test_validation_with_an_odd_number_of_examples_runs_in_lockstep_under_zero3(
+    configs, tmp_path, synth_bench
+):
+    examples = sum(1 for _ in (synth_bench / "val.csv").open()) - 1
+    assert examples * 3 % 2 == 1  # qa, tag and cls of each clip: an odd count for 2 processes
+    out = tmp_path / "run"
+    launch(
+        out,
+        "sft",
+        configs["sft"],
+        "zero3",
+        2,
+        "per_device_train_batch_size=1",
+        "validation.split=val",
+        "validation.eval_steps=2",
+        "validation.metric=val_loss",  # the val clip is normal: no TAG positives for mean_accuracy
+    )
+    (record,) = read_jsonl(out / "validation.jsonl")
+    assert record["step"] == 2 and record["values"]["val_loss"] > 0
+    assert (out / "best" / "model.safetensors").is_file()
