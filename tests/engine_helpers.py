@@ -4,7 +4,9 @@
 
 `engine` is a shipped accelerate config (`accelerate/<engine>`), or "ddp-cpu" for plain data
 parallel (`--multi_gpu`, gloo), or None for one plain process. DeepSpeed runs on gloo with
-`DS_ACCELERATOR=cpu`; its shared-memory op is compiled once per machine and cached.
+`DS_ACCELERATOR=cpu`; its shared-memory op is compiled once per machine and cached. accelerate never
+selects FSDP on a CPU, so an "fsdp" launch switches its state to FSDP2 in each process
+(`train_helpers.fsdp_on_cpu`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def sometimes_nan(*args, **kwargs):
     return (loss * float("nan") if calls[0] in nan_at else loss), stats
 
 trainer.policy_loss = sometimes_nan
+if os.environ.get("FSDP_ON_CPU"):
+    train_helpers.fsdp_on_cpu()
 sys.exit(main(sys.argv[1:]))
 """
 TESTS = Path(__file__).resolve().parent
@@ -78,6 +82,8 @@ def launch(
     command = launch_command(launcher(out.parent), engine, processes)
     command += ["train", job, "--config", str(config), f"run.output_dir={out}", *overrides]
     env = vaur1.subprocess_env() | {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"} | (env or {})
+    if engine == "fsdp":
+        env["FSDP_ON_CPU"] = "1"
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     return result

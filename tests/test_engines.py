@@ -1,6 +1,7 @@
-"""DeepSpeed ZeRO-2 and ZeRO-3 under accelerate, 2 processes on this CPU: the same update as one process
-with the same global batch, for GRPO (tiny Qwen2.5-VL, video, a frozen reference) and SFT, and a resume
-from the engine's own checkpoint."""
+"""DeepSpeed ZeRO-2, ZeRO-3 and FSDP2 under accelerate, 2 processes on this CPU: the same update as one
+process with the same global batch, for GRPO (tiny Qwen2.5-VL, video, a frozen reference) and SFT, and a
+resume from the engine's own checkpoint. FSDP2 is switched on by a test helper (accelerate never picks it
+on a CPU; see engine_helpers), so the vision tower called on its own is a CPU regression test."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ tiny_models = model_fixtures.tiny_models
 synth_bench = train_helpers.synth_bench
 
 ARCH = "qwen2_5_vl"
+ENGINE = {"zero2": "deepspeed", "zero3": "deepspeed", "fsdp": "fsdp"}  # as the run log names them
 COMMON = ["run.max_steps=2", "run.save_steps=1", "optim.learning_rate=1e-2", "optim.eps=1e-3"]
 GRPO = [
     *TOY,
@@ -64,13 +66,13 @@ def assert_same_weights(run, reference):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("job", ["grpo", "sft"])
-@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+@pytest.mark.parametrize("engine", ["zero2", "zero3", "fsdp"])
 def test_deepspeed_on_two_processes_updates_like_one_process_and_resumes(
     engine, job, configs, one_process, tmp_path
 ):
     out = tmp_path / "run"
     result = launch(out, job, configs[job], engine, 2, "per_device_train_batch_size=1")
-    assert "deepspeed on 2 process" in console(result)
+    assert f"{ENGINE[engine]} on 2 process" in console(result)
     assert_same_weights(out, one_process / job)
     records = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2]
@@ -122,3 +124,16 @@ def test_validation_with_an_odd_number_of_examples_runs_in_lockstep_under_zero3(
     (record,) = read_jsonl(out / "validation.jsonl")
     assert record["step"] == 2 and record["values"]["val_loss"] > 0
     assert (out / "best" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_fsdp_shards_each_architectures_layers_blocks_and_vision_tower(tiny_models, arch):
+    from vaur1.train.distributed import fsdp_units
+
+    model, _ = model_fixtures.load_tiny(tiny_models[arch])
+    units = fsdp_units(model)
+    classes = {type(module).__name__ for module in model.modules()}
+    assert set(units) <= classes
+    assert any(name.endswith("DecoderLayer") for name in units)
+    assert any(name.endswith("VisionBlock") for name in units)
+    assert type(model.model.visual).__name__ in units

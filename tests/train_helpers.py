@@ -131,3 +131,37 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     import json
 
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def fsdp_on_cpu() -> None:
+    """Make vaur1's Accelerator an FSDP2 one on a CPU, in a process started by `accelerate launch` with
+    an FSDP config (which sets ACCELERATE_USE_FSDP and the FSDP_* settings in the environment).
+
+    accelerate 1.15 picks FSDP only for GPU-like devices: on a CPU it forms a gloo group (MULTI_CPU)
+    and ignores the FSDP settings. This builds that accelerator, then sets the shared state's engine
+    to FSDP with the plugin the launch described, which is all `prepare` looks at, so vaur1's FSDP
+    code paths run for real on CPU tensors.
+    """
+    import os
+
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    import vaur1.train.distributed as distributed
+
+    build = distributed.make_accelerator
+
+    def make_fsdp_accelerator(gradient_accumulation_steps: int, bf16: bool):
+        os.environ["ACCELERATE_USE_FSDP"] = "false"  # so that vaur1 builds the CPU (gloo) accelerator
+        accelerator = build(gradient_accumulation_steps, bf16)
+        os.environ["ACCELERATE_USE_FSDP"] = "true"
+        plugin = FullyShardedDataParallelPlugin()
+        if bf16:
+            plugin.set_mixed_precision("bf16")
+        accelerator.state.fsdp_plugin = plugin
+        # AcceleratorState copies PartialState's fields each time it is constructed: set both
+        accelerator.state.distributed_type = DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        return accelerator
+
+    distributed.make_accelerator = make_fsdp_accelerator

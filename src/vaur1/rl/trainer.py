@@ -40,7 +40,7 @@ from vaur1.model.logprobs import target_logprobs
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.loss import group_advantages, policy_loss
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
-from vaur1.train.distributed import policy_for_generation
+from vaur1.train.distributed import fsdp_shard_frozen, policy_for_generation
 from vaur1.train.sampler import Item
 from vaur1.train.session import Session, timed
 
@@ -101,9 +101,9 @@ class Reference:
 
             model = prepare_deepspeed(model, session.accelerator)
         elif distributed == DistributedType.FSDP:
-            from trl.models.utils import prepare_fsdp
-
-            model = prepare_fsdp(model, session.accelerator)
+            # TRL's prepare_fsdp shards only the root: the whole model would be gathered at once and
+            # the vision tower could not be called on its own
+            model = fsdp_shard_frozen(model, session.accelerator, session.filler_inputs())
         self.model = model
 
     def logps(self, rollout: Rollout, temperature: float) -> torch.Tensor:

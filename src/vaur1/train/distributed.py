@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from vaur1.errors import ConfigError
+
 
 def make_accelerator(gradient_accumulation_steps: int, bf16: bool) -> Any:
     """The run's Accelerator, with the engine `accelerate launch` chose (DDP, DeepSpeed, FSDP).
@@ -53,6 +55,56 @@ def configure_deepspeed(accelerator: Any, micro_batch_size: int, max_grad_norm: 
         micro_batch_size * accelerator.gradient_accumulation_steps * accelerator.num_processes
     )
     config["gradient_clipping"] = max_grad_norm or 0.0
+
+
+def fsdp_units(model: Any) -> list[str]:
+    """The module classes FSDP2 shards as units of their own: the architecture's decoder layers and vision
+    blocks (transformers' `_no_split_modules`) and the vision tower itself. As a unit of its own the
+    tower gathers its weights when it is called directly, as GRPO does to encode each video once per
+    prompt, instead of only inside a forward pass of the whole model."""
+    from vaur1.model.load import vision_tower
+
+    return sorted({*model._no_split_modules, type(vision_tower(model)).__name__})
+
+
+def configure_fsdp(accelerator: Any, model: Any) -> None:
+    """Point accelerate's FSDP plugin at the model's units (see `fsdp_units`), for any Qwen-VL
+    architecture, whatever the launch config names."""
+    plugin = accelerator.state.fsdp_plugin
+    if plugin.fsdp_version != 2:
+        raise ConfigError("vaur1 supports FSDP through FSDP2: set fsdp_version: 2 in the accelerate config")
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    plugin.auto_wrap_policy = transformer_auto_wrap_policy
+    plugin.transformer_cls_names_to_wrap = fsdp_units(model)
+
+
+def fsdp_make_root(model: Any, inputs: dict) -> None:
+    """Run the sharded model once on `inputs` (on every process, no gradients). FSDP2 makes the first
+    unit called the root of its tree, and that must be the whole model: transformers' `generate` and
+    GRPO's per-prompt video encoding call the vision tower on its own first."""
+    with torch.no_grad():
+        model(**inputs, logits_to_keep=1, use_cache=False)
+
+
+def fsdp_shard_frozen(model: Any, accelerator: Any, inputs: dict) -> Any:
+    """Shard a frozen model (GRPO's reference) into the same units as the trained one, children first,
+    and make the whole model its root (see `fsdp_make_root`)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    plugin = accelerator.state.fsdp_plugin
+    options = {
+        "reshard_after_forward": plugin.reshard_after_forward,
+        "mp_policy": plugin.mixed_precision_policy or MixedPrecisionPolicy(),
+    }
+    units = set(fsdp_units(model))
+    for module in reversed(list(model.modules())):
+        if type(module).__name__ in units:
+            fully_shard(module, **options)
+    fully_shard(model, **options)
+    model.eval()
+    fsdp_make_root(model, inputs)
+    return model
 
 
 def reduce_sum(accelerator: Any, values: dict[str, float]) -> dict[str, float]:

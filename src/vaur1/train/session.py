@@ -120,9 +120,13 @@ class Session:
             distributed.configure_deepspeed(
                 accelerator, cfg.per_device_train_batch_size, cfg.optim.max_grad_norm
             )
+        elif self.engine == "fsdp":
+            distributed.configure_fsdp(accelerator, model)
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, cfg.optim, num_training_steps=self.total_steps)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        if self.engine == "fsdp":
+            distributed.fsdp_make_root(self.model, self.filler_inputs())
         self.model.train()
 
         self.decoder = CachedDecoder.from_config(cfg.video, cfg.cache)
