@@ -87,3 +87,48 @@ def launch(
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def launch_machines(
+    out: Path, job: str, config: Path, machines: int = 2, *overrides: str
+) -> list[subprocess.CompletedProcess]:
+    """`machines` one-process "machines" on 127.0.0.1 forming one DDP job through accelerate's standard
+    multi-node launch (--num_machines, --machine_rank, --main_process_ip), as on a cluster."""
+    port = free_port()
+    env = vaur1.subprocess_env() | {"OMP_NUM_THREADS": "1"}
+    script = launcher(out.parent)
+    running = []
+    for rank in range(machines):
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_machines",
+            str(machines),
+            "--num_processes",
+            str(machines),
+            "--machine_rank",
+            str(rank),
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            str(port),
+            str(script),
+            "train",
+            job,
+            "--config",
+            str(config),
+            f"run.output_dir={out}",
+            *overrides,
+        ]
+        running.append(
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        )
+    results = []
+    for process in running:
+        stdout, stderr = process.communicate(timeout=900)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    for result in results:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return results

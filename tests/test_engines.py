@@ -13,9 +13,10 @@ import pytest
 
 import model_fixtures
 import train_helpers
-from engine_helpers import launch
+from engine_helpers import launch, launch_machines
 from train_helpers import TOY, changed, grpo_config, read_jsonl, safetensors_weights, same_weights, sft_config
 from vaur1.config import save_config
+from vaur1.data import DataConfig
 
 tiny_models = model_fixtures.tiny_models
 synth_bench = train_helpers.synth_bench
@@ -137,3 +138,33 @@ def test_fsdp_shards_each_architectures_layers_blocks_and_vision_tower(tiny_mode
     assert any(name.endswith("DecoderLayer") for name in units)
     assert any(name.endswith("VisionBlock") for name in units)
     assert type(model.model.visual).__name__ in units
+
+
+@pytest.mark.slow
+def test_two_machines_form_one_job_and_only_rank_0_writes_the_shared_files(
+    tiny_models, synth_bench, tmp_path
+):
+    examples = DataConfig(bench=str(synth_bench), tasks=["cls"], max_per_task=4).load()
+    broken = tmp_path / "videos"
+    broken.mkdir()
+    for example in examples:
+        (broken / example.video).symlink_to(synth_bench / "videos" / example.video)
+    (broken / examples[1].video).unlink()
+    (broken / examples[1].video).write_bytes(b"\x00not an mp4" * 10)
+    overrides = [
+        *GRPO,
+        *COMMON,
+        "data.tasks=[cls]",
+        "data.max_per_task=4",
+        f"data.video_roots.default={broken}",
+    ]
+    config = tmp_path / "grpo.yaml"
+    train_helpers.register_toy_reward()
+    save_config(grpo_config(tmp_path / "unused", tiny_models[ARCH], synth_bench, overrides), config)
+
+    launch(tmp_path / "one", "grpo", config, None, 1, "per_device_train_batch_size=2")
+    launch_machines(tmp_path / "two", "grpo", config, 2, "per_device_train_batch_size=1")
+    assert_same_weights(tmp_path / "two", tmp_path / "one")
+    # one writer: each record once, the skipped clip once, whichever machine met it
+    assert [r["step"] for r in read_jsonl(tmp_path / "two" / "metrics.jsonl")] == [1, 2]
+    assert [s["key"] for s in read_jsonl(tmp_path / "two" / "skipped.jsonl")] == [examples[1].key]

@@ -243,14 +243,16 @@ def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normali
                 loss = loss * 0.0
             accelerator.backward(loss)
         objective += loss.detach() / cfg.gradient_accumulation_steps
-        if rollout.filler:
-            continue
-        tokens = float(stats["tokens"])
+        # a filler adds nothing but its keys: every process must sum the same keys below, also one
+        # whose micro-batches were all fillers (its clips skipped)
+        tokens = 0.0 if rollout.filler else float(stats["tokens"])
         sums["tokens"] += tokens
-        sums["entropy"] += float((entropies * rollout.loss_mask).sum())
+        if not rollout.filler:
+            sums["entropy"] += float((entropies * rollout.loss_mask).sum())
         for key, value in stats.items():
             if key in extremes:
-                extremes[key].append(float(value))
+                if not rollout.filler:
+                    extremes[key].append(float(value))
             elif key.endswith("_mean") or key == "kl":
                 sums[key] = sums.get(key, 0.0) + float(value) * tokens
     _, grad_norm = session.optimizer_step(objective)
