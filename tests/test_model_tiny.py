@@ -261,3 +261,28 @@ def test_model_config_from_yaml_data_is_validated():
         )
     with pytest.raises(ConfigError, match="name_or_path is empty"):
         from_dict(ModelConfig, {})
+
+
+def test_auto_attention_takes_flash_attention_only_where_it_can_run(monkeypatch, tiny_models, caplog):
+    import importlib.util
+    import logging
+
+    from vaur1.model.load import ModelConfig, attention_for
+
+    auto = ModelConfig(name_or_path="x")
+    assert attention_for(ModelConfig(name_or_path="x", attn_implementation="eager"), None)[0] == "eager"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real_find_spec(name, *a)
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert attention_for(auto, torch.bfloat16) == ("flash_attention_2", "flash-attn is installed")
+    assert attention_for(auto, torch.float32)[0] == "sdpa"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert attention_for(auto, torch.bfloat16) == ("sdpa", "no CUDA device")
+    monkeypatch.undo()
+    # here (no flash-attn): sdpa, and the load says so
+    with caplog.at_level(logging.INFO, logger="vaur1"):
+        model, _ = load_tiny(tiny_models["qwen2_5_vl"])
+    assert model.config._attn_implementation == "sdpa"
+    assert any("attention: sdpa (flash-attn is not installed)" in r.getMessage() for r in caplog.records)

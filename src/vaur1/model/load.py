@@ -10,6 +10,7 @@ load by the same code. A local path is never looked up on the Hub.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,9 @@ from vaur1.errors import ConfigError, VaurError
 from vaur1.vocab import ARCHS
 
 Dtype = Literal["float32", "bfloat16", "float16", "auto"]
-AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
+AttnImplementation = Literal["auto", "sdpa", "eager", "flash_attention_2"]
+log = logging.getLogger("vaur1.model")
+
 DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -73,9 +76,9 @@ class LoraConfig:
 class ModelConfig:
     name_or_path: str = ""  # a local directory or a Hugging Face Hub id
     dtype: Dtype = "auto"  # "auto": the checkpoint's own dtype
-    attn_implementation: AttnImplementation = (
-        "sdpa"  # sdpa, eager, or flash_attention_2 (bf16/fp16 only; needs flash-attn)
-    )
+    # auto: flash_attention_2 where flash-attn is installed, a GPU present and the dtype bf16/fp16,
+    # else sdpa (the run log says which); or name one: sdpa, eager, flash_attention_2
+    attn_implementation: AttnImplementation = "auto"
     device: str | None = None  # the whole model on one device; None: cuda if available, else cpu
     device_map: str | None = None  # e.g. "auto" to spread a large model over GPUs (instead of device)
     freeze_vision: bool = False  # no gradients into the vision tower (patch embed, blocks, merger)
@@ -87,9 +90,10 @@ class ModelConfig:
             raise ConfigError("model.name_or_path is empty: give a checkpoint directory or a Hub id")
         if self.dtype not in DTYPES:
             raise ConfigError(f"model.dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
+        if self.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2"):
             raise ConfigError(
-                f"model.attn_implementation {self.attn_implementation!r} is not sdpa, eager or flash_attention_2"
+                f"model.attn_implementation {self.attn_implementation!r} is not auto, sdpa, eager or "
+                "flash_attention_2"
             )
         if self.attn_implementation == "flash_attention_2" and self.dtype == "float32":
             raise ConfigError("model.attn_implementation flash_attention_2 needs dtype bfloat16 or float16")
@@ -166,6 +170,25 @@ def load_config_of(name_or_path: str):
     return config
 
 
+def attention_for(cfg: ModelConfig, dtype: torch.dtype | None) -> tuple[str, str]:
+    """(the attention implementation to load, why): `model.attn_implementation` resolved for "auto".
+
+    flash-attn's kernels are the fastest on GPUs for long video prompts and what the official VAU-R1
+    runs used; they need CUDA and bf16/fp16 weights. sdpa is PyTorch's own fused attention everywhere.
+    """
+    import importlib.util
+
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation, "as configured"
+    if importlib.util.find_spec("flash_attn") is None:
+        return "sdpa", "flash-attn is not installed"
+    if not torch.cuda.is_available():
+        return "sdpa", "no CUDA device"
+    if dtype not in (torch.bfloat16, torch.float16):
+        return "sdpa", f"flash_attention_2 needs bf16 or fp16 weights, not {dtype}"
+    return "flash_attention_2", "flash-attn is installed"
+
+
 def load_model(cfg: ModelConfig):
     """(model, processor) for `cfg`: dtype, attention, device, frozen vision tower, LoRA applied.
 
@@ -176,12 +199,15 @@ def load_model(cfg: ModelConfig):
 
     cfg.validate()
     checkpoint = resolve_checkpoint(cfg.name_or_path)
-    load_config_of(cfg.name_or_path)
+    config = load_config_of(cfg.name_or_path)
+    dtype = DTYPES[cfg.dtype] if cfg.dtype != "auto" else getattr(config, "dtype", None)
+    attention, why = attention_for(cfg, dtype if isinstance(dtype, torch.dtype) else None)
+    log.info("attention: %s (%s)", attention, why)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             checkpoint.model,
             dtype=DTYPES[cfg.dtype],
-            attn_implementation=cfg.attn_implementation,
+            attn_implementation=attention,
             device_map=cfg.device_map,
             local_files_only=checkpoint.local,
         )
