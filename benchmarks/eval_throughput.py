@@ -66,7 +66,7 @@ def main() -> None:
         "offline_scorer": False,
     }
     base = load_eval_config(None, [], flags)
-    examples = load_examples(base.data, base.splits)
+    examples, _ = load_examples(base.data, base.splits)
     items = len(work_items(examples, base.modes))
     decoder = CachedDecoder.from_config(base.video, base.cache)
     for example in examples:

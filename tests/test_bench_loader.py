@@ -219,11 +219,10 @@ def test_wrong_column_count_and_missing_column(tmp_path):
 def test_header_missing_a_column(tmp_path):
     header = tuple(c for c in COLUMNS if c != "End Time")
     path = write_csv(tmp_path / "val.csv", [row(), row(**{"Video Name": "msad_b.mp4"})], header=header)
-    samples, report = read_csv(path)
-    assert samples == [] and report.skipped == {"missing_column": 2}
-    assert "End Time" in report.problems[0]
-    with pytest.raises(BenchFormatError, match="column 'End Time': missing from the header"):
-        read_csv(path, strict=True)
+    # no row of such a file can load: an error naming the column, strict or not
+    for strict in (False, True):
+        with pytest.raises(BenchFormatError, match="val.csv:1: column 'End Time': missing from the header"):
+            read_csv(path, strict=strict)
 
 
 def test_duplicate_and_unreadable_answer(tmp_path):
@@ -243,3 +242,40 @@ def test_missing_path_is_a_clear_error(tmp_path):
         load_bench(tmp_path / "nope.csv")
     with pytest.raises(VaurError, match="no train.csv"):
         load_bench(tmp_path)
+
+
+def test_one_undecodable_byte_skips_exactly_its_row_with_its_true_line(tmp_path):
+    path = write_csv(tmp_path / "val.csv", [row(**{"Video Name": f"msad_{i}.mp4"}) for i in range(400)])
+    lines = path.read_bytes().split(b"\n")
+    lines[300] = lines[300].replace(b"msad_299", b"msad_\xff299")  # data row 300 is file line 301
+    lines[1] = lines[1].replace(b"msad_0", b"msad_\xfe0")  # in the first 8 KB too
+    path.write_bytes(b"\n".join(lines))
+    samples, report = read_csv(path)
+    assert report.rows_read == 400 and len(samples) == 398
+    assert report.skipped == {"undecodable_bytes": 2}
+    assert [p.split(" [")[0] for p in report.problems] == ["line 2", "line 301"]
+    with pytest.raises(BenchFormatError, match=r"val.csv:2: column 'Video Name': bytes that are not UTF-8"):
+        read_csv(path, strict=True)
+
+
+def test_a_huge_multiline_cell_is_one_skipped_row(tmp_path):
+    huge = "reason line\n" * 22_000  # ~260 KB over 22,000 lines
+    rows = [row(**{"Video Name": "msad_a.mp4"}), row(**{"Video Name": "msad_b.mp4", "Reasoning": huge})]
+    rows.append(row(**{"Video Name": "msad_c.mp4"}))
+    path = write_csv(tmp_path / "val.csv", rows)
+    samples, report = read_csv(path)
+    assert [s.id for s in samples] == ["msad_a.mp4", "msad_c.mp4"]
+    assert report.rows_read == 3 and report.skipped == {"cell_too_large": 1}
+    assert samples[1].line == 22_004  # its true line after the multi-line cell
+
+
+def test_strict_stops_on_an_inverted_interval_and_an_answer_outside_a_to_d(tmp_path):
+    inverted = write_csv(tmp_path / "val.csv", [row(**{"Start Time": "9", "End Time": "3"})])
+    with pytest.raises(
+        BenchFormatError, match=r"val.csv:2: column 'End Time': invalid interval \(9.0, 3.0\)"
+    ):
+        read_csv(inverted, strict=True)
+    assert read_csv(inverted)[1].repairs["invalid_interval_to_missing"] == 1
+    letter = write_csv(tmp_path / "test_msad.csv", [row(**{"Correct Option": "E"})])
+    with pytest.raises(BenchFormatError, match="column 'Correct Option': answer 'E' is neither"):
+        read_csv(letter, strict=True)

@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-2, ZeRO-3 and FSDP2 under accelerate, 2 processes on this CPU: the same update as one
+"""DDP, DeepSpeed ZeRO-2, ZeRO-3 and FSDP2 under accelerate, 2 processes on this CPU: the same update as one
 process with the same global batch, for GRPO (tiny Qwen2.5-VL, video, a frozen reference) and SFT, and a
 resume from the engine's own checkpoint. FSDP2 is switched on by a test helper (accelerate never picks it
 on a CPU; see engine_helpers), so the vision tower called on its own is a CPU regression test."""
@@ -13,6 +13,7 @@ import pytest
 
 import model_fixtures
 import train_helpers
+import vaur1.rewards as rewards_module
 from engine_helpers import launch, launch_machines
 from train_helpers import TOY, changed, grpo_config, read_jsonl, safetensors_weights, same_weights, sft_config
 from vaur1.config import save_config
@@ -20,9 +21,15 @@ from vaur1.data import DataConfig
 
 tiny_models = model_fixtures.tiny_models
 synth_bench = train_helpers.synth_bench
+toy = train_helpers.toy
 
 ARCH = "qwen2_5_vl"
-ENGINE = {"zero2": "deepspeed", "zero3": "deepspeed", "fsdp": "fsdp"}  # as the run log names them
+ENGINE = {
+    "ddp-cpu": "ddp",
+    "zero2": "deepspeed",
+    "zero3": "deepspeed",
+    "fsdp": "fsdp",
+}  # as the run log names them
 COMMON = ["run.max_steps=2", "run.save_steps=1", "optim.learning_rate=1e-2", "optim.eps=1e-3"]
 GRPO = [
     *TOY,
@@ -37,9 +44,13 @@ GRPO = [
 @pytest.fixture(scope="module")
 def configs(tmp_path_factory, tiny_models, synth_bench):
     folder = tmp_path_factory.mktemp("engine-configs")
-    train_helpers.register_toy_reward()
     model = tiny_models[ARCH]
-    save_config(grpo_config(folder / "unused", model, synth_bench, [*GRPO, *COMMON]), folder / "grpo.yaml")
+    with pytest.MonkeyPatch.context() as patch:  # the toy reward, for this process only while writing
+        patch.setitem(rewards_module.REWARDS, "toy", train_helpers.toy_reward)
+        patch.setitem(rewards_module.REWARD_TASKS, "toy", ("qa", "tag", "cls"))
+        save_config(
+            grpo_config(folder / "unused", model, synth_bench, [*GRPO, *COMMON]), folder / "grpo.yaml"
+        )
     save_config(sft_config(folder / "unused", model, synth_bench, COMMON), folder / "sft.yaml")
     return {"grpo": folder / "grpo.yaml", "sft": folder / "sft.yaml"}
 
@@ -67,7 +78,7 @@ def assert_same_weights(run, reference):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("job", ["grpo", "sft"])
-@pytest.mark.parametrize("engine", ["zero2", "zero3", "fsdp"])
+@pytest.mark.parametrize("engine", ["ddp-cpu", "zero2", "zero3", "fsdp"])
 def test_deepspeed_on_two_processes_updates_like_one_process_and_resumes(
     engine, job, configs, one_process, tmp_path
 ):
@@ -142,7 +153,7 @@ def test_fsdp_shards_each_architectures_layers_blocks_and_vision_tower(tiny_mode
 
 @pytest.mark.slow
 def test_two_machines_form_one_job_and_only_rank_0_writes_the_shared_files(
-    tiny_models, synth_bench, tmp_path
+    tiny_models, synth_bench, tmp_path, toy
 ):
     examples = DataConfig(bench=str(synth_bench), tasks=["cls"], max_per_task=4).load()
     broken = tmp_path / "videos"
@@ -159,7 +170,6 @@ def test_two_machines_form_one_job_and_only_rank_0_writes_the_shared_files(
         f"data.video_roots.default={broken}",
     ]
     config = tmp_path / "grpo.yaml"
-    train_helpers.register_toy_reward()
     save_config(grpo_config(tmp_path / "unused", tiny_models[ARCH], synth_bench, overrides), config)
 
     launch(tmp_path / "one", "grpo", config, None, 1, "per_device_train_batch_size=2")

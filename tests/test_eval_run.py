@@ -42,7 +42,7 @@ SECRET = "sk-test-4f1e9c0b7a2d"
 
 
 def expected_keys(cfg: EvalConfig) -> set[str]:
-    return {item.key for item in work_items(load_examples(cfg.data, cfg.splits), cfg.modes)}
+    return {item.key for item in work_items(load_examples(cfg.data, cfg.splits)[0], cfg.modes)}
 
 
 def prediction_lines(run_dir: Path) -> list[dict]:
@@ -219,7 +219,7 @@ def write_reasoning_run(synth: Path, model: Path, run_dir: Path, **flags) -> Eva
         synth, model, run_dir, **{"data.tasks": ["reasoning"], "modes": ["direct"], **flags}
     )
     write_run_metadata(run_dir, cfg)
-    examples = load_examples(cfg.data, cfg.splits)
+    examples, _ = load_examples(cfg.data, cfg.splits)
     lines = [
         {
             "key": f"{e.key}/direct",
@@ -278,7 +278,7 @@ def test_judge_survives_errors_caches_verdicts_and_never_leaks_the_key(
             Reply(content=score_json((4, 4, 8, 5, 4)), delay_s=0.3),
         )
         with caplog.at_level(logging.DEBUG):
-            metrics = score_run(cfg, load_examples(cfg.data, cfg.splits), run_dir)
+            metrics = score_run(cfg, load_examples(cfg.data, cfg.splits)[0], run_dir)
         summary = metrics["tasks"]["reasoning"]["direct"]["judge"]
         assert (summary["scored"], summary["unscored"]) == (2, 1)
         assert summary["mean_total"] == (38 + 25) / 2 and len(summary["ci"]["mean_total"]) == 2
@@ -403,3 +403,43 @@ def test_prediction_store_refuses_a_second_writer_and_a_corrupted_file(tmp_path:
     path.write_text(path.read_text() + "{garbage\n" + json.dumps({"key": "test/b.mp4/qa/direct"}) + "\n")
     with pytest.raises(VaurError, match=r"predictions.jsonl:2: not a JSON line"), PredictionStore(run_dir):
         pass
+
+
+def test_malformed_rows_are_counted_printed_and_reported_never_silently_dropped(
+    eval_synth: Path, eval_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bench = tmp_path / "bench"
+    shutil.copytree(eval_synth, bench, symlinks=True)
+    test_csv = bench / "test.csv"
+    good = test_csv.read_text(encoding="utf-8").splitlines()
+    header, first = good[0], good[1]
+    cells = first.split(",")
+    bad = [
+        ",".join([cells[0].replace(".mp4", "_x.mp4"), *cells[1:-2], "soon", cells[-1]]),  # a non-numeric time
+        ",".join(cells[:3]),  # cells missing
+    ]
+    test_csv.write_text("\n".join([header, *good[1:], bad[0], bad[1]]) + "\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    cfg = eval_helpers.make_config(
+        bench,
+        eval_model,
+        run_dir,
+        **{"data.tasks": ["qa"], "modes": ["direct"], "data.video_roots.default": str(eval_synth / "videos")},
+    )
+    with caplog.at_level(logging.WARNING, logger="vaur1"):
+        metrics = run_eval(cfg, progress=False)
+    rows = metrics["bench_rows"]["test"]
+    assert rows["rows_read"] == len(good) - 1 + 2 and sum(rows["skipped"].values()) == 2
+    assert any(
+        "test.csv: 2 of" in r.getMessage() and "skipped as malformed" in r.getMessage()
+        for r in caplog.records
+    )
+    assert f"test.csv: 2 of {rows['rows_read']}" in (run_dir / "report.md").read_text(encoding="utf-8")
+    strict = eval_helpers.make_config(
+        bench,
+        eval_model,
+        tmp_path / "strict",
+        **{"data.tasks": ["qa"], "modes": ["direct"], "data.strict": True},
+    )
+    with pytest.raises(VaurError, match=r"test.csv:\d+: column"):
+        run_eval(strict, progress=False)

@@ -273,7 +273,9 @@ def test_auto_attention_takes_flash_attention_only_where_it_can_run(monkeypatch,
     assert attention_for(ModelConfig(name_or_path="x", attn_implementation="eager"), None)[0] == "eager"
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real_find_spec(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "flash_attn" else real_find_spec(name, *a),
     )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert attention_for(auto, torch.bfloat16) == ("flash_attention_2", "flash-attn is installed")

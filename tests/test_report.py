@@ -80,7 +80,7 @@ def make_run(bench: Path, run_dir: Path, output, broken: str | None = None, mode
                     }
                 lines.append(json.dumps(record))
     (run_dir / "predictions.jsonl").write_text("\n".join(lines) + "\n")
-    score_run(cfg, load_examples(cfg.data, cfg.splits), run_dir)
+    score_run(cfg, load_examples(cfg.data, cfg.splits)[0], run_dir)
     return run_dir
 
 

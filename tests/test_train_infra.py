@@ -637,3 +637,16 @@ def test_console_logging_is_set_up_once_per_process():
     finally:
         logger.handlers[:] = handlers
         logger.setLevel(level)
+
+
+def test_a_model_with_nan_weights_is_never_exported(accelerator, tmp_path):
+    from vaur1.train.checkpoint import export_hf_model
+
+    model = accelerator.prepare(tiny_qwen2())
+    with torch.no_grad():
+        accelerator.unwrap_model(model).model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
+    with pytest.raises(
+        VaurError, match=r"not exported: the weights hold NaN or inf values \(first: .*up_proj"
+    ):
+        export_hf_model(accelerator, model, tmp_path / "final")
+    assert not (tmp_path / "final").exists()

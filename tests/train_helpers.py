@@ -50,6 +50,7 @@ def toy_reward(completion: str, example) -> float:
 
 
 def register_toy_reward() -> None:
+    """For launched processes; in the test process use the `toy` fixture, which removes it again."""
     rewards_module.REWARDS["toy"] = toy_reward
     rewards_module.REWARD_TASKS["toy"] = ("qa", "tag", "cls")
 

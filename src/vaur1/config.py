@@ -11,9 +11,12 @@ Numbers written as `1e-6` (which YAML 1.1 reads as a string) are accepted where 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
+import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -25,6 +28,14 @@ from vaur1.errors import ConfigError
 from vaur1.files import write_text
 
 T = TypeVar("T")
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters: an error message never prints an unbounded value."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist, short.maxdict, short.maxlevel = limit, limit, 8, 8, 3
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _type_name(tp: Any) -> str:
@@ -48,21 +59,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} is not {_type_name(tp)}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {shown(value)} is not {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in get_args(tp):
             allowed = ", ".join(repr(a) for a in get_args(tp))
-            raise ConfigError(f"{key}: {value!r} is not one of {allowed}")
+            raise ConfigError(f"{key}: {shown(value)} is not one of {allowed}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {shown(value)}")
         return from_dict(tp, value, prefix=key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {shown(value)}")
         args = get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
@@ -75,35 +86,39 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {shown(value)}")
         key_type, value_type = get_args(tp) or (Any, Any)
         return {_coerce(k, key_type, key): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}")
+        # no setting means anything by inf or nan: a learning rate of .inf trained an all-NaN model
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: must be a finite number, got {shown(value)}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {shown(value)}")
     if isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {shown(value)}")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
@@ -115,7 +130,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in fields:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key {key!r} (known here: {known})")
+            raise ConfigError(f"unknown config key {shown(key)} (known here: {known})")
         kwargs[name] = _coerce(value, hints[name], key)
     try:
         obj = cls(**kwargs)
@@ -143,11 +158,13 @@ def to_dict(obj: Any) -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.learning_rate=1e-6)")
+        raise ConfigError(
+            f"override {shown(text)} is not of the form key=value (e.g. optim.learning_rate=1e-6)"
+        )
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key")
+        raise ConfigError(f"override {shown(text)} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -164,7 +181,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+                raise ConfigError(f"override {shown(text)}: {shown(part)} is not a section")
             node = child
         node[path[-1]] = value
     return data
@@ -193,14 +210,37 @@ def config_path(name: str | Path) -> Path:
     )
 
 
+MAX_VALUES = 100_000  # values in a config once its YAML aliases are expanded
+
+
+def _expanded_size(value: Any, limit: int) -> int:
+    """How many values `value` holds with shared (aliased) parts counted each time they appear; stops
+    counting past `limit`. Linear in the distinct objects, so a "billion laughs" file costs nothing."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        total = 1
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            total = min(total + size(child), limit + 1)
+        sizes[id(node)] = total
+        return total
+
+    return size(value)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except (yaml.YAMLError, RecursionError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {shown(err, 300)}") from None
+    if _expanded_size(data, MAX_VALUES) > MAX_VALUES:
+        raise ConfigError(f"{path}: its YAML aliases expand to more than {MAX_VALUES:,} values; refused")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from vaur1.bench import load_bench
 from vaur1.bench.tasks import Example, parse_tasks, task_view
@@ -39,11 +40,25 @@ class DataConfig:
         return self.video_roots
 
     def load(self) -> list[Example]:
+        return self.load_with_rows()[0]
+
+    def load_with_rows(self) -> tuple[list[Example], dict[str, Any]]:
+        """(the split's examples, what happened to its CSV rows: rows read, loaded, skipped by reason
+        and the first problem lines), so that a caller can report the rows it did not get."""
         if not self.bench:
             raise ConfigError("data.bench is not set: give a CSV file, a benchmark folder, or vau-bench")
-        samples = load_bench(self.bench, strict=self.strict).split(self.split)
+        bench = load_bench(self.bench, strict=self.strict)
+        samples = bench.split(self.split)
         examples: list[Example] = []
         for task in parse_tasks(self.tasks):
             view = task_view(samples, task)
             examples.extend(view[: self.max_per_task] if self.max_per_task else view)
-        return examples
+        report = bench.reports.get(self.split)
+        rows = {
+            "file": report.file if report else self.split,
+            "rows_read": report.rows_read if report else 0,
+            "loaded": report.loaded if report else 0,
+            "skipped": dict(report.skipped) if report else {},
+            "problems": list(report.problems[:5]) if report else [],
+        }
+        return examples, rows

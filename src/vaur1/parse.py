@@ -51,7 +51,8 @@ NO_ANOMALY: tuple[float, float] = (-1.0, -1.0)
 Interval = tuple[float, float]
 TagLabel = Literal["Anomaly", "Normal"]
 
-_TAG = re.compile(r"<\s*(/?)\s*(think|answer|glue)\s*>", re.IGNORECASE)
+# possessive: `<` and 20,000 spaces took 38 s with two adjacent plain `\s*`
+_TAG = re.compile(r"<\s*+(/?)\s*+(think|answer|glue)\s*+>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,16 @@ from vaur1.bench.schema import (
 from vaur1.errors import BenchFormatError
 
 MAX_EXAMPLES = 20  # problem lines kept per reason in a report; the counts are always complete
+# No annotation cell comes near this (the longest Reasoning cell in the released files is ~3,000
+# characters); a longer one is a broken quote swallowing the rows after it, skipped as one row.
+MAX_CELL_CHARS = 65_536
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+
+
+def _allow_large_cells() -> None:
+    """The csv module stops at 128 KB cells and then parses the rest of the cell as rows; read any
+    cell whole (it is then skipped as one row by MAX_CELL_CHARS)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 @dataclass
@@ -99,7 +109,7 @@ def source_of(name: str, file_stem: str, default_source: str | None) -> tuple[st
 _LETTER_LEAD = re.compile(r"^\(?([A-Da-d])\s*[.):]")
 
 
-def _answer(raw: str | None, options: tuple[str, ...] | None, report: LoadReport) -> str | None:
+def _answer(raw: str | None, options: tuple[str, ...] | None, report: LoadReport, strict: bool) -> str | None:
     if raw is None:
         return None
     if raw in LETTERS:
@@ -116,18 +126,24 @@ def _answer(raw: str | None, options: tuple[str, ...] | None, report: LoadReport
             if raw.lower() == option.strip().lower():
                 report.repairs["answer_text_to_letter"] += 1
                 return letter
+    if strict:
+        raise _RowError(
+            "bad_answer", "Correct Option", f"answer {raw[:60]!r} is neither a letter A-D nor an option text"
+        )
     report.repairs["unreadable_answer_to_missing"] += 1
     report.warnings.append(f"answer {raw!r} is neither a letter nor an option text: no QA for this row")
     return None
 
 
 def _interval(
-    start: float, end: float, line: int, name: str, report: LoadReport
+    start: float, end: float, line: int, name: str, report: LoadReport, strict: bool
 ) -> tuple[float, float] | None:
     if start == -1 and end == -1:
         return None
     if start == 0 and end == 0:
         return (0.0, 0.0)
+    if strict and (start < 0 or end < 0 or end <= start):
+        raise _RowError("bad_interval", "End Time", f"invalid interval ({start}, {end})")
     if start < 0 or end < 0 or end < start:
         report.repairs["invalid_interval_to_missing"] += 1
         report.warnings.append(f"line {line}: {name}: invalid interval ({start}, {end}) read as missing")
@@ -140,7 +156,7 @@ def _interval(
 
 
 def _parse_row(
-    row: dict[str, str], line: int, split: str, default_source: str | None, report: LoadReport
+    row: dict[str, str], line: int, split: str, default_source: str | None, report: LoadReport, strict: bool
 ) -> Sample:
     name = _video_name(row["Video Name"])
     source, video = source_of(name, split, default_source)
@@ -157,13 +173,13 @@ def _parse_row(
 
     option_cells = [_cell(row[f"Option {i}"]) for i in range(1, 5)]
     options = tuple(option_cells) if all(o is not None for o in option_cells) else None
-    answer = _answer(_cell(row["Correct Option"]), options, report)
+    answer = _answer(_cell(row["Correct Option"]), options, report, strict)
 
     reasoning, reasoning_format, extra = parse_reasoning(_cell(row["Reasoning"]))
     if extra:
         report.repairs["reasoning_extra_heading_to_conclusion"] += 1
 
-    interval = _interval(start, end, line, name, report)
+    interval = _interval(start, end, line, name, report, strict)
     # class and interval must tell the same story, or TAG and CLS would disagree on the video: the
     # class is kept, the contradicting interval is read as missing (the row leaves TAG)
     if anomaly_class == NORMAL and interval not in (None, (0.0, 0.0)):
@@ -213,45 +229,56 @@ def read_csv(
             report.problems.append(f"line {line} [{reason}] column {column!r}: {detail}")
 
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        # undecodable bytes become lone surrogates, so that exactly the rows holding them are skipped
+        # (with their true line) instead of the decoder failing for a whole 8 KB block
+        handle = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
     except OSError as err:
         raise BenchFormatError(f"{path}: cannot open: {err.strerror}") from None
+    _allow_large_cells()
     with handle:
         reader = csv.reader(handle)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise BenchFormatError(f"{path}: empty file, expected the header {', '.join(COLUMNS)}") from None
-        except (csv.Error, UnicodeDecodeError) as err:
+        except csv.Error as err:
             raise BenchFormatError(f"{path}:1: unreadable header: {err}") from None
+        if any(_UNDECODABLE.search(h) for h in header):
+            raise BenchFormatError(f"{path}:1: the header is not UTF-8 text")
         missing = [c for c in COLUMNS if c not in header]
-        if missing and strict:
+        if missing:
             raise BenchFormatError(f"{path}:1: column {missing[0]!r}: missing from the header")
         position = {name: i for i, name in enumerate(header)}
         while True:
+            first_line = reader.line_num + 1
             try:
                 cells = next(reader)
             except StopIteration:
                 break
-            except (csv.Error, UnicodeDecodeError) as err:
+            except csv.Error as err:
                 report.rows_read += 1
-                fail(reader.line_num, "Video Name", "unreadable_row", str(err))
+                fail(first_line, "Video Name", "unreadable_row", str(err))
                 continue
-            line = reader.line_num
             if not any(c.strip() for c in cells):
                 continue
             report.rows_read += 1
-            if missing:
-                fail(line, missing[0], "missing_column", f"column {missing[0]!r} is not in the header")
-                continue
+            line = first_line
             if len(cells) != len(header):
                 reason = "missing_column" if len(cells) < len(header) else "column_count"
                 column = header[len(cells)] if len(cells) < len(header) else "(extra)"
                 fail(line, column, reason, f"{len(cells)} cells, the header has {len(header)}")
                 continue
+            bad = next((i for i, c in enumerate(cells) if _UNDECODABLE.search(c)), None)
+            if bad is not None:
+                fail(line, header[bad], "undecodable_bytes", "bytes that are not UTF-8")
+                continue
+            large = next((i for i, c in enumerate(cells) if len(c) > MAX_CELL_CHARS), None)
+            if large is not None:
+                fail(line, header[large], "cell_too_large", f"a cell of {len(cells[large]):,} characters")
+                continue
             row = {name: cells[i] for name, i in position.items()}
             try:
-                sample = _parse_row(row, line, split, default_source, report)
+                sample = _parse_row(row, line, split, default_source, report, strict)
             except _RowError as err:
                 fail(line, err.column, err.reason, err.detail)
                 continue

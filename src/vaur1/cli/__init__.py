@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except VaurError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
+    except OSError as err:
+        # a read-only, full or missing output, cache, checkpoint or report directory: the user's to fix
+        where = f"{err.filename}: " if err.filename else ""
+        reason = err.strerror or str(err)
+        Console(stderr=True).print(f"[bold red]error:[/] {where}{reason}", highlight=False, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         return 130

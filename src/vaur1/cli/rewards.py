@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vaur1.config import shown
 from vaur1.errors import VaurError
 from vaur1.vocab import SCORED_TASKS
 
@@ -42,7 +43,7 @@ def _interval(value: object) -> tuple[float, float] | None:
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
     )
     if not numbers or len(value) != 2 or not all(math.isfinite(v) for v in value):
-        raise ValueError(f"interval must be [start, end] in seconds, [0, 0] or null, got {value!r}")
+        raise ValueError(f"interval must be [start, end] in seconds, [0, 0] or null, got {shown(value)}")
     start, end = float(value[0]), float(value[1])
     if (start, end) == (-1.0, -1.0):
         raise ValueError(
@@ -50,7 +51,7 @@ def _interval(value: object) -> tuple[float, float] | None:
         )
     if (start, end) != (0.0, 0.0) and not 0 <= start < end:
         raise ValueError(
-            f"interval must have 0 <= start < end (or be [0, 0] for a normal video), got {value!r}"
+            f"interval must have 0 <= start < end (or be [0, 0] for a normal video), got {shown(value)}"
         )
     return (start, end)
 
@@ -60,26 +61,26 @@ def _example(task: str, sample: object, line: int):
     from vaur1.bench.tasks import Example
 
     if not isinstance(sample, dict):
-        raise ValueError(f'"sample" must be an object, got {sample!r}')
+        raise ValueError(f'"sample" must be an object, got {shown(sample)}')
     unknown = sorted(set(sample) - set(SAMPLE_KEYS))
     if unknown:
-        raise ValueError(f"unknown sample key {unknown[0]!r} (keys: {', '.join(SAMPLE_KEYS)})")
+        raise ValueError(f"unknown sample key {shown(unknown[0])} (keys: {', '.join(SAMPLE_KEYS)})")
     answer = sample.get("answer")
     if answer is not None and answer not in LETTERS:
-        raise ValueError(f"answer must be one of {', '.join(LETTERS)} or null, got {answer!r}")
+        raise ValueError(f"answer must be one of {', '.join(LETTERS)} or null, got {shown(answer)}")
     raw_class = sample.get("class")
     anomaly_class = None
     if raw_class is not None:
         anomaly_class = normalize_class(raw_class) if isinstance(raw_class, str) else None
         if anomaly_class is None:
-            raise ValueError(f"unknown class {raw_class!r}")
+            raise ValueError(f"unknown class {shown(raw_class)}")
     options = sample.get("options")
     if options is not None and (
         not isinstance(options, list)
         or not all(isinstance(o, str) for o in options)
         or len(options) > len(LETTERS)
     ):
-        raise ValueError(f"options must be a list of at most {len(LETTERS)} strings, got {options!r}")
+        raise ValueError(f"options must be a list of at most {len(LETTERS)} strings, got {shown(options)}")
     return Example(
         task=task,  # type: ignore[arg-type]
         id=f"line {line}",
@@ -108,7 +109,8 @@ def _score_line(task: str, text: str, line: int) -> dict:
 
 def run_rewards(args: argparse.Namespace) -> int:
     try:
-        lines = args.input.read_text(encoding="utf-8").splitlines()
+        # JSONL lines end at "\n" only: str.splitlines would also split inside a string holding U+2029
+        lines = args.input.read_text(encoding="utf-8").split("\n")
     except OSError as err:
         raise VaurError(f"{args.input}: cannot read: {err.strerror}") from None
     except UnicodeDecodeError as err:
@@ -119,8 +121,8 @@ def run_rewards(args: argparse.Namespace) -> int:
             continue
         try:
             results.append(_score_line(args.task, text, number))
-        except ValueError as err:  # json.JSONDecodeError is a ValueError too
-            errors.append({"line": number, "error": str(err)})
+        except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError; deep nesting recurses
+            errors.append({"line": number, "error": str(err) or type(err).__name__})
             results.append(errors[-1])
     err_console = Console(stderr=True, highlight=False, soft_wrap=True)
     for error in errors:

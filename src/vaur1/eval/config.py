@@ -109,14 +109,17 @@ def parse_modes(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
-def load_examples(data: DataConfig, splits: list[str]) -> list[Example]:
-    """The examples of every task in every split, split by split (`max_per_task` applies per split)."""
+def load_examples(data: DataConfig, splits: list[str]) -> tuple[list[Example], dict[str, Any]]:
+    """The examples of every task in every split, split by split (`max_per_task` applies per split),
+    and for each split what happened to its CSV rows (see `DataConfig.load_with_rows`)."""
     if not splits:
         raise ConfigError("data.split: name at least one split")
     examples: list[Example] = []
+    rows: dict[str, Any] = {}
     for split in splits:
-        examples.extend(replace(data, split=split).load())
-    return examples
+        loaded, rows[split] = replace(data, split=split).load_with_rows()
+        examples.extend(loaded)
+    return examples, rows
 
 
 def load_eval_config(

@@ -289,6 +289,8 @@ def parse_judge_reply(reply: str) -> ParsedReply:
         raise JudgeReplyError(
             f"reply is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
         ) from None
+    except RecursionError:
+        raise JudgeReplyError("reply is JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise JudgeReplyError(f"reply JSON is a {type(data).__name__}, expected an object")
     missing = [key for key in DIMENSIONS if key not in data]
@@ -329,6 +331,13 @@ class JudgeCache:
         self._needs_newline = False
         if self.path.exists():
             self._load()
+        # fail before the first paid judge call, not after it, when the verdicts cannot be kept
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab"):
+                pass
+        except OSError as err:
+            raise VaurError(f"{self.path}: cannot write the judge cache: {err.strerror}") from None
 
     def _load(self) -> None:
         try:
@@ -342,7 +351,7 @@ class JudgeCache:
             try:
                 entry = json.loads(line)
                 self._entries[entry["key"]] = _reply_from_entry(entry)
-            except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
+            except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as err:
                 logger.warning(
                     "%s:%d: judge cache line skipped, that sample will be judged again (%s)",
                     self.path,

@@ -53,9 +53,9 @@ def _records(data: bytes, path: Path) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             record = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
             raise VaurError(
-                f"{path}:{number}: not a JSON line ({err}); the file was edited or corrupted"
+                f"{path}:{number}: not a JSON line ({err or type(err).__name__}); the file was edited or corrupted"
             ) from None
         key = record.get("key") if isinstance(record, dict) else None
         if not isinstance(key, str):

@@ -254,6 +254,16 @@ def offline_table(runs: list[Run]) -> Table | None:
     return Table(title, ["source", "metric", *[run.name for run in runs]], rows)
 
 
+def _skipped_rows(bench_rows: dict[str, Any]) -> str:
+    """Malformed CSV rows the loader skipped, per file: they are in no denominator."""
+    parts = [
+        f"{rows['file']}: {sum(rows['skipped'].values())} of {rows['rows_read']}"
+        for rows in bench_rows.values()
+        if rows["skipped"]
+    ]
+    return "; ".join(parts) or "0"
+
+
 def overview_table(runs: list[Run]) -> Table:
     fields = (
         "model",
@@ -263,6 +273,7 @@ def overview_table(runs: list[Run]) -> Table:
         "backend",
         "items",
         "video errors",
+        "rows skipped",
         "s / item",
         "truncated",
     )
@@ -283,6 +294,7 @@ def overview_table(runs: list[Run]) -> Table:
                 "backend": info["backend"],
                 "items": f"{metrics['items']['predicted']} of {metrics['items']['expected']}",
                 "video errors": f"{metrics['video_errors']['videos']} videos, {metrics['video_errors']['items']} items",
+                "rows skipped": _skipped_rows(metrics.get("bench_rows", {})),
                 "s / item": _value(timing["seconds_per_item"], digits=3),
                 "truncated": str(timing["truncated"]),
             }

@@ -20,6 +20,7 @@ An item without output (its video could not be read, or the run stopped before i
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from dataclasses import asdict
@@ -55,6 +56,8 @@ RESUME_KEYS: tuple[str, ...] = (
     "sampling",
     "backend",
 )
+
+log = logging.getLogger("vaur1.eval")
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -117,7 +120,8 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
     if cfg.scores_reasoning_offline:
         check_offline_scorer()
     check_judge_key(cfg)
-    examples = load_examples(cfg.data, cfg.splits)
+    examples, bench_rows = load_examples(cfg.data, cfg.splits)
+    warn_skipped_rows(bench_rows)
     if not examples:
         raise VaurError(
             f"{cfg.data.bench}: no examples for tasks {', '.join(cfg.data.tasks)} in {cfg.data.split}"
@@ -125,7 +129,7 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
     check_resumable(run_dir, cfg)
     write_run_metadata(run_dir, cfg, split_files(cfg.data.bench, cfg.splits))
     inference = run_inference(cfg, examples, run_dir, generator, progress)
-    metrics = score_run(cfg, examples, run_dir, inference)
+    metrics = score_run(cfg, examples, run_dir, inference, bench_rows)
     write_run_report(run_dir)
     return metrics
 
@@ -186,10 +190,31 @@ def _timing(predictions: dict[str, dict], inference: InferenceSummary | None) ->
     return timing
 
 
+def warn_skipped_rows(bench_rows: dict[str, Any]) -> None:
+    """One console line per file with malformed rows: the denominators below leave them out."""
+    for rows in bench_rows.values():
+        skipped = sum(rows["skipped"].values())
+        if skipped:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in rows["skipped"].items())
+            log.warning(
+                "%s: %d of %d rows skipped as malformed (%s); first: %s (data.strict=true stops there)",
+                rows["file"],
+                skipped,
+                rows["rows_read"],
+                reasons,
+                rows["problems"][0] if rows["problems"] else "",
+            )
+
+
 def score_run(
-    cfg: EvalConfig, examples: list[Example], run_dir: str | Path, inference: InferenceSummary | None = None
+    cfg: EvalConfig,
+    examples: list[Example],
+    run_dir: str | Path,
+    inference: InferenceSummary | None = None,
+    bench_rows: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """metrics.json, sample_scores.jsonl and reasoning_scores.jsonl from the run's predictions."""
+    """metrics.json, sample_scores.jsonl and reasoning_scores.jsonl from the run's predictions.
+    `bench_rows`: what happened to each split's CSV rows, recorded so that skipped rows are seen."""
     run_dir = Path(run_dir)
     expected = {item_key(e, mode) for e in examples for mode in cfg.modes}
     # predictions of tasks, modes or splits this config leaves out are kept in the file, not scored
@@ -244,6 +269,7 @@ def score_run(
             "video_errors": sum(1 for r in predictions.values() if r.get("status") == VIDEO_ERROR),
         },
         "video_errors": _video_errors(predictions),
+        "bench_rows": bench_rows or {},
         "timing": _timing(predictions, inference),
         "tasks": tasks,
     }
@@ -259,6 +285,8 @@ def rescore(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str
     cfg = load_run_config(run_dir, overrides)
     if cfg.scores_reasoning_offline:
         check_offline_scorer()
-    metrics = score_run(cfg, load_examples(cfg.data, cfg.splits), run_dir)
+    examples, bench_rows = load_examples(cfg.data, cfg.splits)
+    warn_skipped_rows(bench_rows)
+    metrics = score_run(cfg, examples, run_dir, bench_rows=bench_rows)
     write_run_report(Path(run_dir))
     return metrics

@@ -36,6 +36,7 @@ from vaur1.files import replace_dir, write_json
 from vaur1.layout import Checkpoint, TrainRun, checkpoint_step
 from vaur1.train.common import BadStepGuard
 from vaur1.train.data_order import DataOrder
+from vaur1.train.distributed import broadcast
 
 
 @dataclass
@@ -192,6 +193,15 @@ def export_hf_model(
     out_dir = Path(out_dir)
     unwrapped = accelerator.unwrap_model(model)
     state_dict = accelerator.get_state_dict(model)
+    # the last line of defence behind the NaN guard: a model with NaN or inf weights is never written
+    broken = None
+    if accelerator.is_main_process:
+        broken = next(
+            (k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()), None
+        )
+    broken = broadcast(broken, accelerator)
+    if broken is not None:
+        raise VaurError(f"{out_dir}: not exported: the weights hold NaN or inf values (first: {broken})")
     if not accelerator.is_main_process:
         return out_dir
     if _is_peft_model(unwrapped):

@@ -1,0 +1,159 @@
+"""Hostile inputs to the parsers and the config loader: linear time, one-line errors, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import model_fixtures
+import train_helpers
+from conftest import run_cli
+from train_helpers import sft_config
+from vaur1.bench.reasoning import parse_reasoning
+from vaur1.config import load_config, save_config
+from vaur1.errors import ConfigError
+from vaur1.parse import parse_completion, parse_interval
+from vaur1.rl.config import GRPOTrainConfig
+
+tiny_models = model_fixtures.tiny_models
+synth_bench = train_helpers.synth_bench
+
+# Each took 38-68 s before the patterns were made linear; a linear parser takes milliseconds. The
+# bound is loose on purpose: it catches a quadratic pattern, not a slow machine.
+QUADRATIC_BEFORE = {
+    "a tag opened by spaces": (parse_completion, "<" + " " * 20_000),
+    "a closing tag padded with spaces": (parse_completion, "</" + " " * 20_000 + "x"),
+    "a heading of hashes": (parse_reasoning, "#" * 30_000),
+    "a heading without a colon": (parse_reasoning, "## a" + " " * 30_000),
+    "many headings": (parse_reasoning, "## Location: x " * 5_000),
+}
+
+
+@pytest.mark.parametrize("name", QUADRATIC_BEFORE)
+def test_no_input_makes_a_parser_quadratic(name):
+    parse, text = QUADRATIC_BEFORE[name]
+    started = time.perf_counter()
+    parse(text)
+    assert time.perf_counter() - started < 2.0, name
+
+
+def test_huge_numbers_and_deep_nesting_in_a_completion_are_malformed_not_a_crash():
+    parse_interval("[" + "9" * 401 + ", 5]")  # no OverflowError
+    completion = parse_completion("<answer>" + "[" * 100_000 + "</answer><glue>[1e400, 2]</glue>")
+    assert completion is not None
+
+
+# pieces of tags, headings and intervals, joined at random and repeated
+HOSTILE_TEXT = st.lists(
+    st.sampled_from([*"<>/#:[], -.09eE\n\t", "think", "answer", "glue", "Location", "1e400", "9" * 50])
+).map("".join)
+
+
+@settings(max_examples=300, deadline=2000)
+@given(HOSTILE_TEXT.map(lambda s: s * 20))
+def test_fuzzed_completions_and_reasoning_cells_never_raise(text):
+    parse_completion(text)
+    parse_reasoning(text)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optim.learning_rate=.inf", "optim.learning_rate"),
+        ("optim.weight_decay=nan", "optim.weight_decay"),
+        ("optim.max_grad_norm=inf", "optim.max_grad_norm"),
+        ("optim.betas=[0.9, .nan]", "optim.betas[1]"),
+        ("rewards.qa={format: .inf}", "rewards.qa.format"),
+        ("loss.beta=-inf", "loss.beta"),
+    ],
+)
+def test_non_finite_numbers_are_config_errors_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match="^" + re.escape(key) + ": must be a finite number"):
+        load_config(GRPOTrainConfig, "grpo/tiny_cpu", [override])
+
+
+def test_a_yaml_alias_bomb_is_refused_fast(tmp_path):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(8)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="aliases expand to more than 100,000 values"):
+        load_config(GRPOTrainConfig, bomb)
+    assert time.perf_counter() - started < 5.0
+
+
+def test_an_error_never_prints_an_unbounded_value():
+    with pytest.raises(ConfigError) as caught:
+        load_config(GRPOTrainConfig, "grpo/tiny_cpu", ["optim.learning_rate=" + "y" * 100_000])
+    assert len(str(caught.value)) < 300
+
+
+def test_rewards_reads_a_jsonl_line_holding_u2029_as_one_line_and_names_a_deep_line(tmp_path):
+    good = {"completion": "<answer>A</answer>\u2029", "sample": {"answer": "A"}}
+    path = tmp_path / "qa.jsonl"
+    path.write_text(
+        json.dumps(good, ensure_ascii=False) + "\n" + '{"completion": ' + "[" * 100_000 + "\n",
+        encoding="utf-8",
+    )
+    result = run_cli("rewards", "--task", "qa", "--input", str(path), "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["line"] for line in lines] == [1, 2]
+    assert lines[0]["total"] > 0 and "error" in lines[1]
+
+
+@pytest.fixture(scope="module")
+def blocked(tmp_path_factory):
+    """A file where a command expects to make a folder: every write under it fails with ENOTDIR."""
+    folder = tmp_path_factory.mktemp("blocked")
+    (folder / "blocker").write_text("a file, not a folder")
+    return folder / "blocker"
+
+
+def test_an_unwritable_output_is_one_line_and_exit_2_from_every_command(
+    blocked, tiny_models, synth_bench, tmp_path
+):
+    model = tiny_models["qwen2_5_vl"]
+    config = tmp_path / "sft.yaml"
+    save_config(sft_config(tmp_path / "unused", model, synth_bench), config)
+    commands = [
+        ["data", "synth", "--out", f"{blocked}/synth", "--n", "4"],
+        ["model", "tiny", "--arch", "qwen2_5_vl", "--out", f"{blocked}/model"],
+        ["train", "sft", "--config", str(config), f"run.output_dir={blocked}/run"],
+        [
+            "eval",
+            "run",
+            "--model",
+            str(model),
+            "--bench",
+            str(synth_bench),
+            "--split",
+            "test",
+            "--tasks",
+            "qa",
+            "--mode",
+            "direct",
+            "--out",
+            f"{blocked}/eval",
+        ],
+        ["demo", "--quick", "--out", f"{blocked}/demo"],
+    ]
+    for command in commands:
+        result = run_cli(*command)
+        assert result.returncode == 2, (command, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr and str(blocked) in result.stderr, command
+        assert result.stderr.strip().splitlines()[-1].startswith("error:"), command
+
+
+def test_the_judge_cache_is_checked_writable_before_any_paid_call(blocked):
+    from vaur1.errors import VaurError
+    from vaur1.eval.judge import JudgeCache
+
+    with pytest.raises(VaurError, match="judge_cache.jsonl: cannot write the judge cache"):
+        JudgeCache(blocked / "judge_cache.jsonl")
