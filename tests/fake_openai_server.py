@@ -50,6 +50,7 @@ class Reply:
     body: str | None = None
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    drip_s: float = 0.0  # send the body one byte at a time, this long apart
 
 
 @dataclass
@@ -198,7 +199,14 @@ class FakeOpenAIServer:
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if reply.drip_s:
+                        for byte in data:
+                            if server._stopping.wait(reply.drip_s):
+                                return
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting, as a timeout test intends
 

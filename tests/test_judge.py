@@ -360,3 +360,20 @@ def test_config_from_yaml_data_is_validated() -> None:
         from_dict(JudgeConfig, {"prompt_version": "v9"})
     with pytest.raises(ConfigError, match="base_url"):
         from_dict(JudgeConfig, {"base_url": "localhost:8000"})
+
+
+def test_a_redirect_to_another_origin_never_receives_the_key(server: FakeOpenAIServer) -> None:
+    with FakeOpenAIServer() as elsewhere:
+        server.script(Reply(status=302, headers={"Location": elsewhere.base_url + "/chat/completions"}))
+        (result,) = judge_many([make_request()], make_config(server))
+        assert elsewhere.requests == []  # nothing reached the other origin, with or without the key
+    assert result.status != "scored" and result.http_requests == 1
+    assert "redirected (302)" in result.error and "refused" in result.error and SECRET not in result.error
+
+
+def test_a_server_that_drips_its_reply_cannot_hold_a_run_past_the_deadline(server: FakeOpenAIServer) -> None:
+    server.script(Reply(content=score_json(), drip_s=0.05), Reply(content=score_json()))
+    started = time.monotonic()
+    (result,) = judge_many([make_request()], make_config(server, timeout_s=1.0, max_retries=1))
+    assert result.status == "scored" and result.http_requests == 2  # the dripping try was abandoned
+    assert time.monotonic() - started < 10  # the drip alone would take ~15 s

@@ -114,9 +114,10 @@ class ChatClient:
         request = urllib.request.Request(
             self.url, data=json.dumps(payload).encode("utf-8"), headers=headers, method="POST"
         )
+        deadline = time.monotonic() + self.config.timeout_s
         try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
-                body = response.read()
+            with _OPENER.open(request, timeout=self.config.timeout_s) as response:
+                body = _read_until(response, deadline)
         except urllib.error.HTTPError as err:
             reason = _redact(f"HTTP {err.code}{_error_detail(err)}", self._api_key)
             if err.code in _RETRY_STATUSES or err.code >= 500:
@@ -135,6 +136,31 @@ class ChatClient:
         if not isinstance(content, str):
             raise _Transient("response message has no text content")
         return content
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: urllib would resend the request, Authorization header included, to
+    whatever origin the server names. A chat-completions endpoint has no reason to redirect."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        raise JudgeCallFailed(
+            f"the judge endpoint redirected ({code}) to {newurl.split('?')[0]}: refused, the API key is "
+            "sent to the configured base_url only; set judge.base_url to the final address"
+        )
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect())
+
+
+def _read_until(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """The whole body, unless the server takes past `deadline` to send it: the socket timeout alone
+    restarts with every byte, so a server that drips one byte at a time could hold a run forever."""
+    chunks = []
+    while chunk := response.read1(65536):
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise _Transient("the reply took longer than judge.timeout_s to arrive")
+    return b"".join(chunks)
 
 
 def _error_detail(err: urllib.error.HTTPError) -> str:
