@@ -157,3 +157,59 @@ def test_the_judge_cache_is_checked_writable_before_any_paid_call(blocked):
 
     with pytest.raises(VaurError, match="judge_cache.jsonl: cannot write the judge cache"):
         JudgeCache(blocked / "judge_cache.jsonl")
+
+
+def videos_with(synth_bench, folder, broken=(), missing=()):
+    """A video folder of symlinks to the bench's clips, some replaced by junk or left out."""
+    folder.mkdir()
+    for clip in (synth_bench / "videos").iterdir():
+        if clip.name in missing:
+            continue
+        if clip.name in broken:
+            (folder / clip.name).write_bytes(b"\x00not an mp4" * 10)
+        else:
+            (folder / clip.name).symlink_to(clip)
+    return folder
+
+
+def train_sft_with(tmp_path, tiny_models, synth_bench, videos, *overrides):
+    from vaur1.sft.trainer import train
+
+    cfg = sft_config(
+        tmp_path / "run",
+        tiny_models["qwen2_5_vl"],
+        synth_bench,
+        [f"data.video_roots.default={videos}", *overrides],
+    )
+    return train(cfg)
+
+
+def test_wrong_video_roots_stop_before_the_run_naming_the_root_and_a_file(tmp_path, tiny_models, synth_bench):
+    from vaur1.errors import VaurError
+
+    empty = tmp_path / "videos"
+    empty.mkdir()
+    with pytest.raises(VaurError, match=rf"{empty}: \d+ of \d+ samples have no video file \(e.g. {empty}/"):
+        train_sft_with(tmp_path, tiny_models, synth_bench, empty)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_few_missing_videos_are_left_out_listed_and_counted(tmp_path, tiny_models, synth_bench):
+    clips = sorted(p.name for p in (synth_bench / "videos").iterdir())
+    videos = videos_with(synth_bench, tmp_path / "videos", missing=clips[:1])
+    train_sft_with(tmp_path, tiny_models, synth_bench, videos, "data.max_missing_videos=0.5")
+    skipped = [json.loads(line) for line in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert skipped and all(
+        s["reason"] == "no such video file" and s["video"].endswith(clips[0]) for s in skipped
+    )
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_a_run_that_skipped_every_sample_fails_and_exports_nothing(tmp_path, tiny_models, synth_bench):
+    from vaur1.train.common import TrainingAborted
+
+    clips = [p.name for p in (synth_bench / "videos").iterdir()]
+    videos = videos_with(synth_bench, tmp_path / "videos", broken=clips)
+    with pytest.raises(TrainingAborted, match="no sample was trained: every clip was skipped"):
+        train_sft_with(tmp_path, tiny_models, synth_bench, videos)
+    assert not (tmp_path / "run" / "final").exists()

@@ -25,9 +25,16 @@ class DataConfig:
     video_roots: VideoRoots = field(default_factory=VideoRoots)
     max_per_task: int | None = None  # the first N examples of each task (for quick runs)
     strict: bool = False  # stop at the first malformed CSV row instead of skipping it
+    # the share of samples whose video file may be missing (skipped, listed and counted); more stops
+    # the run before it starts: the video roots are probably wrong
+    max_missing_videos: float = 0.05
 
     def validate(self) -> None:
         parse_tasks(self.tasks)
+        if not 0 <= self.max_missing_videos <= 1:
+            raise ConfigError(
+                f"data.max_missing_videos must be a share in [0, 1], got {self.max_missing_videos}"
+            )
         if self.max_per_task is not None and self.max_per_task < 1:
             raise ConfigError(f"data.max_per_task must be at least 1, got {self.max_per_task}")
 

@@ -42,6 +42,7 @@ from vaur1.eval.report import write_report
 from vaur1.files import write_json, write_jsonl
 from vaur1.layout import EvalRun
 from vaur1.runinfo import write_run_metadata
+from vaur1.video.roots import check_videos
 from vaur1.vocab import SCORED_TASKS
 
 MAX_LISTED = 50  # videos listed by name per problem; the counts are always complete
@@ -126,6 +127,8 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
         raise VaurError(
             f"{cfg.data.bench}: no examples for tasks {', '.join(cfg.data.tasks)} in {cfg.data.split}"
         )
+    # wrong video roots stop here; a few missing files are scored as video errors, in the denominators
+    check_videos(examples, cfg.data.roots(), cfg.data.max_missing_videos)
     check_resumable(run_dir, cfg)
     write_run_metadata(run_dir, cfg, split_files(cfg.data.bench, cfg.splits))
     inference = run_inference(cfg, examples, run_dir, generator, progress)

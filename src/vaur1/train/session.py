@@ -48,19 +48,21 @@ from vaur1.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from vaur1.train.common import BadStepGuard, build_optimizer, build_scheduler, set_seed
+from vaur1.train.common import BadStepGuard, TrainingAborted, build_optimizer, build_scheduler, set_seed
 from vaur1.train.config import SessionConfig
 from vaur1.train.data_order import DataOrder
 from vaur1.train.logging import MetricsLogger
 from vaur1.train.sampler import Item, StepData, filler_inputs
 from vaur1.train.validation import LossFn, Validator
 from vaur1.video.cache import CachedDecoder
-from vaur1.video.dataset import SkipLog, VideoDataset
+from vaur1.video.dataset import Skip, SkipLog, VideoDataset
+from vaur1.video.roots import check_videos
 from vaur1.video.spec import write_model_spec
 
 log = logging.getLogger("vaur1.train")
 
 STOP_KEY = "stopped"  # TrainerState.extra: why the loop ended before its last step
+TRAINED_KEY = "trained_samples"  # TrainerState.extra: samples this process trained on, resumes included
 
 
 class Session:
@@ -100,6 +102,9 @@ class Session:
             raise ConfigError(
                 f"{cfg.data.bench} ({cfg.data.split}): no examples for tasks {', '.join(cfg.data.tasks)}"
             )
+        # every video resolved before anything starts: wrong roots stop here, a few missing files are
+        # left out of the data order and listed in skipped.jsonl
+        examples, missing = check_videos(examples, cfg.data.roots(), cfg.data.max_missing_videos)
         resume_from = resolve_resume(cfg.run.resume, self.run.root)
         steps_per_epoch = math.ceil(
             len(examples)
@@ -149,6 +154,14 @@ class Session:
         )
         if self.is_main:
             write_run_metadata(self.run.root, cfg, split_files(cfg.data.bench, [cfg.data.split]))
+            if missing and resume_from is None:
+                roots = cfg.data.roots()
+                lines = [Skip(e.key, str(roots.resolve(e)), "no such video file") for e in missing]
+                with self.run.skipped.open("ab") as handle:
+                    handle.write(b"".join(jsonl_line(asdict(skip)) for skip in lines))
+                log.warning(
+                    "%d samples have no video file: left out (listed in %s)", len(missing), self.run.skipped
+                )
             write_text(self.run.video_spec, cfg.video.describe() + "\n")
             log.info(
                 "%s: %d examples, %d steps of %d prompts, %s on %d process(es) (%s), video %s",
@@ -206,6 +219,7 @@ class Session:
             waited = time.perf_counter()
             cycle = next(batches)
             self.data_wait = time.perf_counter() - waited
+            self.state.extra[TRAINED_KEY] = self.state.extra.get(TRAINED_KEY, 0) + sum(map(len, cycle))
             self._cycle_start = self.state.step
             yield cycle
 
@@ -347,7 +361,13 @@ class Session:
         return target
 
     def finish(self) -> Path:
-        """Checkpoint the last step (if not yet saved) and export `<output_dir>/final/`."""
+        """Checkpoint the last step (if not yet saved) and export `<output_dir>/final/`; a run that
+        trained on no sample at all (every clip skipped) exports nothing and fails."""
+        trained = self.reduce_sum({"trained": self.state.extra.get(TRAINED_KEY, 0)})["trained"]
+        if trained == 0:
+            raise TrainingAborted(
+                f"no sample was trained: every clip was skipped (see {self.run.skipped}); nothing exported"
+            )
         if self._last_saved != self.state.step:
             self.save()
         final = self.export(self.run.final)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from vaur1.errors import ConfigError
+from vaur1.errors import ConfigError, VaurError
 
 
 class HasVideo(Protocol):
@@ -39,3 +41,36 @@ class VideoRoots:
     def resolve(self, item: HasVideo) -> Path:
         """The video file of a sample or example (which need not exist yet)."""
         return self.folder(item.source) / item.video
+
+
+Item = TypeVar("Item", bound=HasVideo)
+
+
+def check_videos(
+    items: Sequence[Item], roots: VideoRoots, max_missing: float
+) -> tuple[list[Item], list[Item]]:
+    """(the items whose video file exists, those whose file is missing), checked before a run starts.
+
+    More than `max_missing` (a share) missing means the roots are wrong, not a few files: one error
+    naming the folder and a missing file, instead of a run that skips everything and succeeds on
+    nothing. Within the share, the caller skips and lists the missing ones.
+    """
+    present: list[Item] = []
+    missing: list[Item] = []
+    exists: dict[Path, bool] = {}
+    for item in items:
+        path = roots.resolve(item)
+        if path not in exists:
+            try:
+                exists[path] = os.path.isfile(path)
+            except (OSError, ValueError):  # a name too long or holding a NUL byte
+                exists[path] = False
+        (present if exists[path] else missing).append(item)
+    if items and len(missing) > max_missing * len(items):
+        first = missing[0]
+        raise VaurError(
+            f"{roots.folder(first.source)}: {len(missing)} of {len(items)} samples have no video file "
+            f"(e.g. {str(roots.resolve(first))[:300]}); are the video roots right? (data.video_roots.*; "
+            f"data.max_missing_videos={max_missing} allows that share to be skipped)"
+        )
+    return present, missing
