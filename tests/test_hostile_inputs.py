@@ -213,3 +213,41 @@ def test_a_run_that_skipped_every_sample_fails_and_exports_nothing(tmp_path, tin
     with pytest.raises(TrainingAborted, match="no sample was trained: every clip was skipped"):
         train_sft_with(tmp_path, tiny_models, synth_bench, videos)
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_hostile_video_names_are_skipped_rows_not_a_worker_traceback(tmp_path):
+    from bench_csv import row, write_csv
+    from vaur1.bench.loader import read_csv
+
+    path = write_csv(
+        tmp_path / "val.csv",
+        [row(), row(**{"Video Name": "msad_\x00x.mp4"}), row(**{"Video Name": "msad_" + "v" * 400 + ".mp4"})],
+    )
+    samples, report = read_csv(path)
+    assert len(samples) == 1 and report.skipped == {"bad_video_name": 2}
+
+
+def test_a_symlink_loop_is_a_missing_video_and_an_unwritable_cache_only_costs_caching(
+    tmp_path, tiny_models, synth_bench, caplog
+):
+    import logging
+
+    clips = sorted(p.name for p in (synth_bench / "videos").iterdir())
+    videos = videos_with(synth_bench, tmp_path / "videos", missing=clips[:1])
+    (videos / clips[0]).symlink_to(videos / clips[0])  # a link to itself
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the cache folder should be")
+    with caplog.at_level(logging.WARNING, logger="vaur1"):
+        train_sft_with(
+            tmp_path,
+            tiny_models,
+            synth_bench,
+            videos,
+            "data.max_missing_videos=0.5",
+            "cache.enabled=true",
+            f"cache.dir={blocker}/frames",
+        )
+    skipped = [json.loads(line) for line in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert {s["video"].rsplit("/", 1)[-1] for s in skipped} == {clips[0]}
+    assert any("decoding without caching" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()

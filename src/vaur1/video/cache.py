@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import struct
 import time
@@ -32,6 +33,8 @@ SUFFIX = ".frames"
 _HEADER_LENGTH = struct.Struct("<Q")
 STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to a writer that died
 RESCAN_EVERY = 100  # writes between full scans; other workers' writes are only seen by a scan
+
+log = logging.getLogger("vaur1.video")
 
 
 def default_cache_dir() -> Path:
@@ -128,8 +131,15 @@ class CachedDecoder:
         self._spec_hash = spec.hash()
         self._estimated_bytes: int | None = None  # this process's view of the cache size
         self._writes_since_scan = 0
+        self._write_failed = False  # set at the first failed write: the rest decode without caching
         if self.dir is not None:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                self._write_failed = True
+                log.warning(
+                    "frame cache %s: cannot create it (%s); decoding without caching", self.dir, err.strerror
+                )
 
     @classmethod
     def from_config(cls, spec: VideoSpec, config: CacheConfig, threads: int = 1) -> CachedDecoder:
@@ -153,11 +163,12 @@ class CachedDecoder:
         started = time.perf_counter()
         try:
             video = _read_entry(entry)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error):
             self.stats.unreadable += 1
-            entry.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                entry.unlink(missing_ok=True)
             return None
         # the modification time is the LRU clock; another worker may have evicted the entry since we
         # read it, which leaves the frames we hold just as good
@@ -175,11 +186,19 @@ class CachedDecoder:
             return cached
         video = decode(path, self.spec, threads=self.threads)
         self.stats.misses += 1
-        if self.dir is not None:
+        if self.dir is not None and not self._write_failed:
             entry = self.entry_path(path)
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            _write_entry(entry, video)
-            self._account(video.frames.nbytes)
+            try:
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                _write_entry(entry, video)
+            except OSError as err:
+                # a full or read-only cache disk costs speed, never a sample: decode without caching
+                self._write_failed = True
+                log.warning(
+                    "frame cache %s: cannot write (%s); decoding without caching", self.dir, err.strerror
+                )
+            else:
+                self._account(video.frames.nbytes)
         return video
 
     def _account(self, written: int) -> None:
