@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 
 import pytest
+from accelerate.state import AcceleratorState
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +18,7 @@ from conftest import run_cli
 from train_helpers import sft_config
 from vaur1.bench.reasoning import parse_reasoning
 from vaur1.config import load_config, save_config
-from vaur1.errors import ConfigError
+from vaur1.errors import ConfigError, VaurError
 from vaur1.parse import parse_completion, parse_interval
 from vaur1.rl.config import GRPOTrainConfig
 
@@ -251,3 +253,55 @@ def test_a_symlink_loop_is_a_missing_video_and_an_unwritable_cache_only_costs_ca
     assert {s["video"].rsplit("/", 1)[-1] for s in skipped} == {clips[0]}
     assert any("decoding without caching" in r.getMessage() for r in caplog.records)
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "damaged", ["model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"]
+)
+def test_a_truncated_checkpoint_file_is_named_and_resume_falls_back_to_the_one_before(
+    damaged, tmp_path, tiny_models, synth_bench, caplog
+):
+    import logging
+
+    from vaur1.sft.trainer import train
+    from vaur1.train.checkpoint import resolve_resume
+
+    def config(out, *more):
+        return sft_config(
+            out, tiny_models["qwen2_5_vl"], synth_bench, ["run.max_steps=3", "run.save_steps=1", *more]
+        )
+
+    train(config(tmp_path / "whole"))
+    out = tmp_path / "run"
+    train(config(out))
+    shutil.rmtree(out / "final")
+    target = out / "checkpoint-3" / "state" / damaged
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    with pytest.raises(VaurError, match=rf"checkpoint-3/state/{re.escape(damaged)}: its content differs"):
+        resolve_resume(str(out / "checkpoint-3"), out)
+    AcceleratorState._reset_state(True)
+    with caplog.at_level(logging.WARNING, logger="vaur1"):
+        train(config(out))
+    assert any(f"not resuming from checkpoint-3: {target}" in r.getMessage() for r in caplog.records)
+    assert train_helpers.same_weights(tmp_path / "whole" / "final", out / "final")
+
+
+def test_a_resume_that_changes_a_trained_setting_is_refused_and_a_longer_run_is_recorded(
+    tmp_path, tiny_models, synth_bench
+):
+    from vaur1.sft.trainer import train
+
+    out = tmp_path / "run"
+    base = ["run.max_steps=2", "run.save_steps=1"]
+    train(sft_config(out, tiny_models["qwen2_5_vl"], synth_bench, base))
+    saved = (out / "config.yaml").read_text()
+    AcceleratorState._reset_state(True)
+    with pytest.raises(
+        ConfigError, match=r"resume: optim.learning_rate was 0.001 in .*config.yaml, now 0.002"
+    ):
+        train(sft_config(out, tiny_models["qwen2_5_vl"], synth_bench, [*base, "optim.learning_rate=2e-3"]))
+    assert (out / "config.yaml").read_text() == saved
+    AcceleratorState._reset_state(True)
+    train(sft_config(out, tiny_models["qwen2_5_vl"], synth_bench, ["run.max_steps=3", "run.save_steps=1"]))
+    assert "max_steps: 3" in (out / "config.yaml").read_text()
+    assert (out / "checkpoint-3").is_dir()

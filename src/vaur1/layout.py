@@ -52,6 +52,10 @@ class Checkpoint:
     def hf(self) -> Path:
         return self.root / "hf"
 
+    @property
+    def checksums(self) -> Path:
+        return self.root / "checksums.json"  # sha256 of every file resume reads
+
 
 @dataclass(frozen=True)
 class TrainRun:

@@ -96,7 +96,9 @@ def _video_name(raw: str) -> str:
     if any(ord(c) < 32 for c in name):
         raise _RowError("bad_video_name", "Video Name", f"video name {name[:80]!r} holds a control character")
     if len(name.encode("utf-8", "surrogateescape")) > 255:  # no filesystem has longer file names
-        raise _RowError("bad_video_name", "Video Name", f"video name of {len(name)} characters: {name[:40]!r}...")
+        raise _RowError(
+            "bad_video_name", "Video Name", f"video name of {len(name)} characters: {name[:40]!r}..."
+        )
     return name
 
 

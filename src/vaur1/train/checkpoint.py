@@ -24,6 +24,7 @@ and the output directory must be shared between processes.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +33,13 @@ from typing import Any
 import torch
 
 from vaur1.errors import ConfigError, VaurError
-from vaur1.files import replace_dir, write_json
+from vaur1.files import file_sha256, replace_dir, write_json
 from vaur1.layout import Checkpoint, TrainRun, checkpoint_step
 from vaur1.train.common import BadStepGuard
 from vaur1.train.data_order import DataOrder
 from vaur1.train.distributed import broadcast
+
+log = logging.getLogger("vaur1.train")
 
 
 @dataclass
@@ -83,11 +86,52 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def resume_files(checkpoint: Checkpoint) -> list[Path]:
+    """Every file a resume reads: the accelerate state (weights, optimizer, scheduler, RNG states)
+    and the trainer state."""
+    return [*sorted(p for p in checkpoint.state.rglob("*") if p.is_file()), checkpoint.trainer_state]
+
+
+def write_checksums(checkpoint: Checkpoint) -> None:
+    write_json(
+        checkpoint.checksums,
+        {str(p.relative_to(checkpoint.root)): file_sha256(p) for p in resume_files(checkpoint)},
+    )
+
+
+def corrupt_file(checkpoint_dir: str | Path) -> str | None:
+    """Why `checkpoint_dir` cannot be resumed from (the first file missing, truncated or changed since
+    it was saved), or None when every file matches its checksum. A checkpoint written before vaur1
+    kept checksums is taken as it is."""
+    checkpoint = Checkpoint(Path(checkpoint_dir))
+    if not checkpoint.checksums.is_file():
+        return None
+    try:
+        expected = json.loads(checkpoint.checksums.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"{checkpoint.checksums}: unreadable ({err})"
+    for name, digest in expected.items():
+        path = checkpoint.root / name
+        try:
+            actual = file_sha256(path)
+        except OSError as err:
+            return f"{path}: {err.strerror}"
+        if actual != digest:
+            return f"{path}: its content differs from the checksum saved with it (truncated or changed)"
+    return None
+
+
 def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
-    """Which checkpoint to start from: "auto" -> the latest in `run_dir` (or none), "never" -> none
-    (and `run_dir` must not hold checkpoints already), anything else -> that checkpoint directory."""
+    """Which checkpoint to start from: "auto" -> the latest complete one in `run_dir` whose files match
+    their checksums (or none), "never" -> none (and `run_dir` must not hold checkpoints already),
+    anything else -> that checkpoint directory, which must be intact."""
     if resume == "auto":
-        return latest_checkpoint(run_dir)
+        for candidate in reversed(list_checkpoints(run_dir)):
+            problem = corrupt_file(candidate)
+            if problem is None:
+                return candidate
+            log.warning("not resuming from %s: %s; trying the one before", candidate.name, problem)
+        return None
     if resume == "never":
         existing = latest_checkpoint(run_dir)
         if existing is not None:
@@ -102,6 +146,9 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
         inside = latest_checkpoint(path)
         hint = f" (latest there: {inside})" if inside else ""
         raise ConfigError(f"resume={resume}: not a vaur1 checkpoint directory{hint}")
+    problem = corrupt_file(path)
+    if problem is not None:
+        raise VaurError(f"resume={resume}: cannot resume: {problem}")
     return path
 
 
@@ -151,6 +198,8 @@ def save_checkpoint(
     if accelerator.is_main_process:
         write_json(staged.trainer_state, state.state_dict())
     accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_checksums(staged)
 
     if accelerator.is_main_process:
         replace_dir(tmp, final)

@@ -21,6 +21,7 @@ and micro-batches (`vaur1.train.sampler`), checkpoints (`vaur1.train.checkpoint`
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import shutil
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 
 from vaur1.bench import split_files
+from vaur1.config import read_yaml, shown, to_dict
 from vaur1.console import ProgressBar, setup_console_logging
 from vaur1.errors import ConfigError
 from vaur1.files import jsonl_line, replace_dir, write_text
@@ -105,7 +107,13 @@ class Session:
         # every video resolved before anything starts: wrong roots stop here, a few missing files are
         # left out of the data order and listed in skipped.jsonl
         examples, missing = check_videos(examples, cfg.data.roots(), cfg.data.max_missing_videos)
-        resume_from = resolve_resume(cfg.run.resume, self.run.root)
+        # checksums are read once, by the main process; every process resumes from its choice
+        resume_from = distributed.broadcast(
+            resolve_resume(cfg.run.resume, self.run.root) if accelerator.is_main_process else None,
+            accelerator,
+        )
+        if resume_from is not None:
+            check_resumed_config(self.run, cfg)
         steps_per_epoch = math.ceil(
             len(examples)
             / (cfg.per_device_train_batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps)
@@ -152,7 +160,12 @@ class Session:
         self.validator = (
             Validator(self, cfg.validation, mode, validation_loss) if cfg.validation.enabled else None
         )
+        accelerator.wait_for_everyone()
+        if resume_from is not None:
+            load_checkpoint(accelerator, resume_from, self.state)
+            log.info("resumed from %s at step %d", resume_from, self.state.step)
         if self.is_main:
+            # written once the resume checks and the load passed: config.yaml is what this run uses
             write_run_metadata(self.run.root, cfg, split_files(cfg.data.bench, [cfg.data.split]))
             if missing and resume_from is None:
                 roots = cfg.data.roots()
@@ -175,9 +188,6 @@ class Session:
                 cfg.video.describe(),
             )
         accelerator.wait_for_everyone()
-        if resume_from is not None:
-            load_checkpoint(accelerator, resume_from, self.state)
-            log.info("resumed from %s at step %d", resume_from, self.state.step)
         self._last_saved = self.state.step
         self._cycle_start = self.state.step
 
@@ -404,3 +414,36 @@ def timed(timings: dict[str, float], key: str) -> Iterator[None]:
         yield
     finally:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
+
+
+# Settings a resumed run may change: where and how often it logs and saves, how long it runs, how it
+# reads data and validates. Anything else (the optimizer, the data, the model, the rewards) shapes the
+# training already done, and the checkpoint's optimizer and schedule would silently keep the old values.
+RESUME_MAY_CHANGE = ("run.", "loader.", "cache.", "validation.")
+RESUME_MUST_KEEP = ("run.seed",)
+
+
+def check_resumed_config(run: TrainRun, cfg: SessionConfig) -> None:
+    """Refuse a resume whose config changes a setting that the saved run trained with."""
+    if not run.config.is_file():
+        return
+    saved = _flat(read_yaml(run.config))
+    current = _flat(json.loads(json.dumps(to_dict(cfg))))
+    for key in sorted(saved.keys() | current.keys()):
+        if key.startswith(RESUME_MAY_CHANGE) and key not in RESUME_MUST_KEEP:
+            continue
+        if saved.get(key) != current.get(key):
+            raise ConfigError(
+                f"resume: {key} was {shown(saved.get(key))} in {run.config}, now {shown(current.get(key))}; "
+                "a resumed run keeps its training settings (use another run.output_dir, or run.resume=never "
+                "there, to train with the new one)"
+            )
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat |= _flat(value, f"{prefix}{key}.")
+    return flat
