@@ -443,3 +443,23 @@ def test_malformed_rows_are_counted_printed_and_reported_never_silently_dropped(
     )
     with pytest.raises(VaurError, match=r"test.csv:\d+: column"):
         run_eval(strict, progress=False)
+
+
+def test_an_evaluation_in_which_every_video_fails_never_succeeds(
+    eval_synth: Path, eval_model: Path, tmp_path: Path
+) -> None:
+    bench = tmp_path / "bench"
+    shutil.copytree(eval_synth, bench)
+    for video in (bench / "videos").iterdir():
+        video.unlink()
+        video.write_bytes(b"this is not an mp4 file")
+    run_dir = tmp_path / "run"
+    cfg = eval_helpers.make_config(
+        eval_synth,
+        eval_model,
+        run_dir,
+        **{"data.bench": str(bench), "data.tasks": ["qa"], "modes": ["direct"]},
+    )
+    with pytest.raises(VaurError, match="no item was answered: all 3 failed on their videos"):
+        run_eval(cfg, progress=False)
+    assert json.loads((run_dir / "metrics.json").read_text())["items"]["video_errors"] == 3  # still recorded

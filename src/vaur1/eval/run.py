@@ -134,6 +134,11 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
     inference = run_inference(cfg, examples, run_dir, generator, progress)
     metrics = score_run(cfg, examples, run_dir, inference, bench_rows)
     write_run_report(run_dir)
+    if metrics["items"]["predicted"] == 0:
+        raise VaurError(
+            f"{run_dir}: no item was answered: all {metrics['items']['expected']} failed on their videos "
+            "(listed under video_errors in metrics.json)"
+        )
     return metrics
 
 
