@@ -210,7 +210,7 @@ def test_missing_targets_add_nothing():
         ("cls.accuracy=1", "rewards.cls.accuracy: this reward does not apply to cls"),
         ("tag.ioU=1", "rewards.tag.ioU: unknown reward"),
         ("qa={}", "rewards.qa: no rewards"),
-        ("qa.format=.nan", "rewards.qa.format: weight must be a finite number"),
+        ("qa.format=.nan", "qa.format: must be a finite number"),
         ("think_min_words=0", "0 < think_min_words <= think_max_words"),
         ("think_max_words=4", "0 < think_min_words <= think_max_words"),
     ],

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from vaur1.config import read_yaml, shown, to_dict
 from vaur1.errors import ConfigError, VaurError
 from vaur1.files import file_sha256, replace_dir, write_json
 from vaur1.layout import Checkpoint, TrainRun, checkpoint_step
@@ -317,3 +318,36 @@ def merge_lora_state_dict(peft_model: Any, state_dict: dict[str, torch.Tensor]) 
 def _base_key(key: str, prefix: str, adapter: str) -> str:
     key = key.removeprefix(prefix)
     return key.replace(".base_layer.", ".").replace(f".modules_to_save.{adapter}.", ".")
+
+
+# Settings a resumed run may change: where and how often it logs and saves, how long it runs, how it
+# reads data and validates. Anything else (the optimizer, the data, the model, the rewards) shapes the
+# training already done, and the checkpoint's optimizer and schedule would silently keep the old values.
+RESUME_MAY_CHANGE = ("run.", "loader.", "cache.", "validation.")
+RESUME_MUST_KEEP = ("run.seed",)
+
+
+def check_resumed_config(run: TrainRun, cfg: Any) -> None:
+    """Refuse a resume whose config changes a setting that the saved run trained with."""
+    if not run.config.is_file():
+        return
+    saved = _flat(read_yaml(run.config))
+    current = _flat(json.loads(json.dumps(to_dict(cfg))))
+    for key in sorted(saved.keys() | current.keys()):
+        if key.startswith(RESUME_MAY_CHANGE) and key not in RESUME_MUST_KEEP:
+            continue
+        if saved.get(key) != current.get(key):
+            raise ConfigError(
+                f"resume: {key} was {shown(saved.get(key))} in {run.config}, now {shown(current.get(key))}; "
+                "a resumed run keeps its training settings (use another run.output_dir, or run.resume=never "
+                "there, to train with the new one)"
+            )
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat |= _flat(value, f"{prefix}{key}.")
+    return flat

@@ -21,7 +21,6 @@ and micro-batches (`vaur1.train.sampler`), checkpoints (`vaur1.train.checkpoint`
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import shutil
@@ -35,7 +34,6 @@ from typing import Any
 import torch
 
 from vaur1.bench import split_files
-from vaur1.config import read_yaml, shown, to_dict
 from vaur1.console import ProgressBar, setup_console_logging
 from vaur1.errors import ConfigError
 from vaur1.files import jsonl_line, replace_dir, write_text
@@ -45,6 +43,7 @@ from vaur1.runinfo import write_run_metadata
 from vaur1.train import distributed, precision
 from vaur1.train.checkpoint import (
     TrainerState,
+    check_resumed_config,
     export_hf_model,
     load_checkpoint,
     resolve_resume,
@@ -414,36 +413,3 @@ def timed(timings: dict[str, float], key: str) -> Iterator[None]:
         yield
     finally:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
-
-
-# Settings a resumed run may change: where and how often it logs and saves, how long it runs, how it
-# reads data and validates. Anything else (the optimizer, the data, the model, the rewards) shapes the
-# training already done, and the checkpoint's optimizer and schedule would silently keep the old values.
-RESUME_MAY_CHANGE = ("run.", "loader.", "cache.", "validation.")
-RESUME_MUST_KEEP = ("run.seed",)
-
-
-def check_resumed_config(run: TrainRun, cfg: SessionConfig) -> None:
-    """Refuse a resume whose config changes a setting that the saved run trained with."""
-    if not run.config.is_file():
-        return
-    saved = _flat(read_yaml(run.config))
-    current = _flat(json.loads(json.dumps(to_dict(cfg))))
-    for key in sorted(saved.keys() | current.keys()):
-        if key.startswith(RESUME_MAY_CHANGE) and key not in RESUME_MUST_KEEP:
-            continue
-        if saved.get(key) != current.get(key):
-            raise ConfigError(
-                f"resume: {key} was {shown(saved.get(key))} in {run.config}, now {shown(current.get(key))}; "
-                "a resumed run keeps its training settings (use another run.output_dir, or run.resume=never "
-                "there, to train with the new one)"
-            )
-
-
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix.rstrip("."): data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        flat |= _flat(value, f"{prefix}{key}.")
-    return flat
