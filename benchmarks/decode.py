@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import vaur1  # noqa: F401  (the torchvision shim, before qwen-vl-utils imports torchvision)
+import vaur1.model  # noqa: F401  (the torchvision shim, before qwen-vl-utils imports torchvision)
 from vaur1.bench.synth import ANOMALY_CLASSES, plan_clip, write_clip
 from vaur1.errors import VaurError
 from vaur1.video.cache import CachedDecoder

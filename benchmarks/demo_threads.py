@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from accelerate.state import AcceleratorState
 
-import vaur1  # noqa: F401  (the torchvision shim, before transformers)
+import vaur1.model  # noqa: F401  (the torchvision shim, before transformers)
 from vaur1.demo import grpo_train_config, load_demo_config, run_data, run_model, sft_train_config
 
 SFT_WARMUP = 5

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-import vaur1  # noqa: F401  (the torchvision shim, before transformers)
+import vaur1.model  # noqa: F401  (the torchvision shim, before transformers)
 from vaur1.bench.synth import generate_synthvau
 from vaur1.eval.config import load_eval_config, load_examples
 from vaur1.eval.generators import load_generator

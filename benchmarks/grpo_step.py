@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from accelerate.state import AcceleratorState
 
-import vaur1  # noqa: F401  (the torchvision shim, before transformers and trl)
+import vaur1.model  # noqa: F401  (the torchvision shim, before transformers and trl)
 from vaur1.bench.synth import generate_synthvau
 from vaur1.bench.tasks import Example
 from vaur1.config import from_dict
