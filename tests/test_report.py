@@ -47,11 +47,13 @@ def poor_output(task: str, letter: str, label: str, interval: tuple[str, str]) -
     return f"<answer>Anomaly</answer><glue>[{start}, {(start + end) / 2}]</glue>"  # IoU 0.5 on positives
 
 
-def make_run(bench: Path, run_dir: Path, output, broken: str | None = None, model: str = "tiny") -> Path:
+def make_run(
+    bench: Path, run_dir: Path, output, broken: str | None = None, model: str = "tiny", overrides=()
+) -> Path:
     """A scored run directory from hand-written predictions (no model needed)."""
     cfg = load_eval_config(
         None,
-        ["offline_scorer=false"],
+        ["offline_scorer=false", *overrides],
         {
             "model.name_or_path": model,
             "data.bench": str(bench),
@@ -238,3 +240,17 @@ def test_training_log_alone_gives_reward_curves_and_an_empty_folder_an_error(
     assert "neither metrics.json (an eval run) nor metrics.jsonl" in capsys.readouterr().err
     with pytest.raises(VaurError, match="no metrics.json"):
         stage_metrics(runs["training"])
+
+
+def test_runs_evaluated_differently_get_a_warning_first_and_alike_runs_none(runs: dict[str, Path]) -> None:
+    other = make_run(
+        runs["bench"], runs["root"] / "c", good_output, overrides=["video.num_frames=4", "video.fps=null"]
+    )
+    out = runs["root"] / "mismatch"
+    write_report([runs["a"], other], out)
+    markdown = (out.parent / "mismatch.md").read_text()
+    first = markdown.split("\n## ")[1]
+    assert first.startswith("Warning: these runs were not evaluated alike")
+    assert "video spec" in first and "4 frames" in first
+    write_report([runs["a"], runs["b"]], runs["root"] / "alike")
+    assert "not evaluated alike" not in (runs["root"] / "alike.md").read_text()

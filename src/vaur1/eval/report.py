@@ -19,6 +19,7 @@ model came from).
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import random
@@ -354,8 +355,41 @@ def video_error_table(runs: list[Run]) -> Table | None:
     )
 
 
+def mismatch_table(runs: list[Run]) -> Table | None:
+    """A warning, first in the report, when the compared eval runs were not tested alike: their
+    numbers differ by more than the models then, and items compared pair by pair may not match."""
+    evaluated = [run for run in runs if run.metrics is not None]
+    if len(evaluated) < 2:
+        return None
+
+    def items(run: Run) -> str:
+        keys = {f"{r['task']}/{r.get('mode')}/{r['key']}" for r in run.sample_scores if "key" in r}
+        return f"{len(keys)} items, set {hashlib.sha256('|'.join(sorted(keys)).encode()).hexdigest()[:8]}"
+
+    described = {
+        "video spec": lambda run: run.metrics["run"]["video_spec"],
+        "prompt modes": lambda run: ", ".join(run.metrics["run"]["modes"]),
+        "splits": lambda run: ", ".join(run.metrics["run"]["splits"]),
+        "benchmark": lambda run: str(run.metrics["run"]["bench"]),
+        "scored items": items,
+    }
+    rows = []
+    for label, describe in described.items():
+        values = [describe(run) for run in evaluated]
+        if len(set(values)) > 1:
+            rows.append([label, *values])
+    if not rows:
+        return None
+    return Table(
+        "Warning: these runs were not evaluated alike",
+        ["differs in", *[run.name for run in evaluated]],
+        rows,
+        note="Differences between their numbers mix the models with the settings below.",
+    )
+
+
 def tables(runs: list[Run]) -> list[Table]:
-    found = [overview_table(runs)]
+    found = [mismatch_table(runs), overview_table(runs)]
     found += [task_table(runs, task) for task in SCORED_TASKS]
     found += [paired_table(runs), judge_table(runs), offline_table(runs), video_error_table(runs)]
     return [t for t in found if t is not None]
