@@ -189,7 +189,7 @@ def test_html_page_is_self_contained_and_embeds_every_plot(runs: dict[str, Path]
         "TAG IoU of anomalous videos",
         "a: predicted against true intervals",
         "a: class confusion matrix",
-        "a: reward curves",
+        "a: training curves",
         "b: predicted against true intervals",
         "b: class confusion matrix",
     ]
@@ -225,7 +225,7 @@ def test_report_json_and_stage_metrics_carry_the_keys_of_eval_metrics(
         stage_metrics(runs["b"], "sometimes")
 
 
-def test_training_log_alone_gives_reward_curves_and_an_empty_folder_an_error(
+def test_training_log_alone_gives_training_curves_and_an_empty_folder_an_error(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     code = main(["report", str(runs["training"]), str(runs["a"]), "--out", str(tmp_path / "cmp")])
@@ -234,7 +234,7 @@ def test_training_log_alone_gives_reward_curves_and_an_empty_folder_an_error(
     assert str(tmp_path / "cmp.html") in printed and (tmp_path / "cmp.json").is_file()
     markdown = (tmp_path / "cmp.md").read_text()
     assert "| model | training log only | " in markdown
-    assert (tmp_path / "cmp_files" / "run1_rewards.png").read_bytes().startswith(PNG_MAGIC)
+    assert (tmp_path / "cmp_files" / "run1_training.png").read_bytes().startswith(PNG_MAGIC)
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "neither metrics.json (an eval run) nor metrics.jsonl" in capsys.readouterr().err
@@ -254,3 +254,35 @@ def test_runs_evaluated_differently_get_a_warning_first_and_alike_runs_none(runs
     assert "video spec" in first and "4 frames" in first
     write_report([runs["a"], runs["b"]], runs["root"] / "alike")
     assert "not evaluated alike" not in (runs["root"] / "alike.md").read_text()
+
+
+def test_training_curves_put_each_quantity_on_its_own_axis():
+    import io
+
+    from matplotlib import image
+
+    from vaur1.eval.plots import training_curves
+
+    records = [
+        {
+            "step": s,
+            "loss": 1 / s,
+            "reward": 0.1 * s,
+            "reward_std": 0.05,
+            "reward/qa": 0.1,
+            "reward/tag": 0.2,
+            "kl": 0.01 * s,
+            "entropy": 2.0,
+            "completions/mean_length": 10.0,
+            "completions/min_length": 5,
+            "completions/max_length": 15,
+            "learning_rate": 1e-6,
+            "time/rollout": 1.0,
+            "time/update": 0.5,
+        }
+        for s in range(1, 6)
+    ]
+    png = training_curves(records, "run")
+    height = image.imread(io.BytesIO(png)).shape[0]
+    assert height > 2.6 * 3 * 90  # 8 panels in 4 rows (of 2.6 in at 100 dpi), not one shared axis
+    assert training_curves([{"step": 1}], "nothing") is None

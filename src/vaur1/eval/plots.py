@@ -115,24 +115,77 @@ def confusion_matrix(pairs: Mapping[str, Sequence[tuple[str, str | None]]]) -> b
     return _png(figure)
 
 
-def reward_curves(records: Sequence[Mapping], title: str) -> bytes | None:
-    """Every `reward*` series of a training log against the step."""
-    series: dict[str, list[tuple[float, float]]] = {}
-    for record in records:
-        step = record.get("step")
-        if not isinstance(step, (int, float)):
-            continue
-        for key, value in record.items():
-            if key.startswith("reward") and isinstance(value, (int, float)) and not isinstance(value, bool):
-                series.setdefault(key, []).append((step, value))
-    if not series:
+# Panels of a training log, each on its own axis: (title, series keys or a key prefix, band).
+# A band is (low, high) keys around the first series, or ("std", key) for mean +- that std.
+CURVE_PANELS: tuple[tuple[str, tuple[str, ...], tuple[str, str] | None], ...] = (
+    ("loss", ("loss", "val_loss"), None),
+    ("reward (mean +- std over completions)", ("reward",), ("std", "reward_std")),
+    ("reward per task", ("reward/",), None),
+    ("KL to the reference", ("kl",), None),
+    ("entropy (nats)", ("entropy",), None),
+    (
+        "completion length (tokens; band: min-max)",
+        ("completions/mean_length",),
+        ("completions/min_length", "completions/max_length"),
+    ),
+    ("learning rate", ("learning_rate",), None),
+    ("seconds per phase", ("time/",), None),
+    ("validation", ("mean_accuracy", "qa.accuracy", "tag.miou", "cls.multiclass_accuracy"), None),
+)
+
+
+def _series(records: Sequence[Mapping], key: str) -> tuple[list[float], list[float]]:
+    points = sorted(
+        (r["step"], r[key])
+        for r in records
+        if isinstance(r.get("step"), (int, float))
+        and isinstance(r.get(key), (int, float))
+        and not isinstance(r.get(key), bool)
+    )
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def training_curves(records: Sequence[Mapping], title: str) -> bytes | None:
+    """A training log's loss, rewards (overall with its std band, and per task), KL, entropy,
+    completion length, learning rate, time per phase and validation values against the step, each on
+    its own axis; panels without data are left out."""
+    keys = sorted({k for r in records for k in r})
+    panels = []
+    for panel_title, wanted, band in CURVE_PANELS:
+        names = [k for k in keys for w in wanted if (k.startswith(w) if w.endswith("/") else k == w)]
+        names = [n for n in names if len(_series(records, n)[0]) > 0]
+        if names:
+            panels.append((panel_title, names, band))
+    if not panels:
         return None
-    figure, axis = plt.subplots(figsize=(7, 3.6))
-    for key, points in sorted(series.items()):
-        steps, values = zip(*sorted(points), strict=True)
-        axis.plot(steps, values, label=key, linewidth=1.4)
-    axis.set_xlabel("step")
-    axis.set_ylabel("reward")
-    axis.set_title(title)
-    axis.legend(fontsize=7)
+    columns = 2
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(10, 2.6 * rows), squeeze=False)
+    for axis, (panel_title, names, band) in zip(axes.flat, panels, strict=False):
+        for name in names:
+            steps, values = _series(records, name)
+            axis.plot(steps, values, label=name, linewidth=1.3)
+        if band is not None:
+            steps, values = _series(records, names[0])
+            if band[0] == "std":
+                band_steps, spread = _series(records, band[1])
+                if band_steps == steps:
+                    axis.fill_between(
+                        steps,
+                        [v - d for v, d in zip(values, spread, strict=True)],
+                        [v + d for v, d in zip(values, spread, strict=True)],
+                        alpha=0.2,
+                    )
+            else:
+                low_steps, low = _series(records, band[0])
+                high_steps, high = _series(records, band[1])
+                if low_steps == high_steps == steps:
+                    axis.fill_between(steps, low, high, alpha=0.2)
+        axis.set_title(panel_title, fontsize=9)
+        axis.tick_params(labelsize=7)
+        axis.legend(fontsize=6)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.set_visible(False)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
     return _png(figure)

@@ -450,10 +450,8 @@ def figures(runs: list[Run]) -> list[tuple[str, str, bytes]]:
             (f"{stem}_confusion", f"{run.name}: class confusion matrix", plots.confusion_matrix(pairs))
         )
         if run.training_records:
-            curves = plots.reward_curves(
-                run.training_records, f"{run.name}: training rewards ({run.training_log})"
-            )
-            found.append((f"{stem}_rewards", f"{run.name}: reward curves", curves))
+            curves = plots.training_curves(run.training_records, f"{run.name}: training ({run.training_log})")
+            found.append((f"{stem}_training", f"{run.name}: training curves", curves))
     return [(stem, caption, png) for stem, caption, png in found if png is not None]
 
 
