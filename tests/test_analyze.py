@@ -94,3 +94,37 @@ def test_default_model_is_the_demo_run_or_a_clear_error(
     shutil.copytree(eval_model, tmp_path / chosen)
     assert main(["analyze", str(clip(eval_synth)), "--json", *SMALL]) == 0
     assert set(json.loads(capsys.readouterr().out)["raw"]) == {"tag", "cls", "reasoning"}
+
+
+def test_a_folder_and_a_file_in_one_call_load_the_model_once_and_show_raw_output_when_unreadable(
+    eval_synth: Path, eval_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    import vaur1.eval.generators as generators
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    clips = sorted((eval_synth / "videos").iterdir())[:2]
+    for video in clips:
+        (folder / video.name).symlink_to(video)
+    (folder / "notes.txt").write_text("not a video, and not picked up")
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("just text")
+    loads = []
+    real = generators.load_generator
+    monkeypatch.setattr(generators, "load_generator", lambda *a, **k: loads.append(1) or real(*a, **k))
+
+    code = main(["analyze", str(folder), str(broken), "--model", str(eval_model), "--json", *SMALL])
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert [Path(r["video"]).name for r in results] == [c.name for c in clips]  # the broken one is left out
+    assert code == 2 and f"{broken}: not a readable video file" in captured.err and len(loads) == 1
+
+
+def test_the_table_shows_the_raw_output_of_a_field_it_cannot_read(capsys: pytest.CaptureFixture) -> None:
+    from vaur1.cli.analyze import print_result
+
+    raw = {"tag": "<answer>Anomaly</answer>", "cls": "I think [bold]maybe[/bold] a fight", "reasoning": ""}
+    print_result({"video": "clip.mp4", **read_outputs(raw), "raw": raw})
+    table = capsys.readouterr().out
+    flat = "".join(c for c in table if not c.isspace() and c not in "│┃")  # undo the table's wrapping
+    assert "unreadable,themodelsaid:Ithink[bold]maybe[/bold]afight" in flat

@@ -28,6 +28,8 @@ from vaur1.video.decode import decode
 from vaur1.video.spec import VideoSpec
 from vaur1.vocab import Task
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+
 # The tasks whose answers describe a video; QA needs a question that a user's video does not come with.
 ANALYZE_TASKS: tuple[Task, ...] = ("tag", "cls", "reasoning")
 
@@ -40,6 +42,20 @@ def default_model() -> str:
     raise VaurError(
         f"no --model given and the demo's model {chosen} does not exist (run `make demo`); pass --model PATH"
     )
+
+
+def expand_videos(paths: list[str | Path]) -> list[Path]:
+    """The videos to analyze: each file as given, each folder's video files (by suffix) in name order."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            if not inside:
+                raise VaurError(f"{path}: no video files ({', '.join(VIDEO_SUFFIXES)})")
+            found += inside
+        else:
+            found.append(path)
+    return found
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""`vaur1 analyze VIDEO [--model PATH] [--json]`: one video through the model's TAG, CLS and reasoning prompts."""
+"""`vaur1 analyze VIDEO|FOLDER ... [--model PATH] [--json]`: videos through the model's TAG, CLS and
+reasoning prompts, the model loaded once."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from vaur1.vocab import MODES
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "analyze",
-        help="one video in: anomaly, class, interval, description and reasoning out",
-        description="Runs the TAG, CLS and reasoning prompts on one video, with the VideoSpec, prompts and "
-        "parser of evaluation. Without --model, the model the demo ends with (runs/demo/grpo/best) is used when it exists.",
+        help="videos in: anomaly, class, interval, description and reasoning out",
+        description="Runs the TAG, CLS and reasoning prompts on each video (or each video of a folder), with "
+        "the VideoSpec, prompts and parser of evaluation, loading the model once. Without --model, the model "
+        "the demo ends with (runs/demo/grpo/best) is used when it exists.",
     )
-    parser.add_argument("video", metavar="VIDEO")
+    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or folders of videos")
     parser.add_argument("--model", help="checkpoint directory or Hub id (default: the demo's model)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--mode", choices=MODES, default="think", help="prompt mode (default think)")
@@ -32,31 +34,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_analyze(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from vaur1.analyze import AnalyzeOptions, analyze_video, default_model
+    from vaur1.analyze import AnalyzeOptions, analyze_video, default_model, expand_videos
+    from vaur1.errors import VaurError
+    from vaur1.eval.generators import load_generator
     from vaur1.model.load import ModelConfig, hide_transformers_progress
     from vaur1.video.spec import read_model_spec
 
     hide_transformers_progress()
+    videos = expand_videos(args.videos)
     model = ModelConfig(name_or_path=args.model or default_model(), device=args.device)
     spec = spec_from_args(args, base=read_model_spec(model.name_or_path))
     options = AnalyzeOptions(mode=args.mode)
     options.sampling = replace(options.sampling, max_new_tokens=args.max_new_tokens)
     options.sampling.validate()
-    result = analyze_video(args.video, model, spec, options)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    generator = None
+    results, failed = [], 0
+    for number, video in enumerate(videos, start=1):
+        # a spinner on a terminal (stderr, so that --json stays clean); nothing when piped
+        with err.status(f"analyzing {video.name} ({number} of {len(videos)})"):
+            if generator is None and video.is_file():
+                generator = load_generator(model, options.sampling, spec)
+            try:
+                result = analyze_video(video, model, spec, options, generator=generator)
+            except VaurError as error:
+                if len(videos) == 1:
+                    raise
+                err.print(f"[bold red]error:[/] {error}")
+                failed += 1
+                continue
+        results.append(result)
+        if not args.json:
+            print_result(result)
     if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-        return 0
+        print(json.dumps(results[0] if len(videos) == 1 else results, indent=2, ensure_ascii=False))
+    return 2 if failed else 0
+
+
+def print_result(result: dict) -> None:
+    """One table per video; a field the parser could not read shows the model's raw output instead."""
     table = Table(title=result["video"], show_header=False)
     table.add_column("field")
     table.add_column("value", overflow="fold")
+    from rich.markup import escape
+
+    raw = {task: escape(text.strip()[:500]) for task, text in result["raw"].items()}
+    unreadable = "[red]unreadable[/], the model said: {}"
+    readable = {True: "yes", False: "no", None: unreadable.format(raw["tag"])}
     shown = {
-        "anomaly": {True: "yes", False: "no", None: "unreadable"}[result["anomaly"]],
-        "class": result["class"] or "unreadable",
+        "anomaly": readable[result["anomaly"]],
+        "class": escape(result["class"] or "") or unreadable.format(raw["cls"]),
         "interval": "-" if result["interval"] is None else "{:.1f} s - {:.1f} s".format(*result["interval"]),
-        "description": result["description"] or "-",
-        "reasoning": result["reasoning"] or "-",
+        "description": escape(result["description"] or "-"),
+        "reasoning": escape(result["reasoning"] or "") or unreadable.format(raw["reasoning"]),
     }
     for key, value in shown.items():
         table.add_row(key, value)
     Console().print(table)
-    return 0
