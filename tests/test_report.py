@@ -182,7 +182,8 @@ def test_html_page_is_self_contained_and_embeds_every_plot(runs: dict[str, Path]
     parser = PageParser()
     parser.feed(page)
     parser.close()
-    assert parser.tags.count("table") == 6  # runs, QA, TAG, CLS, paired differences, unreadable videos
+    # 5 in the paper's layout (QA; TAG and CLS per mode), runs, QA, TAG, CLS, paired, unreadable videos
+    assert parser.tags.count("table") == 11
     assert "script" not in parser.tags and "link" not in parser.tags and parser.links == []
     captions = [image["alt"] for image in parser.images]
     assert captions == [
@@ -286,3 +287,36 @@ def test_training_curves_put_each_quantity_on_its_own_axis():
     height = image.imread(io.BytesIO(png)).shape[0]
     assert height > 2.6 * 3 * 90  # 8 panels in 4 rows (of 2.6 in at 100 dpi), not one shared axis
     assert training_curves([{"step": 1}], "nothing") is None
+
+
+def test_paper_layout_tables_hold_metrics_json_numbers_with_the_best_bold_and_latex_that_parses(
+    runs: dict[str, Path],
+) -> None:
+    paths = write_report([runs["a"], runs["b"]], runs["root"] / "paper")
+    metrics = {name: json.loads((runs[name] / "metrics.json").read_text()) for name in ("a", "b")}
+    markdown = paths["markdown"].read_text()
+    section = markdown.split("## TAG (%), Table 2 layout, w/o think")[1].split("\n## ")[0]
+    header = [c.strip() for c in section.strip().splitlines()[0].strip("|").split("|")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")] for line in section.strip().splitlines()[2:4]
+    ]
+    cells = {row[0]: row for row in rows}
+    for name in ("a", "b"):
+        block = metrics[name]["tasks"]["tag"]["direct"]["by_source"]["msad"]
+        got = cells[name][header.index("MSAD mIoU")].strip("*")
+        assert float(got) == pytest.approx(block["miou"], abs=0.005)
+    best = (
+        "a"
+        if metrics["a"]["tasks"]["tag"]["direct"]["by_source"]["msad"]["miou"]
+        >= metrics["b"]["tasks"]["tag"]["direct"]["by_source"]["msad"]["miou"]
+        else "b"
+    )
+    assert cells[best][header.index("MSAD mIoU")].startswith("**")
+    latex = paths["latex"].read_text()
+    assert latex.count(r"\begin{tabular}") == 5 and latex.count(r"\bottomrule") == 5
+    for tabular in latex.split(r"\begin{tabular}{")[1:]:
+        spec, body = tabular.split("}", 1)
+        columns = spec.count("l") + spec.count("c")
+        rows = [line for line in body.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()]
+        assert rows and all(line.count("&") == columns - 1 and line.endswith(r"\\") for line in rows)
+        assert r"\textbf{" in body

@@ -34,6 +34,7 @@ from vaur1.eval.judge import DIMENSION_LABELS
 from vaur1.eval.offline_scorer import METRICS as OFFLINE_METRICS
 from vaur1.eval.offline_scorer import OFFLINE_SCORER_NAME
 from vaur1.eval.paired import PER_ITEM, paired_gain
+from vaur1.eval.paper_tables import PaperTable, flat_cells, paper_tables, to_latex
 from vaur1.files import read_jsonl, write_json, write_text
 from vaur1.layout import EvalRun, TrainRun, training_log_of_model
 from vaur1.parse import NO_ANOMALY, parse_interval
@@ -72,6 +73,7 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     note: str = ""
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells to emphasise
 
 
 def training_log_of(run_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
@@ -388,8 +390,21 @@ def mismatch_table(runs: list[Run]) -> Table | None:
     )
 
 
+def paper_layout(runs: list[Run]) -> list[PaperTable]:
+    evaluated = [run for run in runs if run.metrics is not None]
+    return paper_tables([run.name for run in evaluated], [run.block for run in evaluated])
+
+
+def paper_layout_tables(runs: list[Run]) -> list[Table]:
+    found = []
+    for paper in paper_layout(runs):
+        header, rows, bold = flat_cells(paper)
+        found.append(Table(paper.title, header, rows, note="Best per column in bold.", bold=bold))
+    return found
+
+
 def tables(runs: list[Run]) -> list[Table]:
-    found = [mismatch_table(runs), overview_table(runs)]
+    found = [mismatch_table(runs), *paper_layout_tables(runs), overview_table(runs)]
     found += [task_table(runs, task) for task in SCORED_TASKS]
     found += [paired_table(runs), judge_table(runs), offline_table(runs), video_error_table(runs)]
     return [t for t in found if t is not None]
@@ -458,6 +473,10 @@ def figures(runs: list[Run]) -> list[tuple[str, str, bytes]]:
 # ---- rendering ------------------------------------------------------------------------------
 
 
+def _bold_md(text: str, bold: bool) -> str:
+    return f"**{text}**" if bold and text != "-" else text
+
+
 def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -469,7 +488,12 @@ def render_markdown(report_tables: list[Table], images: list[tuple[str, str, str
         lines += [f"## {table.title}", ""]
         lines.append("| " + " | ".join(_markdown_cell(h) for h in table.header) + " |")
         lines.append("|" + "|".join("---" for _ in table.header) + "|")
-        lines += ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in table.rows]
+        lines += [
+            "| "
+            + " | ".join(_bold_md(_markdown_cell(c), (r, i) in table.bold) for i, c in enumerate(row))
+            + " |"
+            for r, row in enumerate(table.rows)
+        ]
         lines += ["", table.note, ""] if table.note else [""]
     if images:
         lines += ["## Plots", ""]
@@ -498,8 +522,9 @@ def render_html(report_tables: list[Table], images: list[tuple[str, bytes]]) -> 
     for table in report_tables:
         parts.append(f"<h2>{escape(table.title)}</h2><table>")
         parts.append("<tr>" + "".join(f"<th>{escape(h)}</th>" for h in table.header) + "</tr>")
-        for row in table.rows:
-            parts.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+        for r, row in enumerate(table.rows):
+            cells = [f"<b>{escape(c)}</b>" if (r, i) in table.bold else escape(c) for i, c in enumerate(row)]
+            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
         if table.note:
             parts.append(f'<p class="note">{escape(table.note)}</p>')
@@ -540,8 +565,10 @@ def write_pages(
     report_tables: list[Table],
     plotted: list[tuple[str, str, bytes]],
     data: dict[str, Any],
+    latex: list[str] | None = None,
 ) -> dict[str, Path]:
-    """OUT.md with its plots in OUT_files/, OUT.html with the plots inside, and OUT.json (`data`)."""
+    """OUT.md with its plots in OUT_files/, OUT.html with the plots inside, OUT.json (`data`), and
+    OUT.tex with the `latex` tables when there are any."""
     base = _base(out)
     base.parent.mkdir(parents=True, exist_ok=True)
     image_dir = base.with_name(f"{base.name}_files")
@@ -564,6 +591,8 @@ def write_pages(
         ),
         "json": write_json(base.with_name(f"{base.name}.json"), data),
     }
+    if latex:
+        written["latex"] = write_text(base.with_name(f"{base.name}.tex"), "\n".join(latex))
     return written
 
 
@@ -573,4 +602,5 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]
         raise VaurError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(path, name) for path, name in zip(paths, run_names(paths), strict=True)]
-    return write_pages(out, tables(runs), figures(runs), report_json(runs))
+    latex = [to_latex(paper) for paper in paper_layout(runs)]
+    return write_pages(out, tables(runs), figures(runs), report_json(runs), latex)

@@ -1,0 +1,153 @@
+"""Results in the VAU-R1 paper's layout: models as rows, MSAD / UCF-Crime / ECVA as column groups.
+
+    QA accuracy   w/o and w/ think per dataset               (the paper's Table 1)
+    TAG           mIoU, R@0.3, R@0.5, R@0.7 per dataset      (Table 2), one table per prompt mode
+    CLS           binary and 20-way accuracy per dataset     (Tables 3 and 7), one table per prompt mode
+
+The best value of each column is bold. The same tables render as Markdown, HTML (through the report's
+`Table`) and LaTeX with booktabs, ready to paste into a paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vaur1.bench.schema import SOURCES
+from vaur1.vocab import METRICS_BY_NAME, MODE_LABELS, MODES, higher_is_better
+
+SOURCE_LABELS = {"msad": "MSAD", "ucf": "UCF-Crime", "ecva": "ECVA", "synth": "SynthVAU"}
+
+# Block(task, mode, source) -> the metrics.json block of one run, or None.
+Block = Callable[[str, str, str], dict[str, Any] | None]
+
+
+@dataclass
+class PaperTable:
+    title: str
+    groups: list[tuple[str, list[str]]]  # (column group, its column labels)
+    rows: list[tuple[str, list[float | None]]]  # (model, one value per column)
+    lower_is_better: frozenset[int] = frozenset()
+
+    def best(self) -> set[tuple[int, int]]:
+        """(row, column) of each column's best value (ties all bold)."""
+        found = set()
+        for column in range(sum(len(labels) for _, labels in self.groups)):
+            values = [(row, values[column]) for row, (_, values) in enumerate(self.rows)]
+            present = [(row, v) for row, v in values if v is not None]
+            if len(present) < 2:
+                continue
+            pick = min if column in self.lower_is_better else max
+            target = pick(v for _, v in present)
+            found |= {(row, column) for row, v in present if v == target}
+        return found
+
+
+def _sources(blocks: Sequence[Block], task: str) -> list[str]:
+    """The datasets any run scored for `task`, in the paper's order."""
+    seen = set()
+    for block in blocks:
+        for mode in MODES:
+            seen |= set((block(task, mode, "all") or {}).get("by_source", {}))
+    return [s for s in SOURCES if s in seen] + sorted(seen - set(SOURCES))
+
+
+def _modes(blocks: Sequence[Block], task: str) -> list[str]:
+    return [m for m in MODES if any(block(task, m, "all") for block in blocks)]
+
+
+def paper_tables(names: Sequence[str], blocks: Sequence[Block]) -> list[PaperTable]:
+    """The paper-layout tables for runs called `names` whose metrics `blocks` gives."""
+    found = []
+    sources = _sources(blocks, "qa")
+    modes = _modes(blocks, "qa")
+    if sources and modes:
+        groups = [(SOURCE_LABELS.get(s, s), [MODE_LABELS[m] for m in modes]) for s in sources]
+        rows = [
+            (name, [(block("qa", m, s) or {}).get("accuracy") for s in sources for m in modes])
+            for name, block in zip(names, blocks, strict=True)
+        ]
+        found.append(PaperTable("QA accuracy (%), the paper's Table 1 layout", groups, rows))
+    for task, title in (
+        ("tag", "TAG (%), Table 2 layout"),
+        ("cls", "CLS accuracy (%), Tables 3 and 7 layout"),
+    ):
+        keys = (
+            ["miou", "r@0.3", "r@0.5", "r@0.7"]
+            if task == "tag"
+            else ["binary_accuracy", "multiclass_accuracy"]
+        )
+        sources = _sources(blocks, task)
+        for mode in _modes(blocks, task):
+            groups = [
+                (SOURCE_LABELS.get(s, s), [METRICS_BY_NAME[f"{task}.{k}"].label for k in keys])
+                for s in sources
+            ]
+            rows = [
+                (name, [(block(task, mode, s) or {}).get(k) for s in sources for k in keys])
+                for name, block in zip(names, blocks, strict=True)
+            ]
+            lower = frozenset(
+                i for i, k in enumerate(keys * len(sources)) if not higher_is_better(f"{task}.{k}")
+            )
+            found.append(PaperTable(f"{title}, {MODE_LABELS[mode]}", groups, rows, lower))
+    return found
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def flat_cells(table: PaperTable) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+    """(header, rows, bold cells) for a one-level table; bold positions count the model column."""
+    header = ["model", *[f"{group} {label}" for group, labels in table.groups for label in labels]]
+    rows = [[name, *map(_number, values)] for name, values in table.rows]
+    bold = {(row, column + 1) for row, column in table.best()}
+    return header, rows, bold
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+    ):
+        text = text.replace(char, escaped)
+    return text
+
+
+def to_latex(table: PaperTable) -> str:
+    """A booktabs `tabular` with one multicolumn header per dataset and the best values in bold."""
+    best = table.best()
+    spec = "l" + "".join("|" + "c" * len(labels) for _, labels in table.groups)
+    lines = [f"% {table.title}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    lines.append(
+        " & ".join(
+            [
+                "",
+                *[rf"\multicolumn{{{len(labels)}}}{{c}}{{{_latex_escape(g)}}}" for g, labels in table.groups],
+            ]
+        )
+        + r" \\"
+    )
+    start, rules = 2, []
+    for _, labels in table.groups:
+        rules.append(rf"\cmidrule(lr){{{start}-{start + len(labels) - 1}}}")
+        start += len(labels)
+    lines.append(" ".join(rules))
+    lines.append(
+        " & ".join(["Model", *[_latex_escape(label) for _, labels in table.groups for label in labels]])
+        + r" \\"
+    )
+    lines.append(r"\midrule")
+    for row, (name, values) in enumerate(table.rows):
+        cells = [
+            rf"\textbf{{{_number(v)}}}" if (row, column) in best else _number(v)
+            for column, v in enumerate(values)
+        ]
+        lines.append(" & ".join([_latex_escape(name), *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
