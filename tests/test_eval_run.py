@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -463,3 +464,48 @@ def test_an_evaluation_in_which_every_video_fails_never_succeeds(
     with pytest.raises(VaurError, match="no item was answered: all 3 failed on their videos"):
         run_eval(cfg, progress=False)
     assert json.loads((run_dir / "metrics.json").read_text())["items"]["video_errors"] == 3  # still recorded
+
+
+def test_the_gallery_shows_frames_timelines_and_every_item_once_with_disagreements_first(
+    eval_synth: Path, eval_model: Path, tmp_path: Path
+) -> None:
+    from vaur1.eval.gallery import write_gallery
+
+    flags = {"data.tasks": ["qa", "tag"], "modes": ["direct"]}
+    run_eval(eval_helpers.make_config(eval_synth, eval_model, tmp_path / "model", **flags), progress=False)
+    page = write_gallery([tmp_path / "model"], tmp_path / "one.html").read_text()
+    assert page.count('<div class="card') == 6 and page.count("<template") == 3  # 3 clips, each strip once
+    assert page.count('loading="lazy"') >= 3 and "data:image/jpeg;base64," in page  # embedded thumbnails
+    assert page.count('<svg class="timeline"') == 3 and 'src="http' not in page  # TAG items; self-contained
+
+    # a second run whose answers are the truth: the items the model got wrong come first
+    perfect = tmp_path / "perfect"
+    shutil.copytree(tmp_path / "model", perfect)
+    examples = {
+        e.key: e
+        for e in load_examples(
+            load_eval_config(
+                None,
+                eval_helpers.SPEC_OVERRIDES,
+                eval_helpers.run_flags(eval_synth, eval_model, perfect, **flags),
+            ).data,
+            ["test"],
+        )[0]
+    }
+    lines = prediction_lines(perfect)
+    for line in lines:
+        example = examples[line["key"].rsplit("/", 1)[0]]
+        if example.task == "qa":
+            line["output"] = f"<answer>{example.answer}</answer>"
+        elif example.interval and example.interval[1] > 0:
+            line["output"] = (
+                f"<answer>Anomaly</answer><glue>[{example.interval[0]}, {example.interval[1]}]</glue>"
+            )
+        else:
+            line["output"] = "<answer>Normal</answer><glue>[-1, -1]</glue>"
+    EvalRun(perfect).predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rescore(perfect)
+    page = write_gallery([tmp_path / "model", perfect], tmp_path / "two.html").read_text()
+    disagree = [bool(flag) for flag in re.findall(r'<div class="card( disagree)?"', page)]
+    assert len(disagree) == 6 and any(disagree) and disagree == sorted(disagree, reverse=True)
+    assert page.count("<pre>") == 12  # both runs' raw outputs on every card

@@ -20,6 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, help="FILE without extension (default: RUN_DIR/report for one run, ./report)"
     )
+    parser.add_argument(
+        "--gallery",
+        action="store_true",
+        help="also FILE_gallery.html: every item with its frames, timeline, raw output and scores (one or two runs)",
+    )
     parser.set_defaults(func=run_report)
 
 
@@ -28,6 +33,10 @@ def run_report(args: argparse.Namespace) -> int:
 
     out = args.out or (args.run_dirs[0] / "report" if len(args.run_dirs) == 1 else Path("report"))
     written = write_report(args.run_dirs, out)
+    if args.gallery:
+        from vaur1.eval.gallery import write_gallery
+
+        written["gallery"] = write_gallery(args.run_dirs, Path(f"{out}_gallery.html"))
     console = Console(highlight=False, soft_wrap=True)
     for kind, path in written.items():
         console.print(f"{kind}: {path}")
