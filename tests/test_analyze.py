@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -128,3 +129,30 @@ def test_the_table_shows_the_raw_output_of_a_field_it_cannot_read(capsys: pytest
     table = capsys.readouterr().out
     flat = "".join(c for c in table if not c.isspace() and c not in "│┃")  # undo the table's wrapping
     assert "unreadable,themodelsaid:Ithink[bold]maybe[/bold]afight" in flat
+
+
+def test_out_writes_a_page_with_the_frames_the_timeline_and_every_raw_output(
+    eval_synth: Path, eval_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    video = clip(eval_synth)
+    assert (
+        main(
+            [
+                "analyze",
+                str(video),
+                "--model",
+                str(eval_model),
+                "--json",
+                "--out",
+                str(tmp_path / "pages"),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    page = (tmp_path / "pages" / f"{video.stem}.html").read_text()
+    assert page.count("<img") >= 2 and "data:image/jpeg;base64," in page and '<svg class="timeline"' in page
+    for task in ("tag", "cls", "reasoning"):
+        assert f"raw output: {task}" in page
+    assert html.escape(result["raw"]["tag"]) in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mode", choices=MODES, default="think", help="prompt mode (default think)")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="per prompt (default 1024)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="also write OUT/<video>.html: the frames, the interval on a timeline, the answers",
+    )
     add_spec_options(parser)
     parser.set_defaults(func=run_analyze)
 
@@ -64,11 +70,22 @@ def run_analyze(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
         results.append(result)
+        if args.out is not None:
+            write_page(result, video, spec, args.out)
         if not args.json:
             print_result(result)
     if args.json:
         print(json.dumps(results[0] if len(videos) == 1 else results, indent=2, ensure_ascii=False))
     return 2 if failed else 0
+
+
+def write_page(result: dict, video: Path, spec, out: Path) -> Path:
+    from vaur1.eval.gallery import analysis_page
+    from vaur1.files import write_text
+    from vaur1.video.decode import decode
+
+    out.mkdir(parents=True, exist_ok=True)
+    return write_text(out / f"{video.stem}.html", analysis_page(result, decode(video, spec)))
 
 
 def print_result(result: dict) -> None:

@@ -150,6 +150,35 @@ def _strip_template(strip_id: str, strip: Any) -> str:
     return f'<template id="{strip_id}">{figures}</template>'
 
 
+def analysis_page(result: dict[str, Any], video: Any) -> str:
+    """One analyzed video (`vaur1 analyze --out`) as the gallery shows an item: the frames the model
+    saw, the predicted interval on the timeline, the answers and reasoning, and every raw output."""
+    escape = html.escape
+    figures = "".join(
+        f'<figure><img alt="{stamp:.1f} s" src="data:image/jpeg;base64,{jpeg}"><figcaption>{stamp:.1f} s</figcaption></figure>'
+        for stamp, jpeg in _thumbnails(video)
+    )
+    anomaly = {True: "yes", False: "no", None: "unreadable (see the raw output)"}[result["anomaly"]]
+    interval = result["interval"]
+    rows = [
+        ("anomaly", anomaly),
+        ("class", result["class"] or "unreadable (see the raw output)"),
+        ("interval", "-" if interval is None else f"{interval[0]:.1f} s - {interval[1]:.1f} s"),
+        ("description", result["description"] or "-"),
+        ("reasoning", result["reasoning"] or "-"),
+    ]
+    body = [
+        f'<div class="card"><h3>{escape(str(result["video"]))}</h3><div class="strip">{figures}</div>',
+        _timeline(float(video.duration), None, interval),
+        "<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>",
+    ]
+    body += [f"<h4>raw output: {task}</h4><pre>{escape(text)}</pre>" for task, text in result["raw"].items()]
+    body.append("</div>")
+    head = _PAGE.split("</style>")[0].replace("{{", "{").replace("}}", "}")
+    head = head.replace("{title}", escape(str(result["video"])))
+    return head + "</style></head><body>" + "".join(body) + "</body></html>\n"
+
+
 def _card(disagree: bool, example: Any, mode: str, strip_id: str, strip: Any, per_run: list) -> str:
     escape = html.escape
     verdict = per_run[0][3]
