@@ -320,3 +320,21 @@ def test_paper_layout_tables_hold_metrics_json_numbers_with_the_best_bold_and_la
         rows = [line for line in body.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()]
         assert rows and all(line.count("&") == columns - 1 and line.endswith(r"\\") for line in rows)
         assert r"\textbf{" in body
+
+
+def test_paper_rows_sit_under_the_users_runs_on_request(runs: dict[str, Path], tmp_path: Path) -> None:
+    assert main(["report", str(runs["a"]), str(runs["b"]), "--paper", "--out", str(tmp_path / "p")]) == 0
+    markdown = (tmp_path / "p.md").read_text()
+    section = markdown.split("## TAG (%), Table 2 layout, w/o think")[1].split("\n## ")[0]
+    rows = {
+        r[0]: r
+        for r in (
+            [c.strip() for c in line.strip().strip("|").split("|")]
+            for line in section.strip().splitlines()[2:]
+        )
+    }
+    header = [c.strip() for c in section.strip().splitlines()[0].strip("|").split("|")]
+    assert rows["paper: + RFT"][header.index("MSAD mIoU")] == "35.77"  # the paper's Table 2
+    assert rows["paper: Qwen2.5-VL-3B"][header.index("ECVA R@0.7")] == "3.23"
+    assert "paper: + SFT" in (tmp_path / "p.tex").read_text()
+    assert "paper:" not in write_report([runs["a"], runs["b"]], tmp_path / "plain")["markdown"].read_text()

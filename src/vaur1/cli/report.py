@@ -25,6 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also FILE_gallery.html: every item with its frames, timeline, raw output and scores (one or two runs)",
     )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="add the VAU-R1 paper's published Qwen2.5-VL-3B rows (base, + SFT, + RFT) to the paper-layout tables",
+    )
     parser.set_defaults(func=run_report)
 
 
@@ -32,7 +37,7 @@ def run_report(args: argparse.Namespace) -> int:
     from vaur1.eval.report import write_report
 
     out = args.out or (args.run_dirs[0] / "report" if len(args.run_dirs) == 1 else Path("report"))
-    written = write_report(args.run_dirs, out)
+    written = write_report(args.run_dirs, out, paper=args.paper)
     if args.gallery:
         from vaur1.eval.gallery import write_gallery
 

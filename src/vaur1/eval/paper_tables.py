@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vaur1.bench.schema import SOURCES
+from vaur1.eval.paper_results import MODELS as PAPER_MODELS
+from vaur1.eval.paper_results import paper_value
 from vaur1.vocab import METRICS_BY_NAME, MODE_LABELS, MODES, higher_is_better
 
 SOURCE_LABELS = {"msad": "MSAD", "ucf": "UCF-Crime", "ecva": "ECVA", "synth": "SynthVAU"}
@@ -57,11 +59,29 @@ def _modes(blocks: Sequence[Block], task: str) -> list[str]:
     return [m for m in MODES if any(block(task, m, "all") for block in blocks)]
 
 
-def paper_tables(names: Sequence[str], blocks: Sequence[Block]) -> list[PaperTable]:
-    """The paper-layout tables for runs called `names` whose metrics `blocks` gives."""
+def _paper_block(model: str) -> Block:
+    """The paper's published numbers for `model` (see `vaur1.eval.paper_results`) as a run's blocks."""
+
+    def block(task: str, mode: str, source: str) -> dict[str, Any] | None:
+        if source == "all":
+            return None
+        keys = ("accuracy",) if task == "qa" else ("miou", "r@0.3", "r@0.5", "r@0.7")
+        values = {k: paper_value(task, mode, model, source, k) for k in keys}
+        return values if any(v is not None for v in values.values()) else None
+
+    return block
+
+
+def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = False) -> list[PaperTable]:
+    """The paper-layout tables for runs called `names` whose metrics `blocks` gives; with `paper`,
+    the paper's own Qwen2.5-VL-3B rows (base, + SFT, + RFT) below them where it published numbers."""
+    scored = list(blocks)  # the datasets and modes come from the user's runs alone
+    if paper:
+        names = [*names, *[f"paper: {model}" for model in PAPER_MODELS]]
+        blocks = [*blocks, *[_paper_block(model) for model in PAPER_MODELS]]
     found = []
-    sources = _sources(blocks, "qa")
-    modes = _modes(blocks, "qa")
+    sources = _sources(scored, "qa")
+    modes = _modes(scored, "qa")
     if sources and modes:
         groups = [(SOURCE_LABELS.get(s, s), [MODE_LABELS[m] for m in modes]) for s in sources]
         rows = [
@@ -78,8 +98,8 @@ def paper_tables(names: Sequence[str], blocks: Sequence[Block]) -> list[PaperTab
             if task == "tag"
             else ["binary_accuracy", "multiclass_accuracy"]
         )
-        sources = _sources(blocks, task)
-        for mode in _modes(blocks, task):
+        sources = _sources(scored, task)
+        for mode in _modes(scored, task):
             groups = [
                 (SOURCE_LABELS.get(s, s), [METRICS_BY_NAME[f"{task}.{k}"].label for k in keys])
                 for s in sources

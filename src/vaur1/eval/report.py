@@ -390,21 +390,21 @@ def mismatch_table(runs: list[Run]) -> Table | None:
     )
 
 
-def paper_layout(runs: list[Run]) -> list[PaperTable]:
+def paper_layout(runs: list[Run], paper: bool = False) -> list[PaperTable]:
     evaluated = [run for run in runs if run.metrics is not None]
-    return paper_tables([run.name for run in evaluated], [run.block for run in evaluated])
+    return paper_tables([run.name for run in evaluated], [run.block for run in evaluated], paper)
 
 
-def paper_layout_tables(runs: list[Run]) -> list[Table]:
+def paper_layout_tables(runs: list[Run], paper: bool = False) -> list[Table]:
     found = []
-    for paper in paper_layout(runs):
-        header, rows, bold = flat_cells(paper)
-        found.append(Table(paper.title, header, rows, note="Best per column in bold.", bold=bold))
+    for paper_table in paper_layout(runs, paper):
+        header, rows, bold = flat_cells(paper_table)
+        found.append(Table(paper_table.title, header, rows, note="Best per column in bold.", bold=bold))
     return found
 
 
-def tables(runs: list[Run]) -> list[Table]:
-    found = [mismatch_table(runs), *paper_layout_tables(runs), overview_table(runs)]
+def tables(runs: list[Run], paper: bool = False) -> list[Table]:
+    found = [mismatch_table(runs), *paper_layout_tables(runs, paper), overview_table(runs)]
     found += [task_table(runs, task) for task in SCORED_TASKS]
     found += [paired_table(runs), judge_table(runs), offline_table(runs), video_error_table(runs)]
     return [t for t in found if t is not None]
@@ -596,11 +596,12 @@ def write_pages(
     return written
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
-    """Write OUT.md (+ OUT_files/*.png), OUT.html and OUT.json; return their paths."""
+def write_report(run_dirs: list[str | Path], out: str | Path, paper: bool = False) -> dict[str, Path]:
+    """Write OUT.md (+ OUT_files/*.png), OUT.html, OUT.json and OUT.tex; return their paths. With
+    `paper`, the paper-layout tables also hold the VAU-R1 paper's published Qwen2.5-VL-3B rows."""
     if not run_dirs:
         raise VaurError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(path, name) for path, name in zip(paths, run_names(paths), strict=True)]
-    latex = [to_latex(paper) for paper in paper_layout(runs)]
-    return write_pages(out, tables(runs), figures(runs), report_json(runs), latex)
+    latex = [to_latex(table) for table in paper_layout(runs, paper)]
+    return write_pages(out, tables(runs, paper), figures(runs), report_json(runs), latex)
