@@ -175,7 +175,7 @@ def analysis_page(result: dict[str, Any], video: Any) -> str:
     body += [f"<h4>raw output: {task}</h4><pre>{escape(text)}</pre>" for task, text in result["raw"].items()]
     body.append("</div>")
     head = _PAGE.split("</style>")[0].replace("{{", "{").replace("}}", "}")
-    head = head.replace("{title}", escape(str(result["video"])))
+    head = head.replace("vaur1 gallery: {title}", f"vaur1 analysis: {escape(str(result['video']))}")
     return head + "</style></head><body>" + "".join(body) + "</body></html>\n"
 
 

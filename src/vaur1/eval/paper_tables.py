@@ -72,6 +72,12 @@ def _paper_block(model: str) -> Block:
     return block
 
 
+def _published(rows: list, scored: Sequence[Block]) -> list:
+    """The user's rows, then only those paper rows that have a number in these columns."""
+    user, paper = rows[: len(scored)], rows[len(scored) :]
+    return user + [row for row in paper if any(v is not None for v in row[1])]
+
+
 def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = False) -> list[PaperTable]:
     """The paper-layout tables for runs called `names` whose metrics `blocks` gives; with `paper`,
     the paper's own Qwen2.5-VL-3B rows (base, + SFT, + RFT) below them where it published numbers."""
@@ -88,7 +94,9 @@ def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = Fa
             (name, [(block("qa", m, s) or {}).get("accuracy") for s in sources for m in modes])
             for name, block in zip(names, blocks, strict=True)
         ]
-        found.append(PaperTable("QA accuracy (%), the paper's Table 1 layout", groups, rows))
+        found.append(
+            PaperTable("QA accuracy (%), the paper's Table 1 layout", groups, _published(rows, scored))
+        )
     for task, title in (
         ("tag", "TAG (%), Table 2 layout"),
         ("cls", "CLS accuracy (%), Tables 3 and 7 layout"),
@@ -111,7 +119,7 @@ def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = Fa
             lower = frozenset(
                 i for i, k in enumerate(keys * len(sources)) if not higher_is_better(f"{task}.{k}")
             )
-            found.append(PaperTable(f"{title}, {MODE_LABELS[mode]}", groups, rows, lower))
+            found.append(PaperTable(f"{title}, {MODE_LABELS[mode]}", groups, _published(rows, scored), lower))
     return found
 
 

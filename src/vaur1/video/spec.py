@@ -167,6 +167,13 @@ def write_model_spec(spec: VideoSpec, model_dir: str | Path) -> Path:
     return write_text(path, yaml.safe_dump(asdict(spec), sort_keys=False))
 
 
+def model_video_spec(model_dir: str | Path) -> VideoSpec:
+    """The VideoSpec a model was trained with (its stored fields over the defaults)."""
+    from vaur1.config import from_dict
+
+    return from_dict(VideoSpec, read_model_spec(model_dir) or {})
+
+
 def read_model_spec(model_dir: str | Path) -> dict | None:
     """The spec fields stored with a model directory, or None (a Hub id, or a model trained elsewhere)."""
     path = Path(model_dir) / MODEL_VIDEO_SPEC
