@@ -509,3 +509,22 @@ def test_the_gallery_shows_frames_timelines_and_every_item_once_with_disagreemen
     disagree = [bool(flag) for flag in re.findall(r'<div class="card( disagree)?"', page)]
     assert len(disagree) == 6 and any(disagree) and disagree == sorted(disagree, reverse=True)
     assert page.count("<pre>") == 12  # both runs' raw outputs on every card
+
+
+def test_the_paper_layout_adds_the_blind_constant_answer_as_its_own_row(
+    eval_synth: Path, eval_model: Path, tmp_path: Path
+) -> None:
+    from vaur1.eval.baselines import blind_baselines
+    from vaur1.eval.report import BLIND_ROW, write_report
+
+    flags = {"data.tasks": ["qa", "tag"], "modes": ["direct"]}
+    cfg = eval_helpers.make_config(eval_synth, eval_model, tmp_path / "run", **flags)
+    run_eval(cfg, progress=False)
+    markdown = write_report([tmp_path / "run"], tmp_path / "report")["markdown"].read_text()
+    qa = markdown.split("## QA accuracy (%), the paper's Table 1 layout")[1].split("\n## ")[0]
+    (row,) = [line for line in qa.splitlines() if line.startswith(f"| {BLIND_ROW} |")]
+    expected = blind_baselines(load_examples(cfg.data, cfg.splits)[0], resamples=1)["qa"]["always_a"][
+        "metrics"
+    ]
+    assert float(row.split("|")[2].strip("* ")) == pytest.approx(expected["accuracy"], abs=0.005)
+    assert "w/ think" not in markdown.split("## Runs")[0]  # the run has no think mode: no such table

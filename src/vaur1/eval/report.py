@@ -390,9 +390,48 @@ def mismatch_table(runs: list[Run]) -> Table | None:
     )
 
 
+BLIND_ROW = "blind: best constant answer"
+HEADLINE = {"qa": "accuracy", "tag": "miou", "cls": "multiclass_accuracy"}
+
+
+def blind_block(run: Run):
+    """The metrics of the best constant answer per task on the run's own items (an answer chosen with
+    hindsight, so the most a model that ignores the video could score), as a run's `block`; None for a
+    directory that is not an eval run."""
+    from vaur1.eval.baselines import blind_baselines
+    from vaur1.eval.config import load_examples
+    from vaur1.eval.run import load_run_config
+
+    try:
+        cfg = load_run_config(run.path)
+        examples, _ = load_examples(cfg.data, cfg.splits)
+    except VaurError:
+        return None
+    best = {
+        task: max(
+            kinds.values(), key=lambda kind, task=task: (kind["metrics"] or {}).get(HEADLINE[task]) or -1
+        )["metrics"]
+        for task, kinds in blind_baselines(examples, resamples=1).items()
+    }
+
+    modes = set(cfg.modes)
+
+    def block(task: str, mode: str, source: str = "all") -> dict[str, Any] | None:
+        metrics = best.get(task) if mode in modes else None  # a constant answer has no prompt mode
+        if metrics is None or source == "all":
+            return metrics
+        return metrics.get("by_source", {}).get(source)
+
+    return block
+
+
 def paper_layout(runs: list[Run], paper: bool = False) -> list[PaperTable]:
     evaluated = [run for run in runs if run.metrics is not None]
-    return paper_tables([run.name for run in evaluated], [run.block for run in evaluated], paper)
+    names, blocks = [run.name for run in evaluated], [run.block for run in evaluated]
+    blind = blind_block(evaluated[0]) if evaluated else None
+    if blind is not None:
+        names, blocks = [*names, BLIND_ROW], [*blocks, blind]
+    return paper_tables(names, blocks, paper)
 
 
 def paper_layout_tables(runs: list[Run], paper: bool = False) -> list[Table]:
