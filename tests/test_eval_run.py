@@ -298,7 +298,11 @@ def test_judge_survives_errors_caches_verdicts_and_never_leaks_the_key(
         assert code == 0 and len(server.requests) == 1 and "clip 1 shows" in server.requests[0].prompt
         rerun = json.loads((run_dir / "metrics.json").read_text())["tasks"]["reasoning"]["direct"]["judge"]
         assert (rerun["scored"], rerun["unscored"]) == (3, 0)
-        assert "VAU-Eval (judge: deepseek-chat (vau-eval-1))" in (run_dir / "report.md").read_text()
+        report = (run_dir / "report.md").read_text()
+        assert "VAU-Eval (judge: deepseek-chat (vau-eval-1))" in report
+        # and as the right half of the paper's Table 1: dimensions and total per dataset
+        paper = report.split("## VAU-Eval (judge; dimensions 0-10, total 0-50), Table 1 layout, w/o think")[1]
+        assert f"{rerun['by_source']['synth']['mean_total']:.2f}" in paper.split("\n## ")[0]
 
     outputs = [caplog.text, *capsys.readouterr()]
     outputs += [p.read_text(errors="replace") for p in run_dir.rglob("*") if p.is_file()]

@@ -97,6 +97,7 @@ def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = Fa
         found.append(
             PaperTable("QA accuracy (%), the paper's Table 1 layout", groups, _published(rows, scored))
         )
+    found += _judge_tables(names, blocks, scored)
     for task, title in (
         ("tag", "TAG (%), Table 2 layout"),
         ("cls", "CLS accuracy (%), Tables 3 and 7 layout"),
@@ -120,6 +121,36 @@ def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = Fa
                 i for i, k in enumerate(keys * len(sources)) if not higher_is_better(f"{task}.{k}")
             )
             found.append(PaperTable(f"{title}, {MODE_LABELS[mode]}", groups, _published(rows, scored), lower))
+    return found
+
+
+def _judge(block: Block, mode: str, source: str) -> dict[str, Any] | None:
+    judged = ((block("reasoning", mode, "all") or {}).get("judge") or {}).get("by_source", {})
+    return judged.get(source)
+
+
+def _judge_tables(names: Sequence[str], blocks: Sequence[Block], scored: Sequence[Block]) -> list[PaperTable]:
+    """VAU-Eval, as the right half of the paper's Table 1: each judge dimension (0-10) and the total
+    (0-50) per dataset, one table per prompt mode, for runs that were judged."""
+    from vaur1.eval.judge import DIMENSION_LABELS
+
+    found = []
+    for mode in MODES:
+        sources = [s for s in SOURCES if any(_judge(b, mode, s) for b in scored)]
+        if not sources:
+            continue
+        labels = [*DIMENSION_LABELS.values(), "Total"]
+        groups = [(SOURCE_LABELS.get(s, s), labels) for s in sources]
+        rows = []
+        for name, block in zip(names, blocks, strict=True):
+            values: list[float | None] = []
+            for source in sources:
+                judged = _judge(block, mode, source) or {}
+                means = judged.get("means", {})
+                values += [means.get(d) for d in DIMENSION_LABELS] + [judged.get("mean_total")]
+            rows.append((name, values))
+        title = f"VAU-Eval (judge; dimensions 0-10, total 0-50), Table 1 layout, {MODE_LABELS[mode]}"
+        found.append(PaperTable(title, groups, _published(rows, scored)))
     return found
 
 
