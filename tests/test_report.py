@@ -338,3 +338,15 @@ def test_paper_rows_sit_under_the_users_runs_on_request(runs: dict[str, Path], t
     assert rows["paper: Qwen2.5-VL-3B"][header.index("ECVA R@0.7")] == "3.23"
     assert "paper: + SFT" in (tmp_path / "p.tex").read_text()
     assert "paper:" not in write_report([runs["a"], runs["b"]], tmp_path / "plain")["markdown"].read_text()
+
+
+def test_cls_in_the_paper_layout_is_per_dataset_and_pooled(runs: dict[str, Path], tmp_path: Path) -> None:
+    markdown = write_report([runs["a"], runs["b"]], tmp_path / "cls")["markdown"].read_text()
+    section = markdown.split("## CLS accuracy (%), Tables 3 and 7 layout, w/o think")[1].split("\n## ")[0]
+    header = [c.strip() for c in section.strip().splitlines()[0].strip("|").split("|")]
+    assert header[-2:] == ["pooled Bin. Acc", "pooled Multi Acc"]
+    pooled = json.loads((runs["b"] / "metrics.json").read_text())["tasks"]["cls"]["direct"][
+        "multiclass_accuracy"
+    ]
+    (row,) = [line for line in section.splitlines() if line.startswith("| b |")]
+    assert float(row.strip("|").split("|")[-1].strip("* ")) == pytest.approx(pooled, abs=0.005)

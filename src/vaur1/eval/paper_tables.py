@@ -2,7 +2,7 @@
 
     QA accuracy   w/o and w/ think per dataset               (the paper's Table 1)
     TAG           mIoU, R@0.3, R@0.5, R@0.7 per dataset      (Table 2), one table per prompt mode
-    CLS           binary and 20-way accuracy per dataset     (Tables 3 and 7), one table per prompt mode
+    CLS           binary and 20-way accuracy per dataset and pooled (Tables 7 and 3), one table per mode
 
 The best value of each column is bold. The same tables render as Markdown, HTML (through the report's
 `Table`) and LaTeX with booktabs, ready to paste into a paper.
@@ -19,7 +19,7 @@ from vaur1.eval.paper_results import MODELS as PAPER_MODELS
 from vaur1.eval.paper_results import paper_value
 from vaur1.vocab import METRICS_BY_NAME, MODE_LABELS, MODES, higher_is_better
 
-SOURCE_LABELS = {"msad": "MSAD", "ucf": "UCF-Crime", "ecva": "ECVA", "synth": "SynthVAU"}
+SOURCE_LABELS = {"msad": "MSAD", "ucf": "UCF-Crime", "ecva": "ECVA", "synth": "SynthVAU", "all": "pooled"}
 
 # Block(task, mode, source) -> the metrics.json block of one run, or None.
 Block = Callable[[str, str, str], dict[str, Any] | None]
@@ -108,6 +108,8 @@ def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = Fa
             else ["binary_accuracy", "multiclass_accuracy"]
         )
         sources = _sources(scored, task)
+        if task == "cls" and len(sources) > 1:
+            sources = [*sources, "all"]  # the paper's Table 3 pools the three test sets
         for mode in _modes(scored, task):
             groups = [
                 (SOURCE_LABELS.get(s, s), [METRICS_BY_NAME[f"{task}.{k}"].label for k in keys])
