@@ -12,7 +12,7 @@ from typing import Any
 from vaur1.config import to_dict
 from vaur1.demo.config import DemoConfig
 from vaur1.demo.pipeline import split_examples
-from vaur1.eval.report import Table
+from vaur1.eval.pages import Table, write_pages
 from vaur1.parse import parse_completion
 from vaur1.vocab import METRICS_BY_NAME, Metric
 
@@ -135,7 +135,7 @@ def write_demo_report(cfg: DemoConfig, done: dict[str, dict]) -> dict[str, Any]:
         "runs": harness.report_json(runs)["runs"],
     }
     demo_tables = [comparison_table(report), budget_table(report), *harness.tables(runs)]
-    harness.write_pages(demo.report, demo_tables, harness.figures(runs), report)
+    write_pages(demo.report, demo_tables, harness.figures(runs), report)
     return report
 
 

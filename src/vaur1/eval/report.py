@@ -18,13 +18,9 @@ model came from).
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
 import json
 import random
-import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +29,10 @@ from vaur1.errors import VaurError
 from vaur1.eval.judge import DIMENSION_LABELS
 from vaur1.eval.offline_scorer import METRICS as OFFLINE_METRICS
 from vaur1.eval.offline_scorer import OFFLINE_SCORER_NAME
+from vaur1.eval.pages import Table, write_pages
 from vaur1.eval.paired import PER_ITEM, paired_gain
 from vaur1.eval.paper_tables import PaperTable, flat_cells, paper_tables, to_latex
-from vaur1.files import read_jsonl, write_json, write_text
+from vaur1.files import read_jsonl
 from vaur1.layout import EvalRun, TrainRun, training_log_of_model
 from vaur1.parse import NO_ANOMALY, parse_interval
 from vaur1.vocab import METRICS_BY_NAME, MODE_LABELS, MODES, SCORED_TASKS, TASK_TITLES, task_metrics
@@ -65,15 +62,6 @@ class Run:
         if block is None or source == "all":
             return block
         return block.get("by_source", {}).get(source)
-
-
-@dataclass
-class Table:
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    note: str = ""
-    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells to emphasise
 
 
 def training_log_of(run_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
@@ -512,73 +500,6 @@ def figures(runs: list[Run]) -> list[tuple[str, str, bytes]]:
 # ---- rendering ------------------------------------------------------------------------------
 
 
-def _bold_md(text: str, bold: bool) -> str:
-    return f"**{text}**" if bold and text != "-" else text
-
-
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(report_tables: list[Table], images: list[tuple[str, str, str]]) -> str:
-    """Markdown with the tables; `images` are (caption, relative PNG path, stem)."""
-    lines = ["# vaur1 evaluation report", ""]
-    for table in report_tables:
-        lines += [f"## {table.title}", ""]
-        lines.append("| " + " | ".join(_markdown_cell(h) for h in table.header) + " |")
-        lines.append("|" + "|".join("---" for _ in table.header) + "|")
-        lines += [
-            "| "
-            + " | ".join(_bold_md(_markdown_cell(c), (r, i) in table.bold) for i, c in enumerate(row))
-            + " |"
-            for r, row in enumerate(table.rows)
-        ]
-        lines += ["", table.note, ""] if table.note else [""]
-    if images:
-        lines += ["## Plots", ""]
-        lines += [f"![{caption}]({path})\n" for caption, path, _ in images]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f0f0f0; } td:first-child, td:nth-child(2) { text-align: left; }
-p.note { font-size: 0.8em; color: #666; } figure { margin: 1em 0; } img { max-width: 100%; }
-"""
-
-
-def render_html(report_tables: list[Table], images: list[tuple[str, bytes]]) -> str:
-    """One page with everything inside: tables, and the plots as base64 PNG data URIs."""
-    escape = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>vaur1 evaluation report</title>',
-        f"<style>{_STYLE}</style></head><body>",
-        "<h1>vaur1 evaluation report</h1>",
-    ]
-    for table in report_tables:
-        parts.append(f"<h2>{escape(table.title)}</h2><table>")
-        parts.append("<tr>" + "".join(f"<th>{escape(h)}</th>" for h in table.header) + "</tr>")
-        for r, row in enumerate(table.rows):
-            cells = [f"<b>{escape(c)}</b>" if (r, i) in table.bold else escape(c) for i, c in enumerate(row)]
-            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        parts.append("</table>")
-        if table.note:
-            parts.append(f'<p class="note">{escape(table.note)}</p>')
-    if images:
-        parts.append("<h2>Plots</h2>")
-    for caption, png in images:
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(
-            f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>"
-        )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
 def report_json(runs: list[Run]) -> dict[str, Any]:
     return {
         "runs": [
@@ -592,47 +513,6 @@ def report_json(runs: list[Run]) -> dict[str, Any]:
             for run in runs
         ]
     }
-
-
-def _base(out: str | Path) -> Path:
-    path = Path(out)
-    return path.with_suffix("") if path.suffix in (".md", ".html", ".json") else path
-
-
-def write_pages(
-    out: str | Path,
-    report_tables: list[Table],
-    plotted: list[tuple[str, str, bytes]],
-    data: dict[str, Any],
-    latex: list[str] | None = None,
-) -> dict[str, Path]:
-    """OUT.md with its plots in OUT_files/, OUT.html with the plots inside, OUT.json (`data`), and
-    OUT.tex with the `latex` tables when there are any."""
-    base = _base(out)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    image_dir = base.with_name(f"{base.name}_files")
-    if image_dir.exists():
-        shutil.rmtree(image_dir)  # plots of an earlier report that this one may not have
-    if plotted:
-        image_dir.mkdir()
-    markdown_images = []
-    for stem, caption, png in plotted:
-        safe = re.sub(r"[^\w.-]", "_", stem)
-        (image_dir / f"{safe}.png").write_bytes(png)
-        markdown_images.append((caption, f"{image_dir.name}/{safe}.png", stem))
-    written = {
-        "markdown": write_text(
-            base.with_name(f"{base.name}.md"), render_markdown(report_tables, markdown_images)
-        ),
-        "html": write_text(
-            base.with_name(f"{base.name}.html"),
-            render_html(report_tables, [(caption, png) for _, caption, png in plotted]),
-        ),
-        "json": write_json(base.with_name(f"{base.name}.json"), data),
-    }
-    if latex:
-        written["latex"] = write_text(base.with_name(f"{base.name}.tex"), "\n".join(latex))
-    return written
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path, paper: bool = False) -> dict[str, Path]:
