@@ -350,3 +350,27 @@ def test_cls_in_the_paper_layout_is_per_dataset_and_pooled(runs: dict[str, Path]
     ]
     (row,) = [line for line in section.splitlines() if line.startswith("| b |")]
     assert float(row.strip("|").split("|")[-1].strip("* ")) == pytest.approx(pooled, abs=0.005)
+
+
+def test_the_latex_tables_compile_where_tex_is_installed(runs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        pytest.skip("no TeX installation here (pdflatex); the tables' structure is checked above")
+    tables = write_report([runs["a"], runs["b"]], tmp_path / "tex")["latex"].read_text()
+    document = tmp_path / "doc.tex"
+    document.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        + tables
+        + "\\end{document}\n"
+    )
+    result = subprocess.run(
+        [pdflatex, "-interaction=nonstopmode", document.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
