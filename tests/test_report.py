@@ -362,9 +362,7 @@ def test_the_latex_tables_compile_where_tex_is_installed(runs: dict[str, Path], 
     tables = write_report([runs["a"], runs["b"]], tmp_path / "tex")["latex"].read_text()
     document = tmp_path / "doc.tex"
     document.write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-        + tables
-        + "\\end{document}\n"
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + tables + "\\end{document}\n"
     )
     result = subprocess.run(
         [pdflatex, "-interaction=nonstopmode", document.name],
