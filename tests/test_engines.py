@@ -156,12 +156,7 @@ def test_two_machines_form_one_job_and_only_rank_0_writes_the_shared_files(
     tiny_models, synth_bench, tmp_path, toy
 ):
     examples = DataConfig(bench=str(synth_bench), tasks=["cls"], max_per_task=4).load()
-    broken = tmp_path / "videos"
-    broken.mkdir()
-    for example in examples:
-        (broken / example.video).symlink_to(synth_bench / "videos" / example.video)
-    (broken / examples[1].video).unlink()
-    (broken / examples[1].video).write_bytes(b"\x00not an mp4" * 10)
+    broken = train_helpers.videos_with_one_broken(synth_bench, tmp_path / "videos", examples)
     overrides = [
         *GRPO,
         *COMMON,

@@ -252,12 +252,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(
 
 def test_a_corrupt_video_is_skipped_and_recorded_never_replaced(tiny_models, synth_bench, tmp_path):
     examples = DataConfig(bench=str(synth_bench), tasks=["cls"], max_per_task=4).load()
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for example in examples:
-        (broken / example.video).symlink_to(synth_bench / "videos" / example.video)
-    (broken / examples[1].video).unlink()
-    (broken / examples[1].video).write_bytes(b"\x00not an mp4" * 10)
+    broken = train_helpers.videos_with_one_broken(synth_bench, tmp_path / "broken", examples)
 
     out = tmp_path / "run"
     cfg = grpo_config(

@@ -166,3 +166,13 @@ def fsdp_on_cpu() -> None:
         return accelerator
 
     distributed.make_accelerator = make_fsdp_accelerator
+
+
+def videos_with_one_broken(bench: Path, folder: Path, examples: list, broken: int = 1) -> Path:
+    """A video folder of links to `examples`' clips in which clip `broken` is junk bytes."""
+    folder.mkdir()
+    for example in examples:
+        (folder / example.video).symlink_to(bench / "videos" / example.video)
+    (folder / examples[broken].video).unlink()
+    (folder / examples[broken].video).write_bytes(b"\x00not an mp4" * 10)
+    return folder

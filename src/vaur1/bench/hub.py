@@ -26,7 +26,7 @@ def download_annotations(repo_id: str = HUB_REPO, cache_dir: str | None = None) 
         raise VaurError(
             f"cannot download the VAU-Bench annotations from the Hugging Face dataset {repo_id!r} "
             f"({type(err).__name__}). Offline? Point vaur1 at local files instead: a CSV file, or a "
-            "folder holding train.csv, val.csv and test_*.csv (e.g. `vaur1 data stats ../shared/vau-bench`)."
+            "folder holding train.csv, val.csv and test_*.csv (e.g. `vaur1 data stats path/to/vau-bench`)."
         ) from None
     folders = sorted({p.parent for p in root.rglob("*.csv")}, key=lambda p: len(p.parts))
     if not folders:
