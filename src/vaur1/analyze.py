@@ -25,6 +25,7 @@ from vaur1.model.load import ModelConfig
 from vaur1.parse import NO_ANOMALY, extract_class, parse_completion, parse_interval, tag_prediction
 from vaur1.prompts import Mode, PromptConfig, build_messages
 from vaur1.video.decode import decode
+from vaur1.video.frames import DecodedVideo
 from vaur1.video.spec import VideoSpec
 from vaur1.vocab import Task
 
@@ -96,13 +97,23 @@ def analyze_video(
     generator: Generator | None = None,
 ) -> dict[str, Any]:
     """The model's analysis of one video; a `VideoError` (one line, naming the file) if unreadable."""
+    return analyze_frames(decode(path, spec), model, spec, options, generator)
+
+
+def analyze_frames(
+    video: DecodedVideo,
+    model: ModelConfig,
+    spec: VideoSpec,
+    options: AnalyzeOptions | None = None,
+    generator: Generator | None = None,
+) -> dict[str, Any]:
+    """The analysis of frames already decoded under `spec` (a page showing them decodes once)."""
     options = options or AnalyzeOptions()
-    video = decode(path, spec)
     if generator is None:
         generator = load_generator(model, options.sampling, spec)
-    name = Path(path).name
+    name = Path(video.path).name
     examples = [Example(task=task, id=name, video=name) for task in ANALYZE_TASKS]
     conversations = [build_messages(example, options.mode, options.prompts) for example in examples]
     completions = generator(conversations, [video] * len(examples))
     raw = {example.task: completion.text for example, completion in zip(examples, completions, strict=True)}
-    return {"video": str(path), **read_outputs(raw), "raw": raw}
+    return {"video": str(video.path), **read_outputs(raw), "raw": raw}

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from vaur1.analyze import AnalyzeOptions, analyze_video
+from vaur1.analyze import AnalyzeOptions, analyze_frames
 from vaur1.errors import VaurError
 from vaur1.eval.gallery import analysis_page
 from vaur1.model.load import ModelConfig
@@ -82,10 +82,10 @@ def build_app(
                 try:
                     with lock:
                         generator, spec = generator_for(name)
-                        result = analyze_video(
-                            path, ModelConfig(name_or_path=models[name]), spec, options, generator
-                        )
-                        page = analysis_page({**result, "video": upload.filename}, decode(path, spec))
+                        frames = decode(path, spec)
+                        model = ModelConfig(name_or_path=models[name])
+                        result = analyze_frames(frames, model, spec, options, generator)
+                        page = analysis_page({**result, "video": upload.filename}, frames)
                 except VaurError as err:
                     reason = str(err).replace(str(path), upload.filename or "the upload")
                     message = f'<p class="error">error: {html.escape(reason)}</p>'

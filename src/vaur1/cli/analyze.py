@@ -40,10 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_analyze(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from vaur1.analyze import AnalyzeOptions, analyze_video, default_model, expand_videos
+    from vaur1.analyze import AnalyzeOptions, analyze_frames, default_model, expand_videos
     from vaur1.errors import VaurError
     from vaur1.eval.generators import load_generator
     from vaur1.model.load import ModelConfig, hide_transformers_progress
+    from vaur1.video.decode import decode
     from vaur1.video.spec import read_model_spec
 
     hide_transformers_progress()
@@ -62,7 +63,8 @@ def run_analyze(args: argparse.Namespace) -> int:
             if generator is None and video.is_file():
                 generator = load_generator(model, options.sampling, spec)
             try:
-                result = analyze_video(video, model, spec, options, generator=generator)
+                frames = decode(video, spec)
+                result = analyze_frames(frames, model, spec, options, generator=generator)
             except VaurError as error:
                 if len(videos) == 1:
                     raise
@@ -71,7 +73,7 @@ def run_analyze(args: argparse.Namespace) -> int:
                 continue
         results.append(result)
         if args.out is not None:
-            write_page(result, video, spec, args.out)
+            write_page(result, frames, args.out)
         if not args.json:
             print_result(result)
     if args.json:
@@ -79,13 +81,12 @@ def run_analyze(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def write_page(result: dict, video: Path, spec, out: Path) -> Path:
+def write_page(result: dict, frames, out: Path) -> Path:
     from vaur1.eval.gallery import analysis_page
     from vaur1.files import write_text
-    from vaur1.video.decode import decode
 
     out.mkdir(parents=True, exist_ok=True)
-    return write_text(out / f"{video.stem}.html", analysis_page(result, decode(video, spec)))
+    return write_text(out / f"{Path(frames.path).stem}.html", analysis_page(result, frames))
 
 
 def print_result(result: dict) -> None:
