@@ -422,16 +422,19 @@ def paper_layout(runs: list[Run], paper: bool = False) -> list[PaperTable]:
     return paper_tables(names, blocks, paper)
 
 
-def paper_layout_tables(runs: list[Run], paper: bool = False) -> list[Table]:
+def paper_layout_tables(papers: list[PaperTable]) -> list[Table]:
     found = []
-    for paper_table in paper_layout(runs, paper):
+    for paper_table in papers:
         header, rows, bold = flat_cells(paper_table)
         found.append(Table(paper_table.title, header, rows, note="Best per column in bold.", bold=bold))
     return found
 
 
-def tables(runs: list[Run], paper: bool = False) -> list[Table]:
-    found = [mismatch_table(runs), *paper_layout_tables(runs, paper), overview_table(runs)]
+def tables(runs: list[Run], papers: list[PaperTable] | None = None) -> list[Table]:
+    """Every table of the report; `papers`: the paper-layout tables when already built (they load the
+    runs' examples for the blind row), else built here."""
+    papers = paper_layout(runs) if papers is None else papers
+    found = [mismatch_table(runs), *paper_layout_tables(papers), overview_table(runs)]
     found += [task_table(runs, task) for task in SCORED_TASKS]
     found += [paired_table(runs), judge_table(runs), offline_table(runs), video_error_table(runs)]
     return [t for t in found if t is not None]
@@ -522,5 +525,6 @@ def write_report(run_dirs: list[str | Path], out: str | Path, paper: bool = Fals
         raise VaurError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(path, name) for path, name in zip(paths, run_names(paths), strict=True)]
-    latex = [to_latex(table) for table in paper_layout(runs, paper)]
-    return write_pages(out, tables(runs, paper), figures(runs), report_json(runs), latex)
+    papers = paper_layout(runs, paper)
+    latex = [to_latex(table) for table in papers]
+    return write_pages(out, tables(runs, papers), figures(runs), report_json(runs), latex)
