@@ -13,6 +13,7 @@ import pytest
 from conftest import run_cli
 from vaur1.cli.config import JOBS
 from vaur1.config import SHIPPED, config_path, shipped_configs
+from vaur1.vocab import ARCHITECTURES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,3 +86,5 @@ def test_the_wheel_ships_every_config(tmp_path):
     inside = set(zipfile.ZipFile(wheel).namelist())
     for name in shipped_configs():
         assert f"vaur1/configs/{name}.yaml" in inside, name
+    for name in ARCHITECTURES:  # vaur1 plan and model tiny --like read them offline
+        assert f"vaur1/model/architectures/{name}.json" in inside, name

@@ -20,6 +20,16 @@ from vaur1.errors import ConfigError
 # The Qwen-VL architectures (transformers' model_type) that vaur1 loads, trains and builds tiny copies of.
 Arch = Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 ARCHS: tuple[Arch, ...] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+# The real checkpoints whose architectures ship with vaur1 (vaur1.model.shipped): name -> Hub id
+ARCHITECTURES: dict[str, str] = {
+    "qwen2_vl_2b": "Qwen/Qwen2-VL-2B-Instruct",
+    "qwen2_vl_7b": "Qwen/Qwen2-VL-7B-Instruct",
+    "qwen2_5_vl_3b": "Qwen/Qwen2.5-VL-3B-Instruct",
+    "qwen2_5_vl_7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "qwen3_vl_2b": "Qwen/Qwen3-VL-2B-Instruct",
+    "qwen3_vl_4b": "Qwen/Qwen3-VL-4B-Instruct",
+    "qwen3_vl_8b": "Qwen/Qwen3-VL-8B-Instruct",
+}
 
 Task = Literal["qa", "tag", "cls", "reasoning"]
 TASKS: tuple[Task, ...] = ("qa", "tag", "cls", "reasoning")

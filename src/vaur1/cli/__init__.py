@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rewards",
     "eval",
     "train",
+    "plan",
     "report",
     "analyze",
     "demo",

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaur1.errors import VaurError
-from vaur1.vocab import ARCHS
+from vaur1.vocab import ARCHITECTURES, ARCHS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,10 +19,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = parser.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
 
     tiny = model.add_parser("tiny", help="build a small random Qwen-VL model with tokenizer and processor")
-    tiny.add_argument("--arch", required=True, choices=ARCHS)
+    kind = tiny.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--arch", choices=ARCHS, help="a tiny model of this architecture")
+    kind.add_argument(
+        "--like",
+        choices=ARCHITECTURES,
+        help="a real architecture (its widths, heads, vocabulary and rotary layout) with fewer layers",
+    )
     tiny.add_argument("--out", required=True, type=Path, help="directory to save it to (Hugging Face format)")
-    tiny.add_argument("--hidden-size", type=int, default=128, help="text and vision width (default 128)")
+    tiny.add_argument(
+        "--hidden-size", type=int, default=128, help="text and vision width (default 128; not with --like)"
+    )
     tiny.add_argument("--layers", type=int, default=2, help="language model layers (default 2)")
+    tiny.add_argument("--vision-depth", type=int, default=2, help="vision blocks with --like (default 2)")
+    tiny.add_argument(
+        "--full", action="store_true", help="with --like: every layer and block (the full-size model, random)"
+    )
+    tiny.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float16", "float32"),
+        default="bfloat16",
+        help="weights' dtype with --like (default bfloat16, as published)",
+    )
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--force", action="store_true", help="write into a non-empty directory")
     tiny.set_defaults(func=run_tiny)
@@ -42,13 +60,26 @@ def run_tiny(args: argparse.Namespace) -> int:
 
     from vaur1.model.info import checkpoint_info
     from vaur1.model.load import hide_transformers_progress
+    from vaur1.model.shipped import build_like_model
     from vaur1.model.tiny import build_tiny_model
 
     hide_transformers_progress()
-    build_tiny_model(args.arch, out, hidden_size=args.hidden_size, num_layers=args.layers, seed=args.seed)
+    if args.full and not args.like:
+        raise VaurError("--full builds a real architecture at full size: give it with --like")
+    if args.like:
+        build_like_model(
+            args.like,
+            out,
+            layers=None if args.full else args.layers,
+            vision_depth=None if args.full else args.vision_depth,
+            dtype=args.dtype,
+            seed=args.seed,
+        )
+    else:
+        build_tiny_model(args.arch, out, hidden_size=args.hidden_size, num_layers=args.layers, seed=args.seed)
     summary = checkpoint_info(str(out))
     Console().print(
-        f"built {args.arch} in {out}: {summary['parameters']['total']:,} parameters, "
+        f"built {args.like or args.arch} in {out}: {summary['parameters']['total']:,} parameters, "
         f"vocabulary {summary['text']['vocab_size']}",
         highlight=False,
         soft_wrap=True,

@@ -170,6 +170,18 @@ def _cache_one(path: str) -> tuple[str, str, str | None]:
         return path, "skipped", str(err)
 
 
+def _entry_bytes(path: str) -> int:
+    """Bytes the cache will hold for one video at the worker's spec (0 for a file that cannot be read)."""
+    from vaur1.errors import VideoError
+    from vaur1.video.cache import entry_bytes
+    from vaur1.video.decode import probe
+
+    try:
+        return entry_bytes(_WORKER_DECODER.spec, probe(path))
+    except (VideoError, OSError):
+        return 0
+
+
 def run_cache(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
@@ -206,6 +218,14 @@ def run_cache(args: argparse.Namespace) -> int:
             args.workers, initializer=_start_worker, initargs=(spec, str(config.path), config.max_bytes)
         ) as pool,
     ):
+        needed = sum(pool.map(_entry_bytes, owners, chunksize=8))
+        if needed > config.max_bytes:
+            progress.console.print(
+                f"[yellow]warning: these videos need {needed / 1e9:.1f} GB of frame cache at this spec, more "
+                f"than --max-gb {config.max_gb:g}: the oldest entries will be evicted and decoded again; "
+                f"give --max-gb {needed / 1e9 * 1.05:.0f} or more[/]",
+                highlight=False,
+            )
         task = progress.add_task("decoding", total=len(owners))
         for path, outcome, reason in pool.map(_cache_one, owners, chunksize=4):
             outcomes[outcome] += 1

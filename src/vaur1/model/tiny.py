@@ -220,12 +220,7 @@ def build_config(
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 
     head_dim = hidden_size // num_heads
-    ids = {
-        "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-        "video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-        "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-    }
+    ids = vision_token_ids(tokenizer)
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": hidden_size,
@@ -293,6 +288,16 @@ def build_config(
     return Qwen2VLConfig(text_config=text, vision_config=vision, **ids, dtype="float32")
 
 
+def vision_token_ids(tokenizer) -> dict[str, int]:
+    """The config's vision token ids, as the tokenizer numbers them."""
+    return {
+        "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        "video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+    }
+
+
 def _mrope_section(head_dim: int, spatial_share: float) -> list[int]:
     """Split head_dim/2 rotary frequencies over (time, height, width) in the real models' proportions.
 
@@ -328,8 +333,6 @@ def build_tiny_model(
         hidden_size, num_heads, num_kv_heads, num_layers, vision_depth, vision_hidden_size, vision_heads
     )
 
-    from transformers import AutoModelForImageTextToText, GenerationConfig
-
     tokenizer = build_tokenizer(vocab_size)
     processor = build_processor(arch, tokenizer)  # type: ignore[arg-type]
     config = build_config(
@@ -343,15 +346,22 @@ def build_tiny_model(
         vision_hidden_size,
         vision_heads,
     )
+    return save_random_model(config, processor, out_dir, torch.float32, seed)
+
+
+def save_random_model(config, processor, out_dir: str | Path, dtype: torch.dtype, seed: int) -> Path:
+    """Instantiate `config` with random weights (seeded) and save it with `processor` to `out_dir`."""
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    tokenizer = processor.tokenizer
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config = GenerationConfig(
         eos_token_id=[end_of_turn, tokenizer.pad_token_id],
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=config.text_config.bos_token_id,
     )
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

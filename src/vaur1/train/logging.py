@@ -99,3 +99,46 @@ class MetricsLogger:
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+class MemoryMeter:
+    """This process's peak memory since the run started, logged as `memory/peak_gib`: on CUDA the
+    allocator's peak; on a CPU the peak resident memory above what the process held before the model
+    was loaded (what `vaur1 plan --device cpu` estimates), sampled every few milliseconds. Resident
+    memory includes the checkpoint's pages where transformers maps the weights file instead of
+    copying it. glibc keeps freed memory of small allocations mapped, so for a figure that follows live
+    tensors run with MALLOC_MMAP_THRESHOLD_=65536 (benchmarks/full_size_cpu.py and the tests do)."""
+
+    SAMPLE_SECONDS = 0.005
+
+    def __init__(self, device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self._peak = 0
+        self._stop = threading.Event()
+        if self.cuda:
+            return
+        self.baseline = _resident()
+        self._peak = self.baseline
+        threading.Thread(target=self._sample, name="vaur1-memory", daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.SAMPLE_SECONDS):
+            self._peak = max(self._peak, _resident())
+
+    def peak_bytes(self) -> int:
+        if self.cuda:
+            import torch
+
+            return torch.cuda.max_memory_allocated(self.device)
+        self._peak = max(self._peak, _resident())
+        return max(0, self._peak - self.baseline)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _resident() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss

@@ -52,7 +52,7 @@ from vaur1.train.checkpoint import (
 from vaur1.train.common import BadStepGuard, TrainingAborted, build_optimizer, build_scheduler, set_seed
 from vaur1.train.config import SessionConfig
 from vaur1.train.data_order import DataOrder
-from vaur1.train.logging import MetricsLogger
+from vaur1.train.logging import MemoryMeter, MetricsLogger
 from vaur1.train.sampler import Item, StepData, filler_inputs
 from vaur1.train.validation import LossFn, Validator
 from vaur1.video.cache import CachedDecoder
@@ -122,6 +122,7 @@ class Session:
         model_cfg = replace(
             cfg.model, gradient_checkpointing=cfg.gradient_checkpointing, device=str(accelerator.device)
         )
+        self.memory = MemoryMeter(accelerator.device)
         model, self.processor = load_model(model_cfg)
         self._check_video_spec()
         self.engine = precision.engine_of(accelerator)
@@ -298,6 +299,7 @@ class Session:
             **metrics,
             "learning_rate": self._step_learning_rate,
             **self.reduce_sum({"skipped_samples": self.skips.count}),
+            "memory/peak_gib": round(self.memory.peak_bytes() / 2**30, 4),
         }
         if step % self.cfg.run.logging_steps == 0 or step == self.total_steps:
             self.metrics.log(step, record)
@@ -396,6 +398,7 @@ class Session:
     def close(self) -> None:
         self.progress.__exit__(None, None, None)
         self.metrics.close()
+        self.memory.close()
 
     def __enter__(self) -> Session:
         self.progress.__enter__()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vaur1.errors import ConfigError
-from vaur1.video.decode import check_decoder, decode
+from vaur1.video.decode import VideoInfo, check_decoder, decode
 from vaur1.video.frames import DecodedVideo
 from vaur1.video.spec import VideoSpec
 
@@ -70,6 +70,12 @@ class CacheStats:
     misses: int = 0
     unreadable: int = 0  # entries that failed to read back and were decoded again
     evicted: int = 0
+
+
+def entry_bytes(spec: VideoSpec, info: VideoInfo) -> int:
+    """Bytes of the frames the cache keeps for a video described by `info` (uint8 RGB, padded)."""
+    frames, height, width = spec.model_input_shape(info.num_frames_total, info.fps, info.height, info.width)
+    return frames * height * width * 3
 
 
 def file_identity(path: str | Path) -> str:

@@ -142,6 +142,24 @@ class VideoSpec:
         """(height, width) of every returned frame for a source of this size and `n_frames` frames."""
         return smart_resize(height, width, self.factor, self.min_pixels, self.frame_pixel_cap(n_frames))
 
+    def model_input_shape(
+        self, num_frames_total: int, fps: float, height: int, width: int
+    ) -> tuple[int, int, int]:
+        """(frames after padding, height, width) of what the model gets from a video of this kind."""
+        frames = self.padded_count(self.frame_count(num_frames_total, fps)) if num_frames_total else 0
+        return (frames, *self.output_size(height, width, max(frames, 1)))
+
+    def visual_tokens(self, frames: int, height: int, width: int) -> int:
+        """Visual tokens of `frames` (padded) frames of height x width: one per factor x factor square
+        of every temporal patch."""
+        return frames // self.temporal_patch * (height // self.factor) * (width // self.factor)
+
+    def frame_counts(self) -> range:
+        """Every (unpadded) frame count the spec can give a video that has at least `min_frames`."""
+        if self.num_frames is not None:
+            return range(self.num_frames, self.num_frames + 1)
+        return range(self.min_frames, self.max_frames + 1)
+
     def hash(self) -> str:
         """A stable 16-hex-digit digest of every field: what the frame cache is keyed by."""
         text = json.dumps({"version": SPEC_VERSION, **asdict(self)}, sort_keys=True)
