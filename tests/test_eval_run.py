@@ -372,11 +372,18 @@ def test_a_run_directory_refuses_predictions_of_another_setup(
 
 
 def test_backend_and_video_spec_mismatches_are_clear_errors(
-    eval_synth: Path, eval_model: Path, tmp_path: Path
+    eval_synth: Path, eval_model: Path, tmp_path: Path, monkeypatch
 ) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else find_spec(name, *a)
+    )
     cfg = eval_helpers.make_config(eval_synth, eval_model, tmp_path / "run", backend="vllm")
     with pytest.raises(VaurError, match="backend vllm: vLLM is not installed here"):
         run_eval(cfg, progress=False)
+    monkeypatch.undo()
 
     judged = eval_helpers.make_config(
         eval_synth, eval_model, tmp_path / "judged", **{"judge.api_key_env": "VAUR1_TEST_UNSET_KEY"}

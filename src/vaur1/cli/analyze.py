@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--mode", choices=MODES, default="think", help="prompt mode (default think)")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="per prompt (default 1024)")
+    parser.add_argument(
+        "--backend", choices=("hf", "vllm"), default="hf", help="hf (transformers, default) or vllm"
+    )
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument(
         "--out",
@@ -61,7 +64,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         # a spinner on a terminal (stderr, so that --json stays clean); nothing when piped
         with err.status(f"analyzing {video.name} ({number} of {len(videos)})"):
             if generator is None and video.is_file():
-                generator = load_generator(model, options.sampling, spec)
+                generator = load_generator(model, options.sampling, spec, args.backend)
             try:
                 frames = decode(video, spec)
                 result = analyze_frames(frames, model, spec, options, generator=generator)

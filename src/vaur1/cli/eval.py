@@ -225,7 +225,11 @@ def register_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--batch-size", type=int, help="prompts per generate call (default 8)")
     run.add_argument("--max-new-tokens", type=int, help="default 1024")
     run.add_argument("--max-per-task", type=int, help="only the first N examples of each task and split")
-    run.add_argument("--backend", choices=("hf", "vllm"), help="hf (default) or vllm (GPU with vLLM only)")
+    run.add_argument(
+        "--backend",
+        choices=("hf", "vllm"),
+        help="hf (transformers, default) or vllm (same outputs, faster on GPUs)",
+    )
     run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     run.add_argument("--workers", type=int, help="video decoding worker processes (default 2)")
     run.add_argument("--cache-dir", help="frame cache folder (default $XDG_CACHE_HOME/vaur1/frames)")

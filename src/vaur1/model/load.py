@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 
 from vaur1.errors import ConfigError, VaurError
+from vaur1.model.rope import use_reference_positions
 from vaur1.vocab import ARCHS
 
 Dtype = Literal["float32", "bfloat16", "float16", "auto"]
@@ -225,6 +226,8 @@ def load_model(cfg: ModelConfig):
     conversions = getattr(model, "_weight_conversions", None)
     if conversions:
         model._weight_conversions = [c for c in conversions if c.was_used()]
+    # text after a video continues where the checkpoints were trained to expect it (vaur1.model.rope)
+    use_reference_positions(model)
     if not hasattr(processor, "video_processor"):
         raise VaurError(
             f"{cfg.name_or_path}: the processor {type(processor).__name__} has no video processor"

@@ -15,9 +15,11 @@ their length come from `num_generations` and `max_completion_length` only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from vaur1.errors import ConfigError
 from vaur1.model.generate import SamplingConfig
+from vaur1.model.vllm_engine import VllmConfig
 from vaur1.rewards import RewardConfig
 from vaur1.rl.loss import GRPOLossConfig
 from vaur1.train.config import SessionConfig
@@ -29,11 +31,28 @@ _SAMPLING_DEFAULTS = SamplingConfig()
 
 
 @dataclass
+class RolloutConfig:
+    """What samples the completions: the policy through transformers, or a colocated vLLM engine."""
+
+    # hf: transformers generate with the policy; vllm: a vLLM engine in the training process, fed the
+    # policy's weights before every rollout (LoRA merged), with loss.vllm_importance_sampling_* correcting
+    # the gap between its log-probs and the trainer's
+    backend: Literal["hf", "vllm"] = "hf"
+    vllm: VllmConfig = field(default_factory=VllmConfig)  # the engine's settings with backend vllm
+
+    def validate(self) -> None:
+        if self.backend not in ("hf", "vllm"):
+            raise ConfigError(f"rollout.backend: {self.backend!r} is not hf or vllm")
+        self.vllm.validate()
+
+
+@dataclass
 class GRPOTrainConfig(SessionConfig):
     mode: Mode = "think"  # the prompts' answer format: think block then answer, or answer only
     rewards: RewardConfig = field(default_factory=RewardConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     loss: GRPOLossConfig = field(default_factory=GRPOLossConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     num_generations: int = 8  # G: completions per prompt
     max_completion_length: int = 512  # new tokens per completion
     # Draw each prompt's G samples from a generator seeded by (run.seed, step, slot in the global
@@ -80,6 +99,11 @@ class GRPOTrainConfig(SessionConfig):
                     f"{FORMAT_REWARD[self.mode]}, not {wrong_format}"
                 )
         self.loss.validate()
+        self.rollout.validate()
+        if self.rollout.backend == "vllm" and self.seed_rollouts_per_prompt:
+            raise ConfigError(
+                "seed_rollouts_per_prompt: not with rollout.backend vllm (its engine has one seed)"
+            )
 
     def sampling_config(self) -> SamplingConfig:
         """The sampling options with G and the completion length filled in."""

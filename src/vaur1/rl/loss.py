@@ -19,6 +19,7 @@ Deliberate differences from TRL, all in what is reported rather than what is opt
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -32,9 +33,11 @@ from vaur1.model.generate import truncated as truncated
 
 LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
 ScaleRewards = Literal["group", "batch", "none"]
+ImportanceSamplingMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 
 LOSS_TYPES: tuple[str, ...] = ("grpo", "dr_grpo", "dapo", "bnpo")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
+IS_MODES: tuple[str, ...] = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 
 # Added to the std before dividing, as in TRL and the official VAU-R1 trainer.
 ADVANTAGE_EPS = 1e-4
@@ -51,6 +54,13 @@ class GRPOLossConfig:
     scale_rewards: ScaleRewards = "group"  # divide advantages by the group's std, the batch's, or none
     num_iterations: int = 1  # optimizer steps per rollout (the ratio departs from 1 after the first)
     mask_truncated_completions: bool = False  # completions cut at max_completion_length train nothing
+    # With vLLM rollouts: weight each token's loss by exp(trainer logp - vLLM's sampling logp), the
+    # correction for the two engines' numerical gap (TRL's names, semantics and default mode)
+    vllm_importance_sampling_correction: bool = True
+    vllm_importance_sampling_mode: ImportanceSamplingMode = "token_truncate"  # or token_mask, sequence_*
+    vllm_importance_sampling_clip_max: float | None = 3.0  # truncate (or mask) ratios above this
+    vllm_importance_sampling_clip_min: float | None = None  # truncate (or mask) ratios below this
+    vllm_importance_sampling_cap: float | None = None  # TRL's older name for clip_max; set, it wins
 
     def validate(self) -> None:
         if self.loss_type not in LOSS_TYPES:
@@ -67,6 +77,25 @@ class GRPOLossConfig:
             raise ConfigError(f"epsilon_high must be > 0, got {self.epsilon_high}")
         if self.num_iterations < 1:
             raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if self.vllm_importance_sampling_mode not in IS_MODES:
+            raise ConfigError(
+                f"vllm_importance_sampling_mode: {self.vllm_importance_sampling_mode!r} is not one of "
+                f"{', '.join(IS_MODES)}"
+            )
+        cap, low = self.importance_clip_max, self.vllm_importance_sampling_clip_min
+        if (
+            (cap is not None and cap <= 0)
+            or (low is not None and low < 0)
+            or (cap is not None and low is not None and low > cap)
+        ):
+            raise ConfigError(
+                f"vllm importance sampling: need 0 <= clip_min <= clip_max, got {low} and {cap}"
+            )
+
+    @property
+    def importance_clip_max(self) -> float | None:
+        cap = self.vllm_importance_sampling_cap
+        return self.vllm_importance_sampling_clip_max if cap is None else cap
 
     @property
     def clip_high(self) -> float:
@@ -133,6 +162,28 @@ def _per_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return (values * mask).sum(dim=1)[keep] / tokens[keep]
 
 
+def importance_weights(
+    trainer_logp: torch.Tensor,
+    sampling_logp: torch.Tensor,
+    mask: torch.Tensor,
+    mode: ImportanceSamplingMode = "token_truncate",
+    clip_min: float | None = None,
+    clip_max: float | None = 3.0,
+) -> torch.Tensor:
+    """TRL's vLLM importance-sampling ratio: exp(trainer logp - sampler logp), per token (B, T) or per
+    sequence (B, 1, the masked sum of the differences), clipped to [clip_min, clip_max] (`*_truncate`)
+    or zeroed outside it (`*_mask`). Padding and tokens the sampler could not score (NaN) count as 1."""
+    difference = torch.nan_to_num((trainer_logp - sampling_logp) * mask, nan=0.0)
+    if mode.startswith("sequence"):
+        difference = difference.sum(dim=-1, keepdim=True)
+    ratio = torch.exp(difference)
+    if mode.endswith("truncate"):
+        return torch.clamp(ratio, min=clip_min, max=clip_max)
+    low = -math.inf if clip_min is None else clip_min
+    high = math.inf if clip_max is None else clip_max
+    return ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
+
+
 def policy_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor | None,
@@ -147,6 +198,7 @@ def policy_loss(
     max_completion_length: int | None = None,
     num_items_in_batch: float | torch.Tensor | None = None,
     gradient_accumulation_steps: int = 1,
+    importance: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped GRPO surrogate plus `beta` times the k3 KL, normalised by `loss_type`.
 
@@ -165,6 +217,9 @@ def policy_loss(
       this micro-batch's token count.
     "grpo", "bnpo" and "dr_grpo" are divided by `gradient_accumulation_steps`; "dapo" already is,
     through `num_items_in_batch`.
+
+    `importance` ((B, T) or (B, 1), from `importance_weights`) multiplies the surrogate's per-token loss
+    before the KL is added, as TRL does for vLLM rollouts.
 
     `old_logp=None` means a single update per rollout (`num_iterations=1`): the ratio is exactly 1 but
     still carries the gradient. `epsilon_high=None` means `epsilon`. `ref_logp` is required when
@@ -203,6 +258,8 @@ def policy_loss(
     ratio = torch.exp(logp - old_logp)
     clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
     per_token_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
+    if importance is not None:
+        per_token_loss = per_token_loss * importance
     per_token_kl = kl_k3(logp, ref_logp) if ref_logp is not None else None
     if beta != 0.0:
         per_token_loss = per_token_loss + beta * per_token_kl

@@ -56,6 +56,7 @@ class Rollout:
     num_generations: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds: rollout (generate), scoring (rewards)
     filler: bool = False  # a stand-in for an empty micro-batch: it trains nothing
+    sampling_logps: torch.Tensor | None = None  # (rows, L) the sampler's log-probs, with vLLM rollouts
 
     @property
     def rows(self) -> int:
@@ -76,8 +77,11 @@ def prompt_inputs(
     processor, examples: Sequence[Example], videos: Sequence[DecodedVideo], mode: Mode, prompts: PromptConfig
 ):
     """Left-padded inputs for the prompts of `examples`, each with its video."""
-    conversations = [build_messages(example, mode, prompts) for example in examples]
-    return build_inputs(processor, conversations, videos)
+    return build_inputs(processor, conversations_of(examples, mode, prompts), videos)
+
+
+def conversations_of(examples: Sequence[Example], mode: Mode, prompts: PromptConfig) -> list[list[dict]]:
+    return [build_messages(example, mode, prompts) for example in examples]
 
 
 def _single_prompt(inputs, index: int):
@@ -155,13 +159,21 @@ def collect(
     rewards: RewardConfig,
     seeds: Sequence[int] | None = None,
     mask_truncated_completions: bool = False,
+    engine=None,
 ) -> Rollout:
-    """Sample `sampling.num_return_sequences` completions per example and score each one."""
+    """Sample `sampling.num_return_sequences` completions per example and score each one: with `model`,
+    or with `engine` (a `VllmEngine` holding the same weights), which also gives its log-probs."""
     device = next(model.parameters()).device
     inputs = prompt_inputs(processor, examples, videos, mode, prompts).to(device)
     group = sampling.num_return_sequences
     started = time.perf_counter()
-    ids, mask, texts = sample(model, processor, inputs, sampling, seeds)
+    sampling_logps = None
+    if engine is None:
+        ids, mask, texts = sample(model, processor, inputs, sampling, seeds)
+    else:
+        out = engine.sample(conversations_of(examples, mode, prompts), videos, sampling)
+        ids, mask, texts = out.completion_ids.to(device), out.completion_mask.to(device), out.texts
+        sampling_logps = out.logps.to(device)
     generated = time.perf_counter()
     row_examples = [example for example in examples for _ in range(group)]
     scored = [score(text, example, rewards) for text, example in zip(texts, row_examples, strict=True)]
@@ -175,6 +187,7 @@ def collect(
         prompts=row_prompts,
         texts=texts,
         timings={"rollout": generated - started, "scoring": time.perf_counter() - generated},
+        sampling_logps=sampling_logps,
     )
 
 

@@ -18,7 +18,9 @@ Logged per step (metrics.jsonl): `loss`, `reward`, `reward_std`, `reward/<task>`
 `rewards/<name>/mean|std` (over completions the reward applies to), `frac_reward_zero_std`,
 `completions/mean_length|min_length|max_length|clipped_ratio`, `kl`, `entropy`, TRL's
 `clip_ratio/*`, `grad_norm`, `learning_rate`, `skipped_samples`, and where the time went:
-`time/decode` (waiting for frames), `time/rollout` (generation), `time/scoring` (rewards and
+`time/decode` (waiting for frames), `time/rollout` (generation), `time/weight_push` (the policy's
+weights into the vLLM engine, with `rollout.backend: vllm`, which also logs TRL's
+`sampling/sampling_logp_difference/*` and `sampling/importance_sampling_ratio/*`), `time/scoring` (rewards and
 advantages), `time/reference` (the old and reference log-prob passes), `time/update` (forward,
 backward and optimizer step) and `time/step` (all of it), plus
 `tokens_per_second` (completion tokens trained per second of the whole step) and
@@ -37,8 +39,9 @@ import torch
 
 from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
 from vaur1.model.logprobs import target_logprobs
+from vaur1.model.vllm_engine import policy_weights
 from vaur1.rl.config import GRPOTrainConfig
-from vaur1.rl.loss import group_advantages, policy_loss
+from vaur1.rl.loss import group_advantages, importance_weights, policy_loss
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
 from vaur1.train.distributed import fsdp_shard_frozen, policy_for_generation
 from vaur1.train.sampler import Item
@@ -55,6 +58,7 @@ class Batch:
     advantages: torch.Tensor  # (rows,)
     old_logps: torch.Tensor | None = None
     ref_logps: torch.Tensor | None = None
+    importance: torch.Tensor | None = None  # vLLM rollouts: the importance-sampling weights of the loss
 
 
 def completion_logps(model, rollout: Rollout, temperature: float, entropy: bool = False):
@@ -114,9 +118,22 @@ class Reference:
             return completion_logps(policy, rollout, temperature)[0]
 
 
-def roll(session: Session, cfg: GRPOTrainConfig, policy, items: list[Item], step: int) -> Rollout:
-    """Sample and score one micro-batch with `policy` (from `policy_for_generation`); the filler
-    prompt when it is empty."""
+def rollout_engine(session: Session, cfg: GRPOTrainConfig):
+    """The colocated vLLM engine of `rollout.backend: vllm`, started from the run's checkpoint (its
+    weights are replaced by the policy's before every rollout)."""
+    from vaur1.model.vllm_engine import VllmEngine
+
+    checkpoint = resolve_checkpoint(cfg.model.name_or_path)
+    return VllmEngine(
+        checkpoint.model, session.processor, cfg.rollout.vllm, dtype=cfg.model.dtype, seed=cfg.run.seed
+    )
+
+
+def roll(
+    session: Session, cfg: GRPOTrainConfig, policy, items: list[Item], step: int, engine=None
+) -> Rollout:
+    """Sample and score one micro-batch with `policy` (from `policy_for_generation`), or with `engine`
+    holding its weights; the filler prompt when it is empty."""
     sampling = cfg.sampling_config()
     if not items:
         return filler_rollout(policy, session.processor, session.filler_inputs(), sampling)
@@ -132,6 +149,7 @@ def roll(session: Session, cfg: GRPOTrainConfig, policy, items: list[Item], step
         rewards=cfg.rewards,
         seeds=seeds if cfg.seed_rollouts_per_prompt else None,
         mask_truncated_completions=cfg.loss.mask_truncated_completions,
+        engine=engine,
     )
 
 
@@ -202,15 +220,56 @@ def score_cycle(session: Session, cfg: GRPOTrainConfig, rollouts: list[Rollout])
     return batches, metrics
 
 
-def add_reference_logps(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], reference) -> None:
-    """Old log-probs (for `num_iterations` > 1) and reference log-probs (for beta > 0), no gradients."""
+def corrects_sampling(cfg: GRPOTrainConfig) -> bool:
+    return cfg.rollout.backend == "vllm" and cfg.loss.vllm_importance_sampling_correction
+
+
+def add_reference_logps(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], reference) -> dict:
+    """Old log-probs (for `num_iterations` > 1, and for vLLM's importance sampling) and reference
+    log-probs (for beta > 0), no gradients; with vLLM rollouts, the importance weights and TRL's
+    `sampling/*` metrics of the gap between the engines."""
     temperature = cfg.sampling.temperature
     with torch.no_grad(), session.accelerator.autocast():
         for batch in batches:
-            if cfg.loss.num_iterations > 1:
+            if cfg.loss.num_iterations > 1 or corrects_sampling(cfg):
                 batch.old_logps = completion_logps(session.model, batch.rollout, temperature)[0]
             if reference is not None:
                 batch.ref_logps = reference.logps(batch.rollout, temperature)
+    return sampling_correction(session, cfg, batches) if corrects_sampling(cfg) else {}
+
+
+def sampling_correction(session: Session, cfg: GRPOTrainConfig, batches: list[Batch]) -> dict:
+    """Each batch's importance weights from the trainer's and vLLM's log-probs of the sampled tokens,
+    and the gap's statistics over every process (TRL's metric names)."""
+    loss = cfg.loss
+    gaps, ratios = [], []
+    for batch in batches:
+        rollout = batch.rollout
+        if rollout.sampling_logps is None:  # the filler, sampled by the policy itself
+            continue
+        mask = rollout.completion_mask.to(batch.old_logps.dtype)
+        batch.importance = importance_weights(
+            batch.old_logps,
+            rollout.sampling_logps,
+            mask,
+            loss.vllm_importance_sampling_mode,
+            loss.vllm_importance_sampling_clip_min,
+            loss.importance_clip_max,
+        )
+        valid = mask.bool()
+        gaps.extend((batch.old_logps - rollout.sampling_logps).abs()[valid].tolist())
+        sequence = loss.vllm_importance_sampling_mode.startswith("sequence")
+        ratios.extend((batch.importance.flatten() if sequence else batch.importance[valid]).tolist())
+    gaps, ratios = session.gather(gaps), session.gather(ratios)
+    if not gaps:
+        return {}
+    return {
+        "sampling/sampling_logp_difference/mean": statistics.fmean(gaps),
+        "sampling/sampling_logp_difference/max": max(gaps),
+        "sampling/importance_sampling_ratio/min": min(ratios),
+        "sampling/importance_sampling_ratio/mean": statistics.fmean(ratios),
+        "sampling/importance_sampling_ratio/max": max(ratios),
+    }
 
 
 def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normalizer: float) -> dict:
@@ -238,6 +297,7 @@ def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normali
                 beta=loss_cfg.beta,
                 max_completion_length=cfg.max_completion_length,
                 num_items_in_batch=normalizer,
+                importance=batch.importance,
             )
             if rollout.filler:
                 loss = loss * 0.0
@@ -292,50 +352,67 @@ def train(cfg: GRPOTrainConfig) -> Path:
     """Run GRPO as configured; returns `<output_dir>/final/` (a Hugging Face model directory)."""
     with Session(cfg, kind="grpo", mode=cfg.mode, steps_per_cycle=cfg.loss.num_iterations) as session:
         reference = Reference(session, cfg) if cfg.loss.beta > 0 else None
-        for cycle in session.cycles():
-            started = time.perf_counter() - session.data_wait
-            # one gathering of the weights (ZeRO-3) for all of the cycle's generation
-            with policy_for_generation(session.model, session.accelerator) as policy:
-                rollouts = [roll(session, cfg, policy, items, session.state.step) for items in cycle]
-            timings = {
-                "decode": session.data_wait,
-                "rollout": sum(r.timings["rollout"] for r in rollouts),
-                "scoring": sum(r.timings.get("scoring", 0.0) for r in rollouts),
+        engine = rollout_engine(session, cfg) if cfg.rollout.backend == "vllm" else None
+        try:
+            return _loop(session, cfg, reference, engine)
+        finally:
+            if engine is not None:
+                engine.close()
+
+
+def _loop(session: Session, cfg: GRPOTrainConfig, reference, engine) -> Path:
+    """Every cycle of the run: rollouts, advantages, reference passes, updates, logs, checkpoints."""
+    for cycle in session.cycles():
+        started = time.perf_counter() - session.data_wait
+        pushed = 0.0
+        # one gathering of the weights (ZeRO-3) for all of the cycle's generation, or for the push
+        with policy_for_generation(session.model, session.accelerator) as policy:
+            if engine is not None:
+                pushed = engine.push_weights(policy_weights(policy))
+            rollouts = [roll(session, cfg, policy, items, session.state.step, engine) for items in cycle]
+        if engine is not None:
+            engine.sleep()  # on GPUs: the KV cache leaves room for the update
+        timings = {
+            "decode": session.data_wait,
+            "rollout": sum(r.timings["rollout"] for r in rollouts),
+            "scoring": sum(r.timings.get("scoring", 0.0) for r in rollouts),
+        }
+        if engine is not None:
+            timings["weight_push"] = pushed
+        with timed(timings, "scoring"):
+            batches, cycle_metrics = score_cycle(session, cfg, rollouts)
+        with timed(timings, "reference"):
+            cycle_metrics |= add_reference_logps(session, cfg, batches, reference)
+        real = [b.rollout for b in batches if not b.rollout.filler]
+        counts = session.reduce_sum(
+            {
+                "trained": sum(float(r.loss_mask.sum()) for r in real),
+                "generated_per_second": sum(float(r.lengths.sum()) for r in real)
+                / max(timings["rollout"], 1e-9),
             }
-            with timed(timings, "scoring"):
-                batches, cycle_metrics = score_cycle(session, cfg, rollouts)
-            with timed(timings, "reference"):
-                add_reference_logps(session, cfg, batches, reference)
-            real = [b.rollout for b in batches if not b.rollout.filler]
-            counts = session.reduce_sum(
-                {
-                    "trained": sum(float(r.loss_mask.sum()) for r in real),
-                    "generated_per_second": sum(float(r.lengths.sum()) for r in real)
-                    / max(timings["rollout"], 1e-9),
-                }
-            )
-            normalizer = session.token_normalizer(counts["trained"])
-            cycle_metrics["rollout_tokens_per_second"] = counts["generated_per_second"]
-            samples = samples_of(rollouts)
-            iterations = min(cfg.loss.num_iterations, session.total_steps - session.state.step)
-            for iteration in range(iterations):
-                with timed(timings, "update"):
-                    step_metrics = update(session, cfg, batches, normalizer)
-                seconds = time.perf_counter() - started
-                step_metrics |= {f"time/{key}": value for key, value in timings.items()}
-                step_metrics |= {
-                    "time/step": seconds,
-                    "tokens_per_second": counts["trained"] / max(seconds, 1e-9),
-                }
-                if iteration == iterations - 1:
-                    with timed(step_metrics, "time/validation"):
-                        validated = session.validate_if_due()
-                    if validated is None:
-                        step_metrics.pop("time/validation")
-                    else:
-                        step_metrics |= {k: v for k, v in validated["values"].items() if v is not None}
-                session.log({**cycle_metrics, **step_metrics}, samples)
-                # further iterations reuse the rollout: their time is the update alone
-                started, timings, samples = time.perf_counter(), {}, None
-            session.end_cycle()
-        return session.finish()
+        )
+        normalizer = session.token_normalizer(counts["trained"])
+        cycle_metrics["rollout_tokens_per_second"] = counts["generated_per_second"]
+        samples = samples_of(rollouts)
+        iterations = min(cfg.loss.num_iterations, session.total_steps - session.state.step)
+        for iteration in range(iterations):
+            with timed(timings, "update"):
+                step_metrics = update(session, cfg, batches, normalizer)
+            seconds = time.perf_counter() - started
+            step_metrics |= {f"time/{key}": value for key, value in timings.items()}
+            step_metrics |= {
+                "time/step": seconds,
+                "tokens_per_second": counts["trained"] / max(seconds, 1e-9),
+            }
+            if iteration == iterations - 1:
+                with timed(step_metrics, "time/validation"):
+                    validated = session.validate_if_due()
+                if validated is None:
+                    step_metrics.pop("time/validation")
+                else:
+                    step_metrics |= {k: v for k, v in validated["values"].items() if v is not None}
+            session.log({**cycle_metrics, **step_metrics}, samples)
+            # further iterations reuse the rollout: their time is the update alone
+            started, timings, samples = time.perf_counter(), {}, None
+        session.end_cycle()
+    return session.finish()
