@@ -167,7 +167,7 @@ def test_the_mean_reward_rises_on_a_toy_task(tiny_models, synth_bench, tmp_path,
             "run.max_steps=30",
             "num_generations=8",
             "optim.learning_rate=3e-3",
-            "run.tensorboard=true",
+            "run.report_to=[tensorboard]",
             "loss.beta=0.01",
         ],
     )

@@ -592,7 +592,7 @@ def test_resumed_logger_drops_records_after_the_checkpoint(tmp_path):
 def test_tensorboard_receives_the_numeric_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    with MetricsLogger(TrainRun(tmp_path), tensorboard=True) as logger:
+    with MetricsLogger(TrainRun(tmp_path), report_to=["tensorboard"]) as logger:
         logger.log(1, {"loss": 0.5, "kl": float("nan"), "task": "qa"})
         logger.log(2, {"loss": 0.25})
     events = EventAccumulator(str(tmp_path / "tensorboard"))
@@ -602,7 +602,7 @@ def test_tensorboard_receives_the_numeric_metrics(tmp_path):
 
 
 def test_disabled_logger_writes_nothing(tmp_path):
-    with MetricsLogger(TrainRun(tmp_path / "rank1"), tensorboard=True, enabled=False) as logger:
+    with MetricsLogger(TrainRun(tmp_path / "rank1"), report_to=["tensorboard"], enabled=False) as logger:
         record = logger.log(1, {"loss": 1.0})
         logger.log_samples(1, [{"completion": "x"}])
     assert record["loss"] == 1.0 and not (tmp_path / "rank1").exists()

@@ -44,8 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def trainer_arguments(argv: list[str]) -> list[str]:
+    """`train grpo|sft` takes TRL's flat flags (`--learning_rate 1e-6`) next to key=value overrides: all
+    but `--config` and `--help` go to the overrides (after `--`), where `vaur1.train.aliases` reads them."""
+    if len(argv) < 2 or argv[0] != "train" or argv[1] not in ("grpo", "sft"):
+        return argv
+    kept, rest, index = argv[:2], [], 2
+    while index < len(argv):
+        token = argv[index]
+        if token in ("-h", "--help"):
+            kept.append(token)
+        elif token == "--config" and index + 1 < len(argv):
+            kept += argv[index : index + 2]
+            index += 1
+        elif token.startswith("--config="):
+            kept.append(token)
+        elif token != "--":
+            rest.append(token)
+        index += 1
+    return [*kept, "--", *rest] if rest else kept
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(trainer_arguments(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args) or 0)
     except VaurError as err:

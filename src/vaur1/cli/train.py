@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vaur1.train.aliases import TRL_ALIASES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="fine-tune a Qwen-VL model: GRPO (RFT) or SFT")
@@ -16,6 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             name,
             help=help_text,
             description=f"{help_text}. Every setting, its default and one line of help: vaur1 config show {name}.",
+            epilog="TRL's flags, as aliases: "
+            + ", ".join(f"--{flag} ({key})" for flag, key in TRL_ALIASES.items())
+            + ", --use_vllm (rollout.backend=vllm), and every top-level setting by its name (--bf16, "
+            "--num_generations 8, ...).",
         )
         command.add_argument(
             "--config", help="a YAML config file, or a shipped config name such as qwen2_5_vl_3b/cotrain"
@@ -24,28 +30,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "overrides",
             nargs="*",
             metavar="key=value",
-            help="dotted overrides, e.g. optim.learning_rate=1e-6 (see vaur1 config show)",
+            help="dotted overrides, e.g. optim.learning_rate=1e-6 (see vaur1 config show), or TRL's flags, "
+            "e.g. --learning_rate 1e-6 --num_train_epochs 2 --use_peft --report_to tensorboard",
         )
         command.set_defaults(func=handler)
 
 
 def run_grpo(args: argparse.Namespace) -> int:
-    from vaur1.config import load_config
     from vaur1.rl.config import GRPOTrainConfig
     from vaur1.rl.trainer import train
+    from vaur1.train.aliases import load_training_config
     from vaur1.train.distributed import end_distributed_run
 
-    train(load_config(GRPOTrainConfig, args.config, args.overrides))
+    train(load_training_config(GRPOTrainConfig, args.config, args.overrides))
     end_distributed_run()
     return 0
 
 
 def run_sft(args: argparse.Namespace) -> int:
-    from vaur1.config import load_config
     from vaur1.sft.config import SFTTrainConfig
     from vaur1.sft.trainer import train
+    from vaur1.train.aliases import load_training_config
     from vaur1.train.distributed import end_distributed_run
 
-    train(load_config(SFTTrainConfig, args.config, args.overrides))
+    train(load_training_config(SFTTrainConfig, args.config, args.overrides))
     end_distributed_run()
     return 0

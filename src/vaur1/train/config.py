@@ -73,7 +73,10 @@ class RunConfig:
     resume: str = "auto"  # auto (latest checkpoint in output_dir), never, or a checkpoint directory
     logging_steps: int = 1  # a metrics.jsonl record every N steps
     log_completions_every: int = 50  # sample completions to samples.jsonl every N steps (0: never)
-    tensorboard: bool = False  # also write the metrics to output_dir/tensorboard
+    # also send the metrics (and sample completions) to these trackers, through accelerate: tensorboard
+    # (output_dir/tensorboard), mlflow (output_dir/mlruns unless MLFLOW_TRACKING_URI), wandb, trackio;
+    # "all": every installed one; "none" or []: metrics.jsonl alone (TRL's report_to)
+    report_to: list[str] = field(default_factory=list)
     max_bad_steps: int = 5  # stop after this many steps in a row with a NaN or infinite loss
 
     def validate(self) -> None:
@@ -93,6 +96,10 @@ class RunConfig:
             raise ConfigError(f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
         if not self.resume:
             raise ConfigError("resume must be 'auto', 'never' or a checkpoint directory")
+        allowed = ("tensorboard", "wandb", "trackio", "mlflow", "all", "none")
+        for name in self.report_to:
+            if name not in allowed:
+                raise ConfigError(f"run.report_to: {name!r} is not one of {', '.join(allowed)}")
 
 
 @dataclass

@@ -1,13 +1,13 @@
-"""Training logs: metrics.jsonl (always), tensorboard (optional) and samples.jsonl. Only the main
-process logs; give the others `enabled=False`.
+"""Training logs: metrics.jsonl (always), the trackers of `run.report_to` (accelerate's: tensorboard,
+wandb, trackio, mlflow) and samples.jsonl. Only the main process logs; give the others `enabled=False`.
 
-    with MetricsLogger(TrainRun(run_dir), tensorboard=True, enabled=is_main, start_step=state.step) as log:
+    with MetricsLogger(TrainRun(run_dir), report_to=["tensorboard"], enabled=is_main, start_step=state.step) as log:
         log.log(step, {"loss": loss, "reward/mean": r})
 
 `metrics.jsonl` holds one JSON object per logged step: "step", "time" (Unix seconds) and the metrics.
 NaN and infinities are written as null, so every line is valid JSON. On resume (`start_step` > 0)
 records of later steps, written by the interrupted run after its last checkpoint, are dropped from
-both files and from tensorboard, so each step appears once.
+both files and from TensorBoard, so each step appears once.
 """
 
 from __future__ import annotations
@@ -36,14 +36,83 @@ def _drop_records_after(path: Path, step: int) -> None:
     write_bytes(path, b"".join(kept))
 
 
+# accelerate's trackers, under TRL's `report_to` names
+TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "trackio", "mlflow")
+
+
+def resolve_report_to(report_to: list[str] | str) -> list[str]:
+    """TRL's `report_to` values: a list of tracker names, "none", or "all" (every installed one)."""
+    import importlib.util
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to)
+    if names in (["none"], []):
+        return []
+    if names == ["all"]:
+        modules = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}
+        return [name for name in TRACKERS if importlib.util.find_spec(modules[name]) is not None]
+    return names
+
+
+def start_trackers(
+    names: list[str], run: TrainRun, config: Mapping[str, Any] | None, start_step: int = 0
+) -> list:
+    """accelerate's trackers for `names`, started, with the run's config stored in each. TensorBoard and
+    MLflow write under the run directory (tensorboard/, mlruns/ unless MLFLOW_TRACKING_URI says
+    otherwise); wandb and trackio follow their own environment (WANDB_MODE=offline, ...). On resume
+    TensorBoard drops the events of steps after `start_step` (written by the interrupted run)."""
+    import os
+
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    trackers = []
+    for name in names:
+        if name == "tensorboard":
+            purge = {"purge_step": start_step + 1} if start_step > 0 else {}
+            # accelerate writes to logging_dir/run_name: output_dir/tensorboard
+            tracker = LOGGER_TYPE_TO_CLASS[name](run.tensorboard.name, logging_dir=str(run.root), **purge)
+        elif name == "mlflow":
+            if "MLFLOW_TRACKING_URI" not in os.environ:
+                # a local file store in the run directory; MLflow 3 asks to opt in to it
+                os.environ["MLFLOW_TRACKING_URI"] = (run.root / "mlruns").resolve().as_uri()
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            tracker = LOGGER_TYPE_TO_CLASS[name](experiment_name="vaur1", run_name=run.root.name)
+        else:
+            tracker = LOGGER_TYPE_TO_CLASS[name](run.root.name)
+        tracker.start()
+        if config:
+            tracker.store_init_configuration(_flat(config))
+        trackers.append(tracker)
+    return trackers
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"optim.learning_rate": 1e-06, ...} with scalar values (lists as text)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out |= _flat(value, f"{name}.")
+        else:
+            out[name] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    return out
+
+
 class MetricsLogger:
+    """metrics.jsonl and samples.jsonl always; the numeric metrics also to each tracker of `report_to`."""
+
     def __init__(
-        self, run: TrainRun, *, tensorboard: bool = False, enabled: bool = True, start_step: int = 0
+        self,
+        run: TrainRun,
+        *,
+        report_to: list[str] | str = (),
+        config: Mapping[str, Any] | None = None,
+        enabled: bool = True,
+        start_step: int = 0,
     ) -> None:
         self.run = run
         self.enabled = enabled
         self._lock = threading.Lock()
-        self._writer = None
+        self._trackers: list = []
         if not enabled:
             return
         run.root.mkdir(parents=True, exist_ok=True)
@@ -51,39 +120,42 @@ class MetricsLogger:
             _drop_records_after(path, start_step)
         self._metrics = run.metrics.open("ab")
         self._samples = run.samples.open("ab")
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            purge = start_step + 1 if start_step > 0 else None
-            self._writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=purge)
+        self._trackers = start_trackers(resolve_report_to(list(report_to) or "none"), run, config, start_step)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        """Append one record for `step`; numeric values also go to tensorboard. Returns the record."""
+        """Append one record for `step`; numeric values also go to the trackers. Returns the record."""
         record = {"step": step, "time": round(time.time(), 3), **json_safe(dict(metrics))}
         if not self.enabled:
             return record
+        numeric = {
+            key: value
+            for key, value in record.items()
+            if key not in ("step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
         with self._lock:
             self._metrics.write(jsonl_line(record))
             self._metrics.flush()
-            if self._writer is not None:
-                for key, value in record.items():
-                    if (
-                        key not in ("step", "time")
-                        and isinstance(value, (int, float))
-                        and not isinstance(value, bool)
-                    ):
-                        self._writer.add_scalar(key, value, global_step=step)
-                self._writer.flush()
+            for tracker in self._trackers:
+                tracker.log(numeric, step=step)
         return record
 
     def log_samples(self, step: int, samples: list[Mapping[str, Any]]) -> None:
-        """Append sample completions (prompt, completion, rewards, ...) for `step`, one line each."""
+        """Append sample completions (prompt, completion, rewards, ...) for `step`, one line each; as a
+        table to trackers that take tables (wandb), as text to TensorBoard."""
         if not self.enabled:
             return
         lines = b"".join(jsonl_line({"step": step, **json_safe(dict(s))}) for s in samples)
+        columns = ["key", "task", "prompt", "completion", "reward"]
+        rows = [[str(sample.get(column, "")) for column in columns] for sample in samples]
         with self._lock:
             self._samples.write(lines)
             self._samples.flush()
+            for tracker in self._trackers:
+                if tracker.name == "tensorboard":
+                    text = "\n\n".join(f"**{row[0]}** ({row[4]}): {row[3]}" for row in rows)
+                    tracker.writer.add_text("completions", text, global_step=step)
+                elif hasattr(tracker, "log_table"):
+                    tracker.log_table("completions", columns=columns, data=rows, step=step)
 
     def close(self) -> None:
         if not self.enabled:
@@ -91,8 +163,8 @@ class MetricsLogger:
         with self._lock:
             self._metrics.close()
             self._samples.close()
-            if self._writer is not None:
-                self._writer.close()
+            for tracker in self._trackers:
+                tracker.finish()
 
     def __enter__(self) -> MetricsLogger:
         return self

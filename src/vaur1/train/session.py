@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from vaur1.bench import split_files
+from vaur1.config import to_dict
 from vaur1.console import ProgressBar, setup_console_logging
 from vaur1.errors import ConfigError
 from vaur1.files import jsonl_line, replace_dir, write_text
@@ -194,7 +195,11 @@ class Session:
         self.skips = SkipLog()  # every process's skips reach skipped.jsonl through the main one (`log`)
         self._skips_logged = 0
         self.metrics = MetricsLogger(
-            self.run, tensorboard=cfg.run.tensorboard, enabled=self.is_main, start_step=self.state.step
+            self.run,
+            report_to=cfg.run.report_to,
+            config=to_dict(cfg),
+            enabled=self.is_main,
+            start_step=self.state.step,
         )
         self.progress = ProgressBar(
             self.total_steps, start_step=self.state.step, enabled=self.is_main, description=kind
