@@ -27,6 +27,7 @@ from vaur1.errors import VaurError
 from vaur1.eval.config import EvalConfig, load_eval_config, load_examples
 from vaur1.eval.generators import check_spec_fits
 from vaur1.eval.infer import work_items
+from vaur1.eval.offline_scorer import OFFLINE_SCORER_NAME
 from vaur1.eval.predictions import PredictionStore, read_predictions
 from vaur1.eval.reasoning import reasoning_parts
 from vaur1.eval.run import rescore, run_eval, score_run
@@ -317,13 +318,11 @@ def test_offline_scorer_reports_under_its_own_name(
     write_reasoning_run(eval_synth, eval_model, run_dir)
     metrics = rescore(run_dir, ["offline_scorer=true"])
     offline = metrics["tasks"]["reasoning"]["direct"]["offline"]
-    assert (
-        offline["scorer"] == "offline-minilm-rougeL" and metrics["run"]["offline_scorer"] == offline["scorer"]
-    )
+    assert offline["scorer"] == OFFLINE_SCORER_NAME and metrics["run"]["offline_scorer"] == offline["scorer"]
     assert offline["samples"] == 3 and offline["missing"] == 0
     assert 0 < offline["description_rouge_l"] < 1 and -1 <= offline["description_similarity"] <= 1
     assert "judge" not in metrics["tasks"]["reasoning"]["direct"]
-    assert "offline-minilm-rougeL (not VAU-Eval)" in (run_dir / "report.md").read_text()
+    assert f"{OFFLINE_SCORER_NAME} (not VAU-Eval)" in (run_dir / "report.md").read_text()
 
 
 # ---- configuration --------------------------------------------------------------------------

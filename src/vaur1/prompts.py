@@ -255,3 +255,21 @@ def target_text(example: Example, mode: TargetMode) -> str:
     if mode == "direct":
         return answer
     return f"<think>{_think(example)}</think>{answer}"
+
+
+def sharegpt_record(
+    example: Example, mode: Mode, target: TargetMode, video: str, config: PromptConfig | None = None
+) -> dict:
+    """One SFT example in LLaMA-Factory's ShareGPT-with-videos format: the prompt (its video as the
+    `<video>` placeholder, where vaur1's messages put it) and the answer, with the video's path."""
+    messages = [
+        {
+            "role": message["role"],
+            "content": "".join(
+                "<video>" if item["type"] == "video" else item["text"] for item in message["content"]
+            ),
+        }
+        for message in build_messages(example, mode, config)
+    ]
+    messages.append({"role": "assistant", "content": target_text(example, target)})
+    return {"messages": messages, "videos": [video]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vaur1.bench.datasets_io import is_dataset_dir, samples_from_dataset
 from vaur1.bench.loader import LoadReport, read_csv
 from vaur1.bench.schema import CLASSES, COLUMNS, NORMAL, Reasoning, Sample, normalize_class
 from vaur1.errors import VaurError
@@ -68,6 +69,8 @@ def bench_files(path: str | Path) -> list[Path]:
 def split_files(path: str | Path, splits: list[str]) -> list[Path]:
     """The CSV files a job reading `splits` of the benchmark at `path` reads (a single CSV file is
     read whatever the split is called): what run metadata hashes."""
+    if is_dataset_dir(path):
+        return sorted(file for split in splits for file in (Path(path) / split).glob("*.arrow"))
     files = bench_files(path)
     if len(files) == 1 and Path(path).is_file():
         return files
@@ -81,6 +84,15 @@ def load_bench(
     paths = path if isinstance(path, list) else [path]
     bench = Bench()
     for item in paths:
+        if is_dataset_dir(item):  # a DatasetDict saved by `vaur1 data export` (or in its shape)
+            for key, samples in samples_from_dataset(item).items():
+                if key in bench.reports:
+                    raise VaurError(f"{item}: a second split named {key!r}")
+                bench.samples.extend(samples)
+                bench.reports[key] = LoadReport(
+                    str(Path(item) / key), rows_read=len(samples), loaded=len(samples)
+                )
+            continue
         for file in bench_files(item):
             samples, report = read_csv(file, strict=strict, default_source=default_source)
             key = file.stem

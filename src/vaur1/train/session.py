@@ -42,6 +42,7 @@ from vaur1.layout import TrainRun
 from vaur1.model.load import hide_transformers_progress, load_model
 from vaur1.runinfo import write_run_metadata
 from vaur1.train import distributed, precision
+from vaur1.train.card import write_model_card
 from vaur1.train.checkpoint import (
     TrainerState,
     check_resumed_config,
@@ -372,6 +373,7 @@ class Session:
         export_hf_model(self.accelerator, self.model, tmp, processor=self.processor, dtype=self.export_dtype)
         if self.is_main:
             write_model_spec(self.cfg.video, tmp)
+            write_model_card(tmp, self.run.root)
             replace_dir(tmp, target)
         self.accelerator.wait_for_everyone()
         return target

@@ -1,0 +1,139 @@
+"""VAU-Bench as a Hugging Face `datasets.DatasetDict`, and back.
+
+    vaur1 data export vau-bench out/vau-bench-ds            # one split per CSV, typed columns
+    datasets.load_from_disk("out/vau-bench-ds")["test_msad"][0]["anomaly_class"]   # a ClassLabel id
+    load_bench("out/vau-bench-ds")                          # a dataset in this shape is a bench again
+
+Columns: `id`, `video` (the file name; the source folder comes from the video roots, as for CSVs),
+`source` and `anomaly_class` as `ClassLabel`s (20 classes, 19 anomaly types and Normal), `question`,
+`options` (four strings), `answer` (a `ClassLabel` over A-D), `key_objects`, `description`,
+`reasoning` (the six annotated fields by name) and `interval` ([start, end] seconds). A missing
+annotation is None (`-1` for a ClassLabel), never a placeholder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vaur1.bench.schema import CLASSES, LETTERS, SOURCES, Reasoning, Sample
+from vaur1.errors import VaurError
+
+REASONING_KEYS: tuple[str, ...] = (
+    "anomaly_type",
+    "location",
+    "key_evidence",
+    "explanation",
+    "cause_effect",
+    "conclusion",
+)
+
+
+def features():
+    from datasets import ClassLabel, Features, Sequence, Value
+
+    text = Value("string")
+    return Features(
+        {
+            "id": text,
+            "video": text,
+            "source": ClassLabel(names=list(SOURCES)),
+            "question": text,
+            "options": Sequence(text, length=4),
+            "answer": ClassLabel(names=list(LETTERS)),
+            "key_objects": text,
+            "description": text,
+            "reasoning": {key: text for key in REASONING_KEYS},
+            "anomaly_class": ClassLabel(names=list(CLASSES)),
+            "interval": Sequence(Value("float64"), length=2),
+        }
+    )
+
+
+def sample_row(sample: Sample) -> dict[str, Any]:
+    reasoning = sample.reasoning
+    return {
+        "id": sample.id,
+        "video": sample.video,
+        "source": sample.source,
+        "question": sample.question,
+        "options": list(sample.options) if sample.options else None,
+        "answer": sample.answer,
+        "key_objects": sample.key_objects,
+        "description": sample.description,
+        "reasoning": dict(zip(REASONING_KEYS, reasoning.fields(), strict=True)) if reasoning else None,
+        "anomaly_class": sample.anomaly_class,
+        "interval": list(sample.interval) if sample.interval else None,
+    }
+
+
+def to_dataset_dict(samples: list[Sample]):
+    """A `DatasetDict` with one split per benchmark split."""
+    from datasets import Dataset, DatasetDict
+
+    schema = features()
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for sample in samples:
+        splits.setdefault(sample.split, []).append(sample_row(sample))
+    if not splits:
+        raise VaurError("the benchmark has no samples to export")
+    return DatasetDict(
+        {
+            name: Dataset.from_list([_encode(row, schema) for row in rows], features=schema)
+            for name, rows in splits.items()
+        }
+    )
+
+
+def _encode(row: dict[str, Any], schema) -> dict[str, Any]:
+    """ClassLabel columns take ids; a missing label is -1."""
+    out = dict(row)
+    for key in ("source", "answer", "anomaly_class"):
+        out[key] = schema[key].str2int(row[key]) if row[key] is not None else -1
+    return out
+
+
+def is_dataset_dir(path: str | Path) -> bool:
+    return (Path(path) / "dataset_dict.json").is_file()
+
+
+def samples_from_dataset(path: str | Path) -> dict[str, list[Sample]]:
+    """The samples of a `DatasetDict` saved in this module's shape, by split (`load_bench` reads it)."""
+    from datasets import load_from_disk
+
+    data = load_from_disk(str(path))
+    missing = [key for key in features() if key not in data[next(iter(data))].features]
+    if missing:
+        raise VaurError(f"{path}: not a VAU-Bench dataset (no column {', '.join(missing)})")
+    out: dict[str, list[Sample]] = {}
+    for split, rows in data.items():
+        schema = rows.features
+        out[split] = [_sample(row, split, index + 1, schema) for index, row in enumerate(rows)]
+    return out
+
+
+def _label(schema, key: str, value: int) -> str | None:
+    return schema[key].int2str(value) if value is not None and value >= 0 else None
+
+
+def _sample(row: dict[str, Any], split: str, line: int, schema) -> Sample:
+    reasoning = row["reasoning"]
+    has_reasoning = reasoning is not None and any(reasoning.values())
+    options = row["options"]
+    interval = row["interval"]
+    return Sample(
+        id=row["id"],
+        split=split,
+        source=_label(schema, "source", row["source"]) or "synth",
+        video=row["video"],
+        question=row["question"],
+        options=tuple(options) if options else None,  # type: ignore[arg-type]
+        answer=_label(schema, "answer", row["answer"]),
+        key_objects=row["key_objects"],
+        description=row["description"],
+        reasoning=Reasoning(*(reasoning[key] or "" for key in REASONING_KEYS)) if has_reasoning else None,
+        reasoning_format="dict" if has_reasoning else "missing",
+        anomaly_class=_label(schema, "anomaly_class", row["anomaly_class"]),
+        interval=(float(interval[0]), float(interval[1])) if interval else None,
+        line=line,
+    )

@@ -1,0 +1,80 @@
+"""`vaur1 data export`: VAU-Bench as a Hugging Face DatasetDict (and back), and as LLaMA-Factory ShareGPT."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from conftest import run_cli
+from train_helpers import synth_bench
+from vaur1.bench import load_bench
+
+synth_bench = synth_bench
+
+
+def comparable(sample):
+    return replace(sample, line=0, reasoning_format="dict" if sample.reasoning else "missing")
+
+
+def test_the_released_csvs_round_trip_through_a_datasetdict(shared_bench, tmp_path):
+    from datasets import ClassLabel, load_from_disk
+
+    out = tmp_path / "vau-bench"
+    result = run_cli("data", "export", str(shared_bench), str(out))
+    assert result.returncode == 0, result.stderr
+    data = load_from_disk(str(out))
+    original = load_bench(shared_bench)
+    assert sorted(data) == original.splits
+    assert {name: len(rows) for name, rows in data.items()} == {
+        s: len(original.split(s)) for s in original.splits
+    }
+    classes = data["test_msad"].features["anomaly_class"]
+    assert isinstance(classes, ClassLabel) and len(classes.names) == 20
+    first, row = original.split("test_msad")[0], data["test_msad"][0]
+    assert classes.int2str(row["anomaly_class"]) == first.anomaly_class
+    assert (
+        row["options"] == list(first.options) and row["reasoning"]["conclusion"] == first.reasoning.conclusion
+    )
+    back = load_bench(out)  # a dataset in this shape is a benchmark
+    assert [comparable(s) for s in back.samples if s.split == "val"] == [
+        comparable(s) for s in original.samples if s.split == "val"
+    ]
+    assert run_cli("data", "stats", str(out)).returncode == 0
+    again = run_cli("data", "export", str(shared_bench), str(out))
+    assert again.returncode == 2 and "not an empty folder" in again.stderr
+
+
+def test_sharegpt_export_for_llama_factory(synth_bench, tmp_path):
+    out = tmp_path / "sharegpt"
+    result = run_cli(
+        "data",
+        "export",
+        str(synth_bench),
+        str(out),
+        "--format",
+        "sharegpt",
+        "--videos",
+        str(synth_bench / "videos"),
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert set(info) == {"vau_bench_train", "vau_bench_val", "vau_bench_test"}
+    assert info["vau_bench_train"]["formatting"] == "sharegpt"
+    records = json.loads((out / "vau_bench_train.json").read_text())
+    assert records and all(r["messages"][-1]["role"] == "assistant" for r in records)
+    for record in records:
+        user = record["messages"][-2]["content"]
+        assert user.count("<video>") == 1 and len(record["videos"]) == 1
+        assert (synth_bench / "videos").joinpath(record["videos"][0]).is_file()
+    # answer targets: the answer tags alone (with <glue> for TAG), as vaur1's SFT trains them
+    assert all(r["messages"][-1]["content"].startswith("<answer>") for r in records)
+
+
+def test_a_dataset_without_the_columns_is_refused(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_list([{"text": "a"}])}).save_to_disk(str(tmp_path / "other"))
+    with pytest.raises(Exception, match="not a VAU-Bench dataset"):
+        load_bench(tmp_path / "other")
