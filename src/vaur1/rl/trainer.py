@@ -41,8 +41,9 @@ from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
 from vaur1.model.logprobs import target_logprobs
 from vaur1.model.vllm_engine import policy_weights
 from vaur1.rl.config import GRPOTrainConfig
-from vaur1.rl.loss import group_advantages, importance_weights, policy_loss
+from vaur1.rl.loss import group_advantages, policy_loss
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
+from vaur1.rl.vllm_rollout import corrects_sampling, rollout_engine, sampling_correction
 from vaur1.train.distributed import fsdp_shard_frozen, policy_for_generation
 from vaur1.train.sampler import Item
 from vaur1.train.session import Session, timed
@@ -116,17 +117,6 @@ class Reference:
         policy = self.session.accelerator.unwrap_model(self.session.model)
         with policy.disable_adapter():
             return completion_logps(policy, rollout, temperature)[0]
-
-
-def rollout_engine(session: Session, cfg: GRPOTrainConfig):
-    """The colocated vLLM engine of `rollout.backend: vllm`, started from the run's checkpoint (its
-    weights are replaced by the policy's before every rollout)."""
-    from vaur1.model.vllm_engine import VllmEngine
-
-    checkpoint = resolve_checkpoint(cfg.model.name_or_path)
-    return VllmEngine(
-        checkpoint.model, session.processor, cfg.rollout.vllm, dtype=cfg.model.dtype, seed=cfg.run.seed
-    )
 
 
 def roll(
@@ -220,10 +210,6 @@ def score_cycle(session: Session, cfg: GRPOTrainConfig, rollouts: list[Rollout])
     return batches, metrics
 
 
-def corrects_sampling(cfg: GRPOTrainConfig) -> bool:
-    return cfg.rollout.backend == "vllm" and cfg.loss.vllm_importance_sampling_correction
-
-
 def add_reference_logps(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], reference) -> dict:
     """Old log-probs (for `num_iterations` > 1, and for vLLM's importance sampling) and reference
     log-probs (for beta > 0), no gradients; with vLLM rollouts, the importance weights and TRL's
@@ -236,40 +222,6 @@ def add_reference_logps(session: Session, cfg: GRPOTrainConfig, batches: list[Ba
             if reference is not None:
                 batch.ref_logps = reference.logps(batch.rollout, temperature)
     return sampling_correction(session, cfg, batches) if corrects_sampling(cfg) else {}
-
-
-def sampling_correction(session: Session, cfg: GRPOTrainConfig, batches: list[Batch]) -> dict:
-    """Each batch's importance weights from the trainer's and vLLM's log-probs of the sampled tokens,
-    and the gap's statistics over every process (TRL's metric names)."""
-    loss = cfg.loss
-    gaps, ratios = [], []
-    for batch in batches:
-        rollout = batch.rollout
-        if rollout.sampling_logps is None:  # the filler, sampled by the policy itself
-            continue
-        mask = rollout.completion_mask.to(batch.old_logps.dtype)
-        batch.importance = importance_weights(
-            batch.old_logps,
-            rollout.sampling_logps,
-            mask,
-            loss.vllm_importance_sampling_mode,
-            loss.vllm_importance_sampling_clip_min,
-            loss.importance_clip_max,
-        )
-        valid = mask.bool()
-        gaps.extend((batch.old_logps - rollout.sampling_logps).abs()[valid].tolist())
-        sequence = loss.vllm_importance_sampling_mode.startswith("sequence")
-        ratios.extend((batch.importance.flatten() if sequence else batch.importance[valid]).tolist())
-    gaps, ratios = session.gather(gaps), session.gather(ratios)
-    if not gaps:
-        return {}
-    return {
-        "sampling/sampling_logp_difference/mean": statistics.fmean(gaps),
-        "sampling/sampling_logp_difference/max": max(gaps),
-        "sampling/importance_sampling_ratio/min": min(ratios),
-        "sampling/importance_sampling_ratio/mean": statistics.fmean(ratios),
-        "sampling/importance_sampling_ratio/max": max(ratios),
-    }
 
 
 def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normalizer: float) -> dict:
