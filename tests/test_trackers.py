@@ -53,17 +53,6 @@ def test_tensorboard_and_mlflow_receive_metrics_config_and_completions(tmp_path,
     assert len(read_jsonl(run.metrics)) == 2  # metrics.jsonl stays the always-on log
 
 
-def test_wandb_logs_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    with MetricsLogger(TrainRun(tmp_path / "run"), report_to=["wandb"], config={"seed": 1}) as logger:
-        logger.log(1, {"loss": 0.5})
-        logger.log_samples(1, [SAMPLE])
-    (offline,) = (tmp_path / "wandb").glob("offline-run-*")
-    assert any(offline.glob("*.wandb"))
-
-
 def test_report_to_takes_trls_values(monkeypatch):
     assert resolve_report_to("none") == [] and resolve_report_to([]) == []
     assert "tensorboard" in resolve_report_to("all") and "mlflow" in resolve_report_to("all")
