@@ -172,6 +172,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+_MISSING = object()
+
+
+def dotted_get(data: dict[str, Any], dotted: str, default: Any = None) -> Any:
+    """The value at a dotted key of a nested dict (`optim.learning_rate`), or `default`."""
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def has_dotted(data: dict[str, Any], dotted: str) -> bool:
+    return dotted_get(data, dotted, _MISSING) is not _MISSING
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)

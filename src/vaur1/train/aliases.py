@@ -122,7 +122,7 @@ def _assignment(name: str, value: str) -> str:
 def translate_config(data: dict[str, Any], top_level: set[str]) -> dict[str, Any]:
     """A config dict with TRL's flat keys moved to vaur1's nested ones; TRL keys without a counterpart
     removed and named in one warning. vaur1's own keys win over a TRL alias of the same setting."""
-    from vaur1.config import apply_overrides
+    from vaur1.config import apply_overrides, has_dotted
 
     trl_keys = set(trl_field_names())
     moved: list[str] = []
@@ -142,19 +142,10 @@ def translate_config(data: dict[str, Any], top_level: set[str]) -> dict[str, Any
     result = dict(kept)
     for assignment in moved:
         dotted = assignment.split("=", 1)[0]
-        if _has(kept, dotted):
+        if has_dotted(kept, dotted):
             raise ConfigError(f"{dotted} is set twice: as {dotted} and by its TRL name; keep one")
         result = apply_overrides(result, [assignment])
     return result
-
-
-def _has(data: dict[str, Any], dotted: str) -> bool:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def trl_field_names() -> list[str]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from vaur1.config import dotted_get
 from vaur1.files import iter_jsonl, write_text
 from vaur1.layout import CONFIG, MODEL_VIDEO_SPEC, TrainRun
 from vaur1.video.spec import model_video_spec
@@ -39,15 +39,6 @@ SETTINGS: tuple[str, ...] = (
 )
 
 
-def _get(config: dict[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def model_card(model_dir: Path, run_dir: Path, eval_runs: list[Path] | None = None) -> str:
     """The card of `model_dir`, exported by the training run `run_dir`."""
     run = TrainRun(run_dir)
@@ -57,9 +48,9 @@ def model_card(model_dir: Path, run_dir: Path, eval_runs: list[Path] | None = No
         else {}
     )
     kind = "GRPO" if "num_generations" in config else "SFT"
-    base = _get(config, "model.name_or_path") or "unknown"
-    bench = str(_get(config, "data.bench") or "")
-    tasks = _get(config, "data.tasks") or []
+    base = dotted_get(config, "model.name_or_path") or "unknown"
+    bench = str(dotted_get(config, "data.bench") or "")
+    tasks = dotted_get(config, "data.tasks") or []
     records = [r for _, r in iter_jsonl(run.metrics) if r] if run.metrics.is_file() else []
     steps = records[-1]["step"] if records else 0
     seconds = sum(r.get("time/step", 0.0) for r in records)
@@ -79,7 +70,7 @@ def model_card(model_dir: Path, run_dir: Path, eval_runs: list[Path] | None = No
         "",
         f"Trained with vaur1 by {kind} for video anomaly understanding "
         f"(VAU-R1, arXiv 2505.23504): tasks {', '.join(tasks) or '?'} of {bench or '?'} "
-        f"(split {_get(config, 'data.split') or '?'}).",
+        f"(split {dotted_get(config, 'data.split') or '?'}).",
         "",
         "## Video",
         "",
@@ -91,9 +82,9 @@ def model_card(model_dir: Path, run_dir: Path, eval_runs: list[Path] | None = No
         "| setting | value |",
         "|---|---|",
         *(
-            f"| {key} | {json.dumps(_get(config, key))} |"
+            f"| {key} | {json.dumps(dotted_get(config, key))} |"
             for key in SETTINGS
-            if _get(config, key) is not None
+            if dotted_get(config, key) is not None
         ),
         f"| optimizer steps run | {steps} |",
         f"| training time | {seconds / 3600:.2f} h |",
