@@ -106,8 +106,7 @@ def run_plan(args: argparse.Namespace) -> int:
     data = config_data(args.config, args.overrides)
     job = args.job or detect_job(data)
     module, name = JOBS[job]
-    cfg = from_dict(getattr(importlib.import_module(module), name), data)
-    cfg.validate()
+    cfg = from_dict(getattr(importlib.import_module(module), name), data)  # validated there
     plan = make_plan(
         job,
         cfg,

@@ -252,6 +252,8 @@ def policy_weights(model) -> list[tuple[str, torch.Tensor]]:
     `_weight_conversions` reverted); vLLM's loader reads those. LoRA adapters are merged into their
     base weights for the copy (W + B A scale), the trained model is left as it was.
     """
+    from transformers.core_model_loading import revert_weight_conversion
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     merged: dict[str, torch.Tensor] = {}
     lora_layers = {}
@@ -268,11 +270,5 @@ def policy_weights(model) -> list[tuple[str, torch.Tensor]]:
             module.active_adapter[0] if isinstance(module.active_adapter, list) else module.active_adapter
         )
         merged[f"{name}.weight"] = (weight + delta.to(weight.dtype)).detach()
-    return list(_checkpoint_names(base, merged).items())
-
-
-def _checkpoint_names(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` under the names save_pretrained would write (the load's key renamings reverted)."""
-    from transformers.core_model_loading import revert_weight_conversion
-
-    return revert_weight_conversion(model, state)
+    # the names save_pretrained would write: the load's key renamings reverted
+    return list(revert_weight_conversion(base, merged).items())
