@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -56,7 +56,7 @@ class Reply:
 @dataclass
 class RecordedRequest:
     path: str
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # the HTTPMessage: names match case-insensitively, as HTTP says
     raw: str
     body: dict[str, Any] | None
 
@@ -165,7 +165,7 @@ class FakeOpenAIServer:
                     body = json.loads(raw)
                 except json.JSONDecodeError:
                     body = None
-                request = RecordedRequest(self.path, dict(self.headers.items()), raw, body)
+                request = RecordedRequest(self.path, self.headers, raw, body)
                 if self.path != "/v1/chat/completions":
                     reply = Reply(status=404, body='{"error": "not found"}')
                 else:

@@ -297,6 +297,7 @@ def test_api_key_goes_only_into_the_authorization_header(
         summary = aggregate(results)
 
     assert {r.headers["Authorization"] for r in server.requests} == {f"Bearer {SECRET}"}
+    assert all(r.headers["User-Agent"].startswith("OpenAI/Python") for r in server.requests)  # the SDK's
     assert all(SECRET not in r.raw for r in server.requests)
     assert results[2].status == "unscored" and "HTTP 401" in results[2].error and "***" in results[2].error
     assert 'HTTP 429: {"error": {"message": "fake error 429"}}; try 2 of 4' in caplog.text

@@ -17,7 +17,7 @@ the sum of the five scores (the judge's own `total_score` is kept as `judge_tota
 is not strict JSON with five integer scores in 0..10 gets one repair request and otherwise leaves
 the sample *unscored*, which is reported and never counted as 0; 429, 408, 5xx, timeouts and
 dropped connections are retried with exponential backoff, honouring `Retry-After`
-(`vaur1.eval.judge_client`).
+(`vaur1.eval.judge_client`, on the `openai` SDK).
 
 Scored results are cached in an append-only JSONL file keyed by the judge model, the prompt
 version, the sample and the texts, so a rerun only asks about what changed or was unscored.

@@ -1,26 +1,28 @@
-"""The judge's HTTP side: chat completions from an OpenAI-compatible endpoint, retried with backoff.
+"""The judge's HTTP side: chat completions through the `openai` SDK, retried with vaur1's backoff.
 
     client = ChatClient(config, api_key)
     reply, requests = client.complete(messages, sample_id)   # raises JudgeCallFailed
 
-429, 408, 5xx, timeouts, dropped connections and replies that are not a chat completion are retried
-with exponential backoff (honouring `Retry-After`) up to `config.max_retries` times; any other
-HTTP error fails at once. The API key goes into the `Authorization` header only, and is redacted
-from every error message.
+The SDK does the request, its typed errors and the reply's parsing; the retry policy stays here
+because the judge's config owns it (`max_retries`, `backoff_s`, `max_backoff_s`) and every try is
+counted per sample. 429, 408, 5xx, timeouts, dropped connections and replies that are not a chat
+completion are retried with exponential backoff (honouring `Retry-After`); any other HTTP error fails
+at once. The API key goes into the `Authorization` header only, and is redacted from every error.
 """
 
 from __future__ import annotations
 
 import email.utils
-import http.client
-import json
 import logging
 import math
+import threading
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+import httpx2
+import openai
 
 if TYPE_CHECKING:
     from vaur1.eval.judge import JudgeConfig
@@ -69,12 +71,30 @@ def _redact(text: str, secret: str) -> str:
 
 
 class ChatClient:
-    """POSTs chat completions, retrying what is worth retrying. Holds the key only in memory."""
+    """Chat completions with vaur1's retries. Holds the key only in memory (and in the SDK client)."""
 
     def __init__(self, config: JudgeConfig, api_key: str) -> None:
         self.config = config
         self._api_key = api_key
         self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self._http = httpx2.Client(
+            transport=_DeadlineTransport(config.timeout_s),
+            timeout=config.timeout_s,
+            # httpx would resend the request, Authorization header included, to whatever origin a
+            # redirect names; a chat-completions endpoint has no reason to redirect.
+            follow_redirects=False,
+        )
+        self._sdk = openai.OpenAI(
+            api_key=api_key or "no-key",  # the SDK insists on one; _no_key_headers drops it again
+            base_url=config.base_url,
+            organization=None,
+            project=None,
+            timeout=config.timeout_s,
+            max_retries=0,
+            http_client=self._http,
+        )
+        # An endpoint without a key gets no Authorization header at all.
+        self._no_key_headers = {} if api_key else {"Authorization": openai.omit}
 
     def __repr__(self) -> str:
         return f"ChatClient(url={self.url!r}, model={self.config.model!r})"
@@ -102,78 +122,96 @@ class ChatClient:
                 time.sleep(wait)
 
     def _post(self, messages: list[dict[str, str]]) -> str:
-        payload = {
-            "model": self.config.model,
-            "messages": messages,
-            "temperature": 0,
-            "max_tokens": self.config.max_tokens,
-        }
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(
-            self.url, data=json.dumps(payload).encode("utf-8"), headers=headers, method="POST"
-        )
-        deadline = time.monotonic() + self.config.timeout_s
         try:
-            with _OPENER.open(request, timeout=self.config.timeout_s) as response:
-                body = _read_until(response, deadline)
-        except urllib.error.HTTPError as err:
-            reason = _redact(f"HTTP {err.code}{_error_detail(err)}", self._api_key)
-            if err.code in _RETRY_STATUSES or err.code >= 500:
-                raise _Transient(reason, _retry_after_s(err.headers.get("Retry-After"))) from None
+            completion = self._sdk.chat.completions.create(
+                model=self.config.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=0,
+                max_tokens=self.config.max_tokens,
+                extra_headers=self._no_key_headers,
+            )
+        except openai.APIStatusError as err:
+            status = err.status_code
+            if 300 <= status < 400:
+                where = err.response.headers.get("Location", "?").split("?")[0]
+                raise JudgeCallFailed(
+                    f"the judge endpoint redirected ({status}) to {where}: refused, the API key is sent "
+                    "to the configured base_url only; set judge.base_url to the final address"
+                ) from None
+            reason = _redact(f"HTTP {status}{_error_detail(err.response)}", self._api_key)
+            if status in _RETRY_STATUSES or status >= 500:
+                raise _Transient(reason, _retry_after_s(err.response.headers.get("Retry-After"))) from None
             raise JudgeCallFailed(reason) from None
-        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            raise _Transient(_redact(_describe(err), self._api_key)) from None
-        return self._content(body)
+        except openai.APITimeoutError:
+            raise _Transient("request timed out") from None
+        except openai.APIConnectionError as err:
+            cause = err.__cause__ or err
+            if isinstance(cause, _DeadlinePassed):
+                raise _Transient(str(cause)) from None
+            raise _Transient(
+                _redact(f"connection failed: {type(cause).__name__}: {cause}", self._api_key)
+            ) from None
+        except openai.APIResponseValidationError as err:
+            raise _Transient(self._not_a_completion(err.response)) from None
+        return self._content(completion)
 
-    def _content(self, body: bytes) -> str:
+    def _content(self, completion: object) -> str:
         try:
-            content = json.loads(body)["choices"][0]["message"]["content"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError):
-            snippet = _redact(body[:120].decode("utf-8", "replace"), self._api_key)
-            raise _Transient(f"response is not a chat completion: {snippet!r}") from None
+            content = completion.choices[0].message.content  # type: ignore[attr-defined]
+        except (AttributeError, IndexError, TypeError):
+            raise _Transient(f"response is not a chat completion: {self._snippet(completion)!r}") from None
         if not isinstance(content, str):
             raise _Transient("response message has no text content")
         return content
 
+    def _not_a_completion(self, response: httpx2.Response) -> str:
+        return f"response is not a chat completion: {self._snippet(response.text)!r}"
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse every redirect: urllib would resend the request, Authorization header included, to
-    whatever origin the server names. A chat-completions endpoint has no reason to redirect."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
-        raise JudgeCallFailed(
-            f"the judge endpoint redirected ({code}) to {newurl.split('?')[0]}: refused, the API key is "
-            "sent to the configured base_url only; set judge.base_url to the final address"
-        )
+    def _snippet(self, body: object) -> str:
+        return _redact(str(body)[:120], self._api_key)
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect())
-
-
-def _read_until(response: http.client.HTTPResponse, deadline: float) -> bytes:
-    """The whole body, unless the server takes past `deadline` to send it: the socket timeout alone
-    restarts with every byte, so a server that drips one byte at a time could hold a run forever."""
-    chunks = []
-    while chunk := response.read1(65536):
-        chunks.append(chunk)
-        if time.monotonic() > deadline:
-            raise _Transient("the reply took longer than judge.timeout_s to arrive")
-    return b"".join(chunks)
-
-
-def _error_detail(err: urllib.error.HTTPError) -> str:
+def _error_detail(response: httpx2.Response) -> str:
     try:
-        body = err.read(300).decode("utf-8", "replace").strip()
-    except (OSError, http.client.HTTPException):
+        body = response.text[:300].strip()
+    except (httpx2.HTTPError, UnicodeDecodeError):
         return ""
     return f": {body}" if body else ""
 
 
-def _describe(err: BaseException) -> str:
-    if isinstance(err, TimeoutError) or "timed out" in str(err):
-        return "request timed out"
-    if isinstance(err, urllib.error.URLError):
-        return f"connection failed: {err.reason}"
-    return f"connection failed: {type(err).__name__}: {err}"
+class _DeadlinePassed(httpx2.ReadTimeout):
+    """The whole reply took longer than the judge's timeout (a read timeout restarts with every byte)."""
+
+
+class _DeadlineTransport(httpx2.HTTPTransport):
+    """Ends a reply that takes past `timeout_s` in all to arrive: the socket timeout alone restarts with
+    every byte, so a server that drips one byte at a time could hold a run forever."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        deadline = time.monotonic() + self.timeout_s
+        response = super().handle_request(request)
+        response.stream = _DeadlineStream(response.stream, deadline, request)  # type: ignore[arg-type]
+        return response
+
+
+class _DeadlineStream(httpx2.SyncByteStream):
+    def __init__(self, inner: httpx2.SyncByteStream, deadline: float, request: httpx2.Request) -> None:
+        self.inner = inner
+        self.deadline = deadline
+        self.request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.inner:
+            if time.monotonic() > self.deadline:
+                raise _DeadlinePassed(
+                    "the reply took longer than judge.timeout_s to arrive", request=self.request
+                )
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
