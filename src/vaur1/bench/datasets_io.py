@@ -108,7 +108,7 @@ def samples_from_dataset(path: str | Path) -> dict[str, list[Sample]]:
     out: dict[str, list[Sample]] = {}
     for split, rows in data.items():
         schema = rows.features
-        out[split] = [_sample(row, split, index + 1, schema) for index, row in enumerate(rows)]
+        out[split] = [row_sample(row, split, index + 1, schema) for index, row in enumerate(rows)]
     return out
 
 
@@ -116,7 +116,9 @@ def _label(schema, key: str, value: int) -> str | None:
     return schema[key].int2str(value) if value is not None and value >= 0 else None
 
 
-def _sample(row: dict[str, Any], split: str, line: int, schema) -> Sample:
+def row_sample(row: dict[str, Any], split: str, line: int = 0, schema=None) -> Sample:
+    """One row of a dataset in this module's shape as a Sample (ClassLabel ids read with `schema`)."""
+    schema = schema or features()
     reasoning = row["reasoning"]
     has_reasoning = reasoning is not None and any(reasoning.values())
     options = row["options"]

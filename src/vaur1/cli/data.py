@@ -9,6 +9,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vaur1.errors import ConfigError
+from vaur1.vocab import MODES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="inspect and generate benchmarks")
@@ -50,19 +53,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     export = data.add_parser(
         "export",
-        help="write a benchmark as a Hugging Face DatasetDict, or as LLaMA-Factory ShareGPT SFT data",
+        help="write a benchmark as a Hugging Face DatasetDict, LLaMA-Factory ShareGPT SFT data, or lmms-eval tasks",
         description="datasets: one split per CSV with typed columns, for datasets.load_from_disk (and "
         "`vaur1 ... data.bench=OUT` reads it back). sharegpt: SFT examples (prompt with <video>, the "
-        "answer target, the video path) per split, with a dataset_info.json for LLaMA-Factory.",
+        "answer target, the video path) per split, with a dataset_info.json for LLaMA-Factory. lmms-eval: "
+        "the test splits and one task YAML per task and dataset (vau_bench_qa_msad, ...; tags vau_bench_qa, "
+        "vau_bench_tag, vau_bench_cls), scored by vaur1's parser and metrics: lmms-eval --include_path OUT.",
     )
     export.add_argument("bench", metavar="BENCH", help="CSV file, folder of VAU-Bench CSVs, or vau-bench")
     export.add_argument("out", type=Path, help="output folder (must not exist or be empty)")
-    export.add_argument("--format", choices=("datasets", "sharegpt"), default="datasets")
-    export.add_argument("--videos", metavar="ROOT", help="sharegpt: the folder holding the videos")
+    export.add_argument("--format", choices=("datasets", "sharegpt", "lmms-eval"), default="datasets")
+    export.add_argument(
+        "--videos",
+        action="append",
+        default=[],
+        metavar="[SOURCE=]ROOT",
+        help="sharegpt, lmms-eval: the folder holding the videos, or one per source "
+        "(msad=DIR, ucf=DIR, ecva=DIR; repeat the option); a SynthVAU folder's videos/ by default",
+    )
     export.add_argument(
         "--tasks", default="qa,tag,cls", help="sharegpt: comma-separated tasks (default qa,tag,cls)"
     )
     export.add_argument("--target", choices=("answer", "cot"), default="answer", help="sharegpt: SFT target")
+    export.add_argument(
+        "--split", action="append", default=None, help="lmms-eval: a split to export (default: test*)"
+    )
+    export.add_argument("--mode", choices=MODES, default="direct", help="lmms-eval: the prompt mode")
+    export.add_argument(
+        "--max-new-tokens", type=int, default=1024, help="lmms-eval: the tasks' generation budget"
+    )
     export.set_defaults(func=run_export)
 
 
@@ -177,20 +196,30 @@ def run_export(args: argparse.Namespace) -> int:
         sizes = ", ".join(f"{name} {len(rows)}" for name, rows in dataset.items())
         console.print(f"wrote a DatasetDict to {out}: {sizes}", markup=False)
         return 0
+    roots = _video_roots(args.videos, args.bench)
+    if args.format == "lmms-eval":
+        from vaur1.eval.lmms_eval import write_tasks
+
+        if args.max_new_tokens < 1:
+            raise VaurError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+        names = write_tasks(bench.samples, out, roots, args.split, args.mode, args.max_new_tokens)
+        console.print(f"wrote {len(names)} lmms-eval tasks to {out}: {', '.join(names)}", markup=False)
+        console.print(
+            f"run them with: lmms-eval eval --include_path {out} --tasks {','.join(names)} ...", markup=False
+        )
+        return 0
     from vaur1.bench.tasks import parse_tasks, task_view
     from vaur1.files import write_text
     from vaur1.prompts import sharegpt_record
     from vaur1.sft.config import TARGETS
-    from vaur1.video.roots import VideoRoots
 
     mode, target = TARGETS[args.target]
     out.mkdir(parents=True, exist_ok=True)
-    roots = VideoRoots(default=args.videos) if args.videos else None
     info = {}
     for split in bench.splits:
         samples = bench.split(split)
         records = [
-            sharegpt_record(example, mode, target, str(roots.resolve(example) if roots else example.video))
+            sharegpt_record(example, mode, target, str(_video_path(roots, example)))
             for task in parse_tasks(args.tasks)
             for example in task_view(samples, task)
         ]
@@ -215,3 +244,28 @@ def run_export(args: argparse.Namespace) -> int:
         raise VaurError(f"{args.bench}: no examples for tasks {args.tasks}")
     write_text(out / "dataset_info.json", json.dumps(info, indent=2))
     return 0
+
+
+def _video_roots(values: list[str], bench: str):
+    """--videos ROOT / SOURCE=ROOT as video roots; a SynthVAU folder's videos/ serves what is unset."""
+    from vaur1.bench.schema import SOURCES
+    from vaur1.data import DataConfig
+    from vaur1.errors import VaurError
+    from vaur1.video.roots import VideoRoots
+
+    folders: dict[str, str] = {}
+    for value in values:
+        source, _, folder = value.rpartition("=")
+        key = source or "default"
+        if key not in ("default", *SOURCES):
+            raise VaurError(f"--videos {value}: {source!r} is not a source ({', '.join(SOURCES)})")
+        folders[key] = folder
+    return DataConfig(bench=bench, video_roots=VideoRoots(**folders)).roots()
+
+
+def _video_path(roots, example) -> str | Path:
+    """sharegpt: the video's path under its root, or its file name where no root is known."""
+    try:
+        return roots.resolve(example)
+    except ConfigError:
+        return example.video
