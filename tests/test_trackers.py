@@ -3,7 +3,11 @@ names on the command line and in config files."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +55,41 @@ def test_tensorboard_and_mlflow_receive_metrics_config_and_completions(tmp_path,
     assert [m.value for m in client.get_metric_history(found.info.run_id, "reward")] == [0.25, 0.5]
     assert found.data.params["optim.learning_rate"] == "1e-06"
     assert len(read_jsonl(run.metrics)) == 2  # metrics.jsonl stays the always-on log
+
+
+TRACKIO_RUN = """
+import vaur1.model
+from pathlib import Path
+from accelerate import PartialState
+from vaur1.layout import TrainRun
+from vaur1.train.logging import MetricsLogger
+
+PartialState()  # the trainers' Accelerator does this; accelerate's tracker logs through it
+run = TrainRun(Path({run!r}))
+with MetricsLogger(run, report_to=["trackio"], config={{"optim": {{"learning_rate": 1e-6}}}}) as logger:
+    logger.log(1, {{"loss": 0.5, "reward": 0.25, "task": "qa"}})
+    logger.log(2, {{"loss": 0.25, "reward": 0.5}})
+"""
+
+
+def test_trackio_logs_locally(tmp_path):
+    """trackio (from locks/trackio.txt) in its local mode: a SQLite file per project under TRACKIO_DIR.
+    In a child process: trackio reads TRACKIO_DIR once, at import, and finishes its run at exit."""
+    pytest.importorskip("trackio", reason="trackio is installed by `make trackio`")
+    store = tmp_path / "trackio"
+    env = {**os.environ, "TRACKIO_DIR": str(store)}
+    script = TRACKIO_RUN.format(run=str(tmp_path / "grpo-run"))
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300, capture_output=True)
+    read_back = (
+        "from trackio.sqlite_storage import SQLiteStorage as S; import json; (run,) = S.get_runs('grpo-run'); "
+        "print(json.dumps([S.get_logs('grpo-run', run), S.get_run_config('grpo-run', run)]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", read_back], env=env, check=True, timeout=120, capture_output=True, text=True
+    )
+    logs, config = json.loads(result.stdout)
+    assert [(r["step"], r["loss"], r["reward"]) for r in logs] == [(1, 0.5, 0.25), (2, 0.25, 0.5)]
+    assert config["optim.learning_rate"] == 1e-6
 
 
 def test_report_to_takes_trls_values(monkeypatch):
