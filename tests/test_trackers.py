@@ -92,6 +92,33 @@ def test_trackio_logs_locally(tmp_path):
     assert config["optim.learning_rate"] == 1e-6
 
 
+WANDB_RUN = (
+    TRACKIO_RUN.replace('report_to=["trackio"]', 'report_to=["wandb"]')
+    + """
+    logger.log_samples(2, [{{"key": "k", "task": "qa", "prompt": "Which event?", "completion": "<answer>A</answer>", "reward": 1.0}}])
+"""
+)
+
+
+def test_wandb_logs_offline(tmp_path):
+    """wandb offline, in a child process whose output goes to a file: in the test process its service
+    once held the suite for 15 minutes. wandb 0.31 has no reader for its .wandb files, so the metrics are
+    checked by their names in the file, the completions in the table it writes next to it."""
+    pytest.importorskip("wandb")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    with (tmp_path / "child.log").open("w") as log:
+        subprocess.run(
+            [sys.executable, "-c", WANDB_RUN.format(run=str(tmp_path / "grpo-run"))],
+            env=env, check=True, timeout=300, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    (records,) = run_dir.glob("run-*.wandb")
+    data = records.read_bytes()
+    assert all(name in data for name in (b"loss", b"reward", b"optim.learning_rate"))
+    (table,) = (run_dir / "files" / "media" / "table").glob("completions_2_*.table.json")
+    assert json.loads(table.read_text())["data"] == [["k", "qa", "Which event?", "<answer>A</answer>", "1.0"]]
+
+
 def test_report_to_takes_trls_values(monkeypatch):
     assert resolve_report_to("none") == [] and resolve_report_to([]) == []
     assert "tensorboard" in resolve_report_to("all") and "mlflow" in resolve_report_to("all")
