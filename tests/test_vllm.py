@@ -16,7 +16,9 @@ import torch
 import model_fixtures
 import train_helpers
 from conftest import run_cli
-from train_helpers import TOY, grpo_config, read_jsonl, synth_bench
+from engine_helpers import launch
+from train_helpers import TOY, grpo_config, read_jsonl, safetensors_weights, synth_bench
+from vaur1.config import save_config
 from vaur1.layout import EvalRun
 from vaur1.model import SamplingConfig, build_inputs, generate, load_model
 from vaur1.model.load import ModelConfig
@@ -141,6 +143,44 @@ def test_grpo_with_vllm_rollouts_learns_and_logs_the_importance_ratio(
     assert first["sampling/sampling_logp_difference/max"] < 0.01
     assert all("time/weight_push" in r for r in records)
     assert (out / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_with_an_engine_each_train_as_one_process_under_zero3(
+    tiny_models, synth_bench, tmp_path, toy
+):
+    """TRL's colocation: every ZeRO-3 process gathers the policy, pushes it into its own engine (vLLM's
+    external launcher, in the trainer's process group) and samples its own prompts. Seeded per prompt,
+    the rollouts do not depend on the process layout, so two processes end with one process's weights."""
+    overrides = [
+        *TOY,
+        "num_generations=4",
+        "max_completion_length=16",
+        "run.max_steps=3",
+        "optim.learning_rate=1e-2",
+        "optim.eps=1e-3",
+        "rollout.backend=vllm",
+        "seed_rollouts_per_prompt=true",
+    ]
+    config = tmp_path / "grpo.yaml"
+    save_config(grpo_config(tmp_path / "unused", tiny_models["qwen2_5_vl"], synth_bench, overrides), config)
+    launch(tmp_path / "one", "grpo", config, None, 1, "per_device_train_batch_size=2")
+    launch(tmp_path / "two", "grpo", config, "zero3", 2, "per_device_train_batch_size=1")
+
+    one, two = read_jsonl(tmp_path / "one" / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert [r["reward"] for r in two] == pytest.approx([r["reward"] for r in one], abs=1e-6)
+    assert any(r["reward"] > 0 for r in one)  # something to learn from: the weights move
+    # after each push the engines sample from the weights the trainer holds (stale weights would
+    # widen the gap as the policy moves)
+    assert all(r["sampling/sampling_logp_difference/max"] < 0.01 for r in two)
+    ours, theirs = (
+        safetensors_weights(tmp_path / "two" / "final"),
+        safetensors_weights(tmp_path / "one" / "final"),
+    )
+    start = safetensors_weights(tiny_models["qwen2_5_vl"])
+    assert max((theirs[k] - start[k]).abs().max().item() for k in start) > 1e-3
+    for key, tensor in theirs.items():
+        assert ours[key].allclose(tensor, rtol=1e-4, atol=1e-6), key
 
 
 @pytest.mark.slow

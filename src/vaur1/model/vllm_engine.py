@@ -117,6 +117,23 @@ class VllmEngine:
             else self.end_of_turn
         )
         placeholders = set(vision_placeholder_ids(processor))
+        # Under a multi-process trainer each process runs its own engine on its own prompts (TRL's
+        # colocation). vLLM's external launcher joins the trainer's process group and puts the engine
+        # on this process's device; its default executor would take rank 0 and the first GPU in every
+        # process. Only a group the engine made itself is its to end.
+        self.owns_process_group = not torch.distributed.is_initialized()
+        launcher = {}
+        if not self.owns_process_group and torch.distributed.get_world_size() > 1:
+            if cfg.tensor_parallel_size > 1:
+                raise ConfigError(
+                    f"vllm.tensor_parallel_size {cfg.tensor_parallel_size} with "
+                    f"{torch.distributed.get_world_size()} training processes: each process runs its own "
+                    "engine on its own GPU here; set it to 1, or train in one process to span GPUs"
+                )
+            os.environ["RANK"] = str(torch.distributed.get_rank())
+            os.environ["WORLD_SIZE"] = str(torch.distributed.get_world_size())
+            os.environ.setdefault("LOCAL_RANK", "0")
+            launcher = {"distributed_executor_backend": "external_launcher"}
         eager = _on_cpu() if cfg.enforce_eager is None else cfg.enforce_eager
         colocated_sleep = cfg.sleep_between_rollouts and not _on_cpu()
         self.llm = LLM(
@@ -131,6 +148,7 @@ class VllmEngine:
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             enable_sleep_mode=colocated_sleep,
+            **launcher,
         )
         vocabulary = self.llm.llm_engine.model_config.get_vocab_size()
         self.allowed = [token for token in range(vocabulary) if token not in placeholders]
@@ -159,12 +177,15 @@ class VllmEngine:
             for text, video in zip(texts, videos, strict=True)
         ]
 
-    def sampling_params(self, sampling: SamplingConfig):
+    def sampling_params(self, sampling: SamplingConfig, seed: int | None = None):
+        """vLLM's parameters for `sampling`; `seed` makes a request's samples depend on nothing but its
+        prompt, the seed and the weights (GRPO's `seed_rollouts_per_prompt`)."""
         from vllm import SamplingParams
 
         sampling.validate()
         greedy = not sampling.do_sample
         return SamplingParams(
+            seed=seed,
             n=sampling.num_return_sequences,
             temperature=0.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p,
@@ -178,13 +199,22 @@ class VllmEngine:
         )
 
     def sample(
-        self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo], sampling: SamplingConfig
+        self,
+        conversations: Sequence[list[dict]],
+        videos: Sequence[DecodedVideo],
+        sampling: SamplingConfig,
+        seeds: Sequence[int] | None = None,
     ) -> VllmSamples:
-        """`sampling.num_return_sequences` completions per prompt, the whole batch in one call."""
+        """`sampling.num_return_sequences` completions per prompt, the whole batch in one call; with
+        `seeds`, prompt i is sampled under its own seed `seeds[i]`."""
         self.wake_up()
-        outputs = self.llm.generate(
-            self.requests(conversations, videos), self.sampling_params(sampling), use_tqdm=False
-        )
+        if seeds is None:
+            params = self.sampling_params(sampling)
+        else:
+            if len(seeds) != len(conversations):
+                raise VaurError(f"{len(seeds)} seeds for {len(conversations)} prompts; give one each")
+            params = [self.sampling_params(sampling, seed) for seed in seeds]
+        outputs = self.llm.generate(self.requests(conversations, videos), params, use_tqdm=False)
         rows = [completion for output in outputs for completion in output.outputs]
         width = max(1, max(len(row.token_ids) for row in rows))
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
@@ -223,7 +253,8 @@ class VllmEngine:
         return time.perf_counter() - started
 
     def close(self) -> None:
-        """Shut the engine down and leave the process group it made (before the trainer ends its own)."""
+        """Shut the engine down: its model-parallel groups, and the process group if it made it (the
+        trainer's own group outlives the engine)."""
         from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
 
         engine = self.__dict__.pop("llm", None)
@@ -231,7 +262,8 @@ class VllmEngine:
             return
         del engine
         destroy_model_parallel()
-        destroy_distributed_environment()
+        if self.owns_process_group:
+            destroy_distributed_environment()
 
     def sleep(self) -> None:
         """Free the KV cache (and offload the weights) while the trainer has the GPU; no-op on a CPU."""

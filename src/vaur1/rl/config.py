@@ -100,10 +100,6 @@ class GRPOTrainConfig(SessionConfig):
                 )
         self.loss.validate()
         self.rollout.validate()
-        if self.rollout.backend == "vllm" and self.seed_rollouts_per_prompt:
-            raise ConfigError(
-                "seed_rollouts_per_prompt: not with rollout.backend vllm (its engine has one seed)"
-            )
 
     def sampling_config(self) -> SamplingConfig:
         """The sampling options with G and the completion length filled in."""

@@ -171,7 +171,7 @@ def collect(
     if engine is None:
         ids, mask, texts = sample(model, processor, inputs, sampling, seeds)
     else:
-        out = engine.sample(conversations_of(examples, mode, prompts), videos, sampling)
+        out = engine.sample(conversations_of(examples, mode, prompts), videos, sampling, seeds)
         ids, mask, texts = out.completion_ids.to(device), out.completion_mask.to(device), out.texts
         sampling_logps = out.logps.to(device)
     generated = time.perf_counter()

@@ -13,13 +13,13 @@ from vaur1.train.session import Session
 
 def rollout_engine(session: Session, cfg: GRPOTrainConfig):
     """The colocated vLLM engine of `rollout.backend: vllm`, started from the run's checkpoint (its
-    weights are replaced by the policy's before every rollout)."""
+    weights are replaced by the policy's before every rollout). Each process runs its own engine on
+    its own shard of prompts, seeded apart so that their samples are independent."""
     from vaur1.model.vllm_engine import VllmEngine
 
     checkpoint = resolve_checkpoint(cfg.model.name_or_path)
-    return VllmEngine(
-        checkpoint.model, session.processor, cfg.rollout.vllm, dtype=cfg.model.dtype, seed=cfg.run.seed
-    )
+    seed = cfg.run.seed + session.accelerator.process_index
+    return VllmEngine(checkpoint.model, session.processor, cfg.rollout.vllm, dtype=cfg.model.dtype, seed=seed)
 
 
 def corrects_sampling(cfg: GRPOTrainConfig) -> bool:
