@@ -69,3 +69,10 @@ def make_video(
 def video_prompt(question: str = "Is there any anomaly in the video?") -> list[dict]:
     """One user turn, text then video, as VAU-R1 builds its prompts."""
     return [{"role": "user", "content": [{"type": "text", "text": question}, {"type": "video"}]}]
+
+
+def checkpointing_on(model) -> bool:
+    """transformers 5.23 names it is_activation_checkpointing; 5.20 (the vllm extra's) is_gradient_checkpointing."""
+    if hasattr(model, "is_activation_checkpointing"):
+        return model.is_activation_checkpointing
+    return model.is_gradient_checkpointing

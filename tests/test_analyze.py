@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import eval_helpers
+from conftest import run_cli
 from vaur1.analyze import read_outputs
 from vaur1.cli import main
 from vaur1.layout import DemoRun
@@ -63,20 +64,19 @@ def test_outputs_are_read_with_the_evaluation_parser() -> None:
     assert unsure["anomaly"] is True and unsure["interval"] is None  # only the class answer says so
 
 
-def test_bad_video_is_a_one_line_error(
-    eval_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_bad_video_is_a_one_line_error(eval_model: Path, tmp_path: Path) -> None:
+    # a fresh process, as a user runs it: the test process's logging may be set up by earlier tests
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_text("just text")
-    assert main(["analyze", str(not_a_video), "--model", str(eval_model), *SMALL]) == 2
-    err = capsys.readouterr().err
+    result = run_cli("analyze", str(not_a_video), "--model", str(eval_model), *SMALL)
+    assert result.returncode == 2
     assert (
-        err.count("\n") == 1
-        and err.startswith("error: ")
-        and f"{not_a_video}: not a readable video file" in err
+        result.stderr.count("\n") == 1
+        and result.stderr.startswith("error: ")
+        and f"{not_a_video}: not a readable video file" in result.stderr
     )
-    assert main(["analyze", str(tmp_path / "missing.mp4"), "--model", str(eval_model)]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'missing.mp4'}: no such file\n"
+    missing = run_cli("analyze", str(tmp_path / "missing.mp4"), "--model", str(eval_model))
+    assert (missing.returncode, missing.stderr) == (2, f"error: {tmp_path / 'missing.mp4'}: no such file\n")
 
 
 def test_default_model_is_the_demo_run_or_a_clear_error(

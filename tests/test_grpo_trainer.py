@@ -367,7 +367,7 @@ def test_rollouts_keep_the_kv_cache_under_gradient_checkpointing(
             out = real_generate(model, processor, inputs, sampling)
         finally:
             hook.remove()
-        seen.append((base.is_activation_checkpointing, model.training, cached))
+        seen.append((model_fixtures.checkpointing_on(base), model.training, cached))
         return out
 
     monkeypatch.setattr(rollout_module, "generate", spy)

@@ -235,7 +235,10 @@ def load_model(cfg: ModelConfig):
     if cfg.device_map is None:
         model.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # transformers < 5.23 (the vllm extra's 5.20) has only the older name
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.freeze_vision:
         freeze_vision_tower(model)
     if checkpoint.adapter is not None:
