@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vaur1.bench.datasets_io import features, row_sample, to_dataset_dict
-from vaur1.bench.schema import Sample
+from vaur1.bench.schema import NORMAL, Sample
 from vaur1.bench.tasks import Example, make_example, task_view
 from vaur1.errors import VaurError
 from vaur1.eval.metrics import SampleScore, score_sample, summarize
@@ -28,9 +28,8 @@ from vaur1.files import write_text
 from vaur1.parse import format_interval
 from vaur1.prompts import prompt_text
 from vaur1.video.roots import VideoRoots
-from vaur1.vocab import MODES, task_metrics
+from vaur1.vocab import MODES, SCORED_TASKS, task_metrics
 
-TASKS: tuple[str, ...] = ("qa", "tag", "cls")
 # How task names spell a test split's source (the paper's dataset names).
 SOURCE_NAMES: dict[str, str] = {"msad": "msad", "ucf": "ucf_crime", "ecva": "ecva", "synth": "synth"}
 DATA_FOLDER = "data"  # the DatasetDict, next to the YAMLs
@@ -65,14 +64,10 @@ def _example(doc: dict[str, Any]) -> Example:
     return make_example(row_sample(doc, ""), doc[TASK_KEY])
 
 
-def _settings(kwargs: dict | None) -> dict:
-    return kwargs or {}
-
-
 def doc_to_visual(doc: dict[str, Any], lmms_eval_specific_kwargs: dict | None = None) -> list[str]:
     """The video file, from the video roots written into the task YAML."""
     sample = row_sample(doc, "")
-    roots = VideoRoots(**_settings(lmms_eval_specific_kwargs).get("video_roots", {}))
+    roots = VideoRoots(**(lmms_eval_specific_kwargs or {}).get("video_roots", {}))
     path = roots.resolve(sample)
     if not path.is_file():
         raise VaurError(f"{sample.id}: video {path} not found (video roots in the task YAML: {roots})")
@@ -81,7 +76,7 @@ def doc_to_visual(doc: dict[str, Any], lmms_eval_specific_kwargs: dict | None = 
 
 def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict | None = None) -> str:
     """vaur1's prompt for the doc's task, in the YAML's mode (`direct` unless set to `think`)."""
-    mode = _settings(lmms_eval_specific_kwargs).get("mode", "direct")
+    mode = (lmms_eval_specific_kwargs or {}).get("mode", "direct")
     if mode not in MODES:
         raise VaurError(f"lmms_eval_specific_kwargs.mode: {mode!r} is not a prompt mode ({', '.join(MODES)})")
     return prompt_text(_example(doc), mode)
@@ -92,7 +87,7 @@ def doc_to_target(doc: dict[str, Any]) -> str:
     if example.task == "qa":
         return example.answer or ""
     if example.task == "tag":
-        return "Normal" if example.is_normal else format_interval(example.interval)  # type: ignore[arg-type]
+        return NORMAL if example.is_normal else format_interval(example.interval)  # type: ignore[arg-type]
     return example.anomaly_class or ""
 
 
@@ -201,7 +196,7 @@ def write_tasks(
     written = []
     for split, name in names.items():
         split_samples = [s for s in kept if s.split == split]
-        for task in TASKS:
+        for task in SCORED_TASKS:
             if task_view(split_samples, task):  # type: ignore[arg-type]
                 write_text(
                     out / f"{prefix}_{task}_{name}.yaml",
