@@ -57,7 +57,7 @@ def test_tensorboard_and_mlflow_receive_metrics_config_and_completions(tmp_path,
     assert len(read_jsonl(run.metrics)) == 2  # metrics.jsonl stays the always-on log
 
 
-TRACKIO_RUN = """
+TRACKER_RUN = """
 import vaur1.model
 from pathlib import Path
 from accelerate import PartialState
@@ -66,9 +66,10 @@ from vaur1.train.logging import MetricsLogger
 
 PartialState()  # the trainers' Accelerator does this; accelerate's tracker logs through it
 run = TrainRun(Path({run!r}))
-with MetricsLogger(run, report_to=["trackio"], config={{"optim": {{"learning_rate": 1e-6}}}}) as logger:
+with MetricsLogger(run, report_to=[{tracker!r}], config={{"optim": {{"learning_rate": 1e-6}}}}) as logger:
     logger.log(1, {{"loss": 0.5, "reward": 0.25, "task": "qa"}})
     logger.log(2, {{"loss": 0.25, "reward": 0.5}})
+    logger.log_samples(2, [{{"key": "k", "task": "qa", "prompt": "Which event?", "completion": "<answer>A</answer>", "reward": 1.0}}])
 """
 
 
@@ -78,7 +79,7 @@ def test_trackio_logs_locally(tmp_path):
     pytest.importorskip("trackio", reason="trackio is installed by `make trackio`")
     store = tmp_path / "trackio"
     env = {**os.environ, "TRACKIO_DIR": str(store)}
-    script = TRACKIO_RUN.format(run=str(tmp_path / "grpo-run"))
+    script = TRACKER_RUN.format(tracker="trackio", run=str(tmp_path / "grpo-run"))
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300, capture_output=True)
     read_back = (
         "from trackio.sqlite_storage import SQLiteStorage as S; import json; (run,) = S.get_runs('grpo-run'); "
@@ -92,14 +93,6 @@ def test_trackio_logs_locally(tmp_path):
     assert config["optim.learning_rate"] == 1e-6
 
 
-WANDB_RUN = (
-    TRACKIO_RUN.replace('report_to=["trackio"]', 'report_to=["wandb"]')
-    + """
-    logger.log_samples(2, [{{"key": "k", "task": "qa", "prompt": "Which event?", "completion": "<answer>A</answer>", "reward": 1.0}}])
-"""
-)
-
-
 def test_wandb_logs_offline(tmp_path):
     """wandb offline, in a child process whose output goes to a file: in the test process its service
     once held the suite for 15 minutes. wandb 0.31 has no reader for its .wandb files, so the metrics are
@@ -108,7 +101,7 @@ def test_wandb_logs_offline(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
     with (tmp_path / "child.log").open("w") as log:
         subprocess.run(
-            [sys.executable, "-c", WANDB_RUN.format(run=str(tmp_path / "grpo-run"))],
+            [sys.executable, "-c", TRACKER_RUN.format(tracker="wandb", run=str(tmp_path / "grpo-run"))],
             env=env, check=True, timeout=300, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")

@@ -34,7 +34,7 @@ import torch
 
 from vaur1.errors import ConfigError, VaurError
 from vaur1.model.generate import SamplingConfig, completion_mask, end_of_turn_id, vision_placeholder_ids
-from vaur1.model.inputs import temporal_patch
+from vaur1.model.inputs import temporal_patch, video_metadata
 from vaur1.video.frames import DecodedVideo
 
 
@@ -81,17 +81,18 @@ def video_request_metadata(video: DecodedVideo, processor) -> dict:
     seconds-per-temporal-patch instead, which vLLM derives as temporal_patch * total / (frames * fps):
     there the fps is the one that makes it vaur1's temporal_patch / sample_fps, the decoder's spacing.
     """
-    frames = len(video.frames)
+    source = video_metadata(video)
     common = {
-        "duration": float(video.duration),
-        "total_num_frames": int(video.num_frames_total),
-        "width": int(video.width),
-        "height": int(video.height),
+        "duration": source.duration,
+        "total_num_frames": source.total_num_frames,
+        "width": source.width,
+        "height": source.height,
         "do_sample_frames": False,
     }
     if "Qwen3VL" in type(processor).__name__:
-        return {**common, "fps": float(video.fps), "frames_indices": [int(i) for i in video.indices]}
-    fps = float(video.sample_fps) * int(video.num_frames_total) / frames
+        return {**common, "fps": source.fps, "frames_indices": source.frames_indices}
+    frames = len(video.frames)
+    fps = float(video.sample_fps) * source.total_num_frames / frames
     return {**common, "fps": fps, "frames_indices": list(range(frames))}
 
 
