@@ -4,7 +4,7 @@ import pytest
 
 from bench_csv import row, write_csv
 from vaur1.bench import load_bench, read_csv
-from vaur1.bench.schema import COLUMNS, normalize_class
+from vaur1.bench.schema import COLUMNS, is_normal, normalize_class
 from vaur1.errors import BenchFormatError, VaurError
 
 RELEASED = {
@@ -12,7 +12,9 @@ RELEASED = {
     "val": (734, 734, 339, 214, 181),
     "test_msad": (240, 240, 120, 120, 0),
     "test_ucf_crime": (290, 251, 124, 150, 16),
-    "test_ecva": (438, 438, 400, 0, 38),  # two rows of class Normal with an interval leave TAG
+    # the paper's denominators: TAG positives MSAD 120, ECVA 402 (with the two rows of class Normal
+    # that carry an interval, 1577.mp4 and 1977.mp4), UCF-Crime 124
+    "test_ecva": (438, 438, 402, 0, 36),
 }
 
 
@@ -69,17 +71,35 @@ def test_minus_one_rows_are_tag_only(shared_bench):
     assert sum(s.tag_role == "positive" for s in blank) == 12
 
 
-def test_normal_with_interval_is_warned(shared_bench):
+def test_normal_with_interval_is_a_tag_positive_by_default(shared_bench):
+    from vaur1.bench.tasks import task_view
+
     samples, report = read_csv(shared_bench / "test_ecva.csv")
     assert len(report.warnings) == 2
-    assert all("class Normal with interval" in w and "read as missing" in w for w in report.warnings)
-    assert report.repairs["interval_contradicts_class_to_missing"] == 2
-    # one rule for every view: the class says Normal, so no task reads the video as anomalous
+    assert all("class Normal with interval" in w and "TAG scores the interval" in w for w in report.warnings)
+    assert not report.repairs and report.cleaning == []
     contradicting = [s for s in samples if s.id in ("1577.mp4", "1977.mp4")]
-    assert [(s.is_normal, s.tag_role) for s in contradicting] == [(True, "missing")] * 2
+    assert [(s.anomaly_class, s.tag_role) for s in contradicting] == [("Normal", "positive")] * 2
+    # the paper's protocol: TAG scores the interval, CLS the class
+    tag = {e.id: e for e in task_view(contradicting, "tag")}
+    cls = {e.id: e for e in task_view(contradicting, "cls")}
+    assert [(tag[i].is_normal, tag[i].tag_answer) for i in sorted(tag)] == [(False, "Anomaly")] * 2
+    assert [(cls[i].is_normal, cls[i].anomaly_class) for i in sorted(cls)] == [(True, "Normal")] * 2
 
 
-def test_class_and_interval_never_disagree_on_a_normal_video(tmp_path):
+def test_class_interval_conflicts_rule_leaves_the_rows_out_of_tag(shared_bench):
+    samples, report = read_csv(shared_bench / "test_ecva.csv", cleaning=["class_interval_conflicts"])
+    assert report.cleaning == ["class_interval_conflicts"]
+    assert report.repairs["class_interval_conflicts: interval read as missing"] == 2
+    roles = [s.tag_role for s in samples]
+    assert (roles.count("positive"), roles.count("missing")) == (400, 38)
+    bench = load_bench(shared_bench, cleaning=["class_interval_conflicts"])
+    assert bench.reports["test_ecva"].cleaning == ["class_interval_conflicts"]
+    with pytest.raises(VaurError, match="unknown cleaning rule 'bogus'"):
+        load_bench(shared_bench, cleaning=["bogus"])
+
+
+def test_anomaly_class_with_normal_interval(tmp_path):
     from vaur1.bench.tasks import task_view
 
     path = write_csv(
@@ -98,10 +118,22 @@ def test_class_and_interval_never_disagree_on_a_normal_video(tmp_path):
             ),
         ],
     )
+    # by default TAG reads the interval (0, 0) as a normal video, as the paper's scorer skips it
     samples, report = read_csv(path)
-    assert report.repairs["interval_contradicts_class_to_missing"] == 1
+    assert not report.repairs and len(report.warnings) == 1
+    assert [(e.id, e.is_normal) for e in task_view(samples, "tag")] == [
+        ("msad_a.mp4", True),
+        ("msad_b.mp4", True),
+    ]
+    assert [(e.id, e.is_normal) for e in task_view(samples, "cls")] == [
+        ("msad_a.mp4", False),
+        ("msad_b.mp4", True),
+    ]
+    # the cleaning rule makes TAG and CLS agree: the conflicting row leaves TAG
+    samples, report = read_csv(path, cleaning=["class_interval_conflicts"])
+    assert report.repairs["class_interval_conflicts: interval read as missing"] == 1
     fighting, _normal = samples
-    assert (fighting.is_normal, fighting.tag_role) == (False, "missing")
+    assert fighting.tag_role == "missing"
     assert [e.id for e in task_view(samples, "tag")] == ["msad_b.mp4"]
     for task in ("tag", "cls", "qa"):
         for example in task_view(samples, task):
@@ -125,8 +157,8 @@ def test_interval_conventions(tmp_path):
         ],
     )
     a, b, c = read_csv(path)[0]
-    assert (a.interval, a.tag_role, a.is_normal) == ((0.0, 0.0), "normal", True)
-    assert (b.interval, b.tag_role, b.is_normal) == (None, "missing", False)
+    assert (a.interval, a.tag_role, is_normal(a.anomaly_class, a.interval)) == ((0.0, 0.0), "normal", True)
+    assert (b.interval, b.tag_role, is_normal(b.anomaly_class, b.interval)) == (None, "missing", False)
     assert (c.interval, c.tag_role) == ((2.0, 7.5), "positive")
 
 

@@ -233,6 +233,28 @@ def test_eval_metrics_on_the_released_msad_file(shared_bench, tmp_path):
     }
 
 
+def test_eval_metrics_counts_missing_normal_videos_as_false_alarms(shared_bench, tmp_path):
+    """Predictions for 8 of MSAD's 120 normal videos, all of them alarms: the 112 without a prediction
+    are no correct "no alarm", so the rate is 100, not 8 of 120."""
+    bench = shared_bench / "test_msad.csv"
+    normals = [e for e in task_view(load_bench(bench).samples, "tag") if e.is_normal][:8]
+    alarm = "<answer>Anomaly</answer><glue>[1.0, 2.0]</glue>"
+    predictions = write_jsonl(tmp_path / "p.jsonl", [{"video": e.id, "output": alarm} for e in normals])
+    args = ("eval", "metrics", "--task", "tag", "--bench", str(bench), "--predictions", predictions)
+    result = json.loads(run_cli(*args, "--json", check=True).stdout)
+    assert (result["n_normal"], result["false_alarm_rate"]) == (120, 100.0)
+    assert (result["n"], result["miou"], result["missing"]) == (120, 0.0, 232)
+    quiet = write_jsonl(
+        tmp_path / "q.jsonl",
+        [{"video": e.id, "output": "<answer>Normal</answer><glue>[-1, -1]</glue>"} for e in normals],
+    )
+    args = ("eval", "metrics", "--task", "tag", "--bench", str(bench), "--predictions", quiet)
+    assert json.loads(run_cli(*args, "--json", check=True).stdout)["false_alarm_rate"] == round(
+        100 * 112 / 120, 2
+    )
+    assert "232 / 0" in " ".join(run_cli(*args, check=True).stdout.split())  # missing / unparsed shown
+
+
 def test_eval_metrics_bad_bench_is_a_one_line_error(tmp_path):
     predictions = write_jsonl(tmp_path / "p.jsonl", [])
     result = run_cli(

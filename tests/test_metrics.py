@@ -15,7 +15,8 @@ from vaur1.eval.metrics import (
     macro_f1,
     score_sample,
 )
-from vaur1.rewards import REWARDS
+from vaur1.parse import parse_completion
+from vaur1.rewards import REWARDS, answer_score, class_score, interval_score
 
 OPTIONS = ("Two men fight", "A car parks", "A man falls", "Nothing happens")
 
@@ -76,21 +77,21 @@ def test_tag_miou_recalls_and_false_alarms():
         normals[0].key: "<answer>Normal</answer><glue>[-1, -1]</glue>",
         normals[1].key: "<answer>Anomaly</answer><glue>[1, 3]</glue>",  # false alarm
         normals[2].key: "<glue>[4, 5]</glue>",  # false alarm, implied by the interval
-        # normals[3]: missing, no false alarm
+        # normals[3]: missing, which is no correct "no alarm": counted as a false alarm
     }
     result = compute_metrics("tag", positives + normals, outputs, resamples=200)
     assert result["n"] == 5 and result["n_normal"] == 4
     assert result["miou"] == round(100 * (1 + 1 / 3 + 0.6) / 5, 2)
     assert (result["r@0.3"], result["r@0.5"], result["r@0.7"]) == (60.0, 40.0, 20.0)
-    assert (result["missing"], result["unparsed"], result["predicted_normal"]) == (0, 1, 1)
-    assert result["false_alarm_rate"] == 50.0
+    assert (result["missing"], result["unparsed"], result["predicted_normal"]) == (1, 1, 1)
+    assert result["false_alarm_rate"] == 75.0
     msad = result["by_source"]["msad"]
     assert (
         msad["n"] == 2
         and msad["miou"] == round(100 * (1 + 1 / 3) / 2, 2)
         and msad["false_alarm_rate"] == 50.0
     )
-    assert result["by_source"]["ucf"]["false_alarm_rate"] == 50.0
+    assert result["by_source"]["ucf"]["false_alarm_rate"] == 100.0
     assert set(result["ci"]) == {"miou", "r@0.3", "r@0.5", "r@0.7", "false_alarm_rate"}
 
 
@@ -202,39 +203,92 @@ AGREEMENT_EXAMPLES = [
 @settings(max_examples=200, deadline=None)
 @given(st.lists(OUTPUT, min_size=len(AGREEMENT_EXAMPLES), max_size=len(AGREEMENT_EXAMPLES)))
 def test_each_metric_agrees_with_its_reward(outputs):
+    """A metric applies its reward's rule to the lenient reading: on an output in the answer format the
+    two agree; without an <answer> tag a QA or CLS reward pays nothing; a missing output is wrong."""
     for example, output in zip(AGREEMENT_EXAMPLES, outputs, strict=True):
         sample = score_sample(example, output)
         text = output if output is not None else ""
+        parsed = parse_completion(text)
+        in_format = parsed.answer_tagged and (example.task != "tag" or parsed.glue_tagged)
         if example.task == "qa":
-            assert sample.correct == (REWARDS["accuracy"](text, example) if output is not None else 0.0)
+            assert sample.correct == (answer_score(text, example, "lenient") if output is not None else 0.0)
+            reward = REWARDS["accuracy"](text, example)
+            assert reward == sample.correct if in_format else reward <= (1.0 if parsed.answer_tagged else 0.0)
         elif example.task == "tag" and not example.is_normal:
-            assert sample.iou == (REWARDS["iou"](text, example) if output is not None else 0.0)
+            assert sample.iou == (interval_score(text, example, "lenient") if output is not None else 0.0)
+            if in_format:
+                assert sample.iou == REWARDS["iou"](text, example)
         elif example.task == "tag":
-            accuracy = REWARDS["accuracy"](text, example)
-            if sample.prediction is not None:
-                assert (
-                    sample.false_alarm == 1.0 - accuracy
-                )  # on a normal video, a wrong label is a false alarm
-            else:
-                assert sample.false_alarm == 0.0 and accuracy == 0.0
+            # on a normal video anything but a readable Normal is a false alarm, a missing output too
+            assert sample.false_alarm == 1.0 - answer_score(text, example, "lenient")
+            if output is None or sample.prediction is None:
+                assert sample.false_alarm == 1.0
+            if in_format:
+                assert sample.false_alarm == 1.0 - REWARDS["accuracy"](text, example)
         else:
-            assert sample.correct == (REWARDS["class"](text, example) if output is not None else 0.0)
+            assert sample.correct == (class_score(text, example, "lenient") if output is not None else 0.0)
+            if in_format:
+                assert sample.correct == REWARDS["class"](text, example)
+            elif not parsed.answer_tagged:
+                assert REWARDS["class"](text, example) == 0.0
 
 
-def test_aggregates_are_means_of_the_rewards(shared_bench):
+def test_aggregates_are_means_of_the_item_scores(shared_bench):
     samples = load_bench(shared_bench / "test_msad.csv").samples
-    cases = {
-        "qa": ("accuracy", "accuracy", lambda e, i: ["<answer>A</answer>", "B. x", "the answer is C"][i % 3]),
-        "tag": ("iou", "miou", lambda e, i: f"<glue>[{e.interval[0] + i % 4}, {e.interval[1]}]</glue>"),
-        "cls": ("class", "multiclass_accuracy", lambda e, i: ["<answer>Normal</answer>", "Fighting"][i % 2]),
+    rules = {
+        "qa": lambda text, e: answer_score(text, e, "lenient"),
+        "tag": lambda text, e: interval_score(text, e, "lenient"),
+        "cls": lambda text, e: class_score(text, e, "lenient"),
     }
-    for task, (reward_name, metric_name, make) in cases.items():
+    cases = {
+        "qa": ("accuracy", lambda e, i: ["<answer>A</answer>", "B. x", "the answer is C"][i % 3]),
+        "tag": ("miou", lambda e, i: f"<glue>[{e.interval[0] + i % 4}, {e.interval[1]}]</glue>"),
+        "cls": ("multiclass_accuracy", lambda e, i: ["<answer>Normal</answer>", "Fighting"][i % 2]),
+    }
+    for task, (metric_name, make) in cases.items():
         examples = task_view(samples, task)
         outputs = {e.key: make(e, i) for i, e in enumerate(examples)}
         scored = [e for e in examples if task != "tag" or not e.is_normal]
-        rewards = [REWARDS[reward_name](outputs[e.key], e) for e in scored]
+        values = [rules[task](outputs[e.key], e) for e in scored]
         result = compute_metrics(task, examples, outputs, resamples=20)
-        assert result[metric_name] == round(100 * sum(rewards) / len(rewards), 2), task
+        assert result[metric_name] == round(100 * sum(values) / len(values), 2), task
+
+
+def test_missing_and_unreadable_outputs_are_wrong_in_every_metric(shared_bench):
+    """Predictions for a few items only: every other item is in every denominator and counts as wrong."""
+    samples = load_bench(shared_bench / "test_msad.csv").samples
+    right = {
+        "qa": lambda e: f"<answer>{e.answer}</answer>",
+        "tag": lambda e: (
+            "<answer>Normal</answer><glue>[-1, -1]</glue>"
+            if e.is_normal
+            else f"<answer>Anomaly</answer><glue>{list(e.interval)}</glue>"
+        ),
+        "cls": lambda e: f"<answer>{e.anomaly_class}</answer>",
+    }
+    for task, answer in right.items():
+        examples = task_view(samples, task)
+        few = examples[:4] + [e for e in examples if task == "tag" and e.is_normal][:4]
+        for filler in (None, "I cannot tell."):  # missing, then unreadable
+            outputs = {e.key: answer(e) for e in few}
+            if filler is not None:
+                outputs |= {e.key: filler for e in examples if e.key not in outputs}
+            result = compute_metrics(task, examples, outputs, resamples=5)
+            left = len(examples) - len(outputs) if filler is None else 0
+            assert result["missing"] == left, (task, filler)
+            assert result["unparsed"] == (len(examples) - len(few) if filler else 0), (task, filler)
+            if task == "qa":
+                assert result["accuracy"] == round(100 * 4 / len(examples), 2)
+            elif task == "cls":
+                assert result["multiclass_accuracy"] == round(100 * 4 / len(examples), 2)
+                assert result["binary_accuracy"] == round(100 * 4 / len(examples), 2)
+            else:
+                positives = [e for e in examples if not e.is_normal]
+                assert (result["n"], result["n_normal"]) == (120, 120)
+                assert result["miou"] == round(100 * 4 / len(positives), 2)
+                assert result["r@0.3"] == round(100 * 4 / len(positives), 2)
+                # 4 normal videos answered Normal; the other 116 are no correct "no alarm"
+                assert result["false_alarm_rate"] == round(100 * 116 / 120, 2)
 
 
 # ---- released files and baselines -----------------------------------------------------------

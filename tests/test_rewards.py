@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -59,8 +60,29 @@ def test_accuracy_reward_qa():
     assert accuracy(think(answer="A man falls"), QA) == 1.0  # option text, not the article
     assert accuracy(think(answer="B"), QA) == 0.0
     assert accuracy("<think>it is C</think><answer>B</answer>", QA) == 0.0  # think text is not the answer
-    assert accuracy("C", QA) == 1.0  # a bare direct-mode answer
+    assert accuracy("C", QA) == 0.0  # a bare answer outside the answer format earns nothing
     assert accuracy("", QA) == 0.0
+
+
+def test_rewards_pay_only_for_the_answer_format():
+    """Accuracy, IoU and class are paid for `<answer>` and `<glue>` blocks only; the metrics read the
+    same outputs leniently, as the official scorers do."""
+    from vaur1.rewards import answer_score, class_score, interval_score
+
+    noise = "xx%% Shooting ## Shooting"
+    shooting = replace(CLS, anomaly_class="Shooting")
+    assert REWARDS["class"](noise, shooting) == 0.0
+    assert class_score(noise, shooting, "lenient") == 1.0
+    assert REWARDS["class"]("<answer>Shooting</answer>", shooting) == 1.0
+    assert REWARDS["accuracy"]("The answer is C", QA) == 0.0
+    assert answer_score("The answer is C", QA, "lenient") == 1.0
+    # TAG: an interval outside <glue> is no interval, a label outside <answer> no label
+    assert REWARDS["iou"]("Anomaly from [2, 6]", TAG_POSITIVE) == 0.0
+    assert interval_score("Anomaly from [2, 6]", TAG_POSITIVE, "lenient") == 1.0
+    assert REWARDS["accuracy"]("Anomaly", TAG_POSITIVE) == 0.0
+    assert REWARDS["accuracy"]("no anomaly here", TAG_NORMAL) == 0.0
+    assert REWARDS["consistency"]("Anomaly [2, 6]", TAG_POSITIVE) == 0.0
+    assert REWARDS["consistency"]("<answer>Anomaly</answer><glue>[2, 6]</glue>", TAG_POSITIVE) == 1.0
 
 
 def test_accuracy_reward_tag_reads_anomaly_or_normal():

@@ -22,7 +22,15 @@ from vaur1.eval.reasoning import reasoning_parts
 from vaur1.layout import DemoRun
 from vaur1.model.generate import SamplingConfig
 from vaur1.model.load import ModelConfig
-from vaur1.parse import NO_ANOMALY, extract_class, parse_completion, parse_interval, tag_prediction
+from vaur1.parse import (
+    NO_ANOMALY,
+    answer_text,
+    extract_class,
+    glue_text,
+    parse_completion,
+    parse_interval,
+    tag_prediction,
+)
 from vaur1.prompts import Mode, PromptConfig, build_messages
 from vaur1.video.decode import decode
 from vaur1.video.frames import DecodedVideo
@@ -68,15 +76,16 @@ class AnalyzeOptions:
 
 def read_outputs(raw: dict[str, str]) -> dict[str, Any]:
     """anomaly, class, interval, description and reasoning from the three outputs, by the one parser."""
+    # only the answer format is read: an output without it is unreadable, never a guess from free text
     tag = parse_completion(raw["tag"])
-    label = tag_prediction(tag)
-    anomaly_class = extract_class(parse_completion(raw["cls"]).answer)
+    label = tag_prediction(tag, "tagged")
+    anomaly_class = extract_class(answer_text(parse_completion(raw["cls"]), "tagged"))
     if label is not None:
         anomaly = label == "Anomaly"
     else:
         # the TAG answer states nothing readable: the class answer is the only other word on it
         anomaly = None if anomaly_class is None else anomaly_class != NORMAL
-    interval = parse_interval(tag.glue)
+    interval = parse_interval(glue_text(tag, "tagged"))
     if anomaly is False or interval is None or interval == NO_ANOMALY or interval[1] <= interval[0]:
         interval = None
     description, analysis = reasoning_parts(raw["reasoning"])

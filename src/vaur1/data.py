@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vaur1.bench import load_bench
+from vaur1.bench import check_cleaning, load_bench
 from vaur1.bench.tasks import Example, parse_tasks, task_view
 from vaur1.errors import ConfigError
 from vaur1.video.roots import VideoRoots
@@ -25,12 +25,16 @@ class DataConfig:
     video_roots: VideoRoots = field(default_factory=VideoRoots)
     max_per_task: int | None = None  # the first N examples of each task (for quick runs)
     strict: bool = False  # stop at the first malformed CSV row instead of skipping it
+    # cleaning rules that change which rows a task scores (vaur1.bench.CLEANING_RULES); none by
+    # default: the paper's protocol
+    cleaning: list[str] = field(default_factory=list)
     # the share of samples whose video file may be missing (skipped, listed and counted); more stops
     # the run before it starts: the video roots are probably wrong
     max_missing_videos: float = 0.05
 
     def validate(self) -> None:
         parse_tasks(self.tasks)
+        check_cleaning(self.cleaning)
         if not 0 <= self.max_missing_videos <= 1:
             raise ConfigError(
                 f"data.max_missing_videos must be a share in [0, 1], got {self.max_missing_videos}"
@@ -54,7 +58,7 @@ class DataConfig:
         and the first problem lines), so that a caller can report the rows it did not get."""
         if not self.bench:
             raise ConfigError("data.bench is not set: give a CSV file, a benchmark folder, or vau-bench")
-        bench = load_bench(self.bench, strict=self.strict)
+        bench = load_bench(self.bench, strict=self.strict, cleaning=self.cleaning)
         samples = bench.split(self.split)
         examples: list[Example] = []
         for task in parse_tasks(self.tasks):
@@ -67,5 +71,6 @@ class DataConfig:
             "loaded": report.loaded if report else 0,
             "skipped": dict(report.skipped) if report else {},
             "problems": list(report.problems[:5]) if report else [],
+            "cleaning": list(self.cleaning),
         }
         return examples, rows

@@ -3,6 +3,13 @@
 Lenient extraction reads what a model answered; a strict check (`is_strict_format`) says whether
 it answered in exactly the requested format. Nothing here raises on any string.
 
+Two readings (`Reading`), one rule each, used everywhere:
+    lenient  metrics (`vaur1 eval`, validation, lmms-eval): the answer and the interval may come
+             from the text outside think blocks when their tags are missing, as the official
+             VAU-R1 scorers read a response.
+    tagged   rewards and `vaur1 analyze`: only an `<answer>` block is an answer and only a
+             `<glue>` block an interval; anything else is unreadable, never a guess.
+
 Blocks
     `<think>`, `<answer>` and `<glue>` tags are found whatever their case or inner whitespace
     (`< Answer >`). A block runs from its opening tag to the next closing tag of the same name,
@@ -176,6 +183,27 @@ def parse_completion(text: str) -> Completion:
     )
 
 
+# ---- two readings of a completion ----------------------------------------------------------
+#
+# Metrics read leniently, as the official VAU-R1 scorers do (they fall back on the whole response
+# when a tag is missing): a direct answer written `B` or `Fighting` without tags still counts.
+# Rewards and `vaur1 analyze` read only the answer format: the `<answer>` block and the `<glue>`
+# block. A policy paid for text outside the format would learn to skip it, and a page that shows
+# a guess read from free text (a random model's noise names a class sooner or later) misleads.
+Reading = Literal["lenient", "tagged"]
+READINGS: tuple[Reading, ...] = ("lenient", "tagged")
+
+
+def answer_text(completion: Completion, reading: Reading) -> str | None:
+    """The answer to read: lenient, `completion.answer`; tagged, only an `<answer>` block's text."""
+    return completion.answer if reading == "lenient" or completion.answer_tagged else None
+
+
+def glue_text(completion: Completion, reading: Reading) -> str | None:
+    """The interval text to read: lenient, `completion.glue`; tagged, only a `<glue>` block's text."""
+    return completion.glue if reading == "lenient" or completion.glue_tagged else None
+
+
 def strip_tags(text: str) -> str:
     """Text with every think/answer/glue tag removed, for putting free text inside a block."""
     return re.sub(r"\s{2,}", " ", _TAG.sub(" ", text)).strip()
@@ -311,16 +339,16 @@ def extract_tag_label(answer: str | None) -> TagLabel | None:
     return "Normal" if label == NORMAL else "Anomaly"
 
 
-def tag_prediction(completion: Completion) -> TagLabel | None:
+def tag_prediction(completion: Completion, reading: Reading = "lenient") -> TagLabel | None:
     """The TAG label of an output: stated in the answer, or else implied by its interval.
 
     Only `[-1, -1]` implies Normal and only s < e implies Anomaly; an empty `[x, x]` implies
     neither.
     """
-    label = extract_tag_label(completion.answer)
+    label = extract_tag_label(answer_text(completion, reading))
     if label is not None:
         return label
-    interval = parse_interval(completion.glue)
+    interval = parse_interval(glue_text(completion, reading))
     if interval == NO_ANOMALY:
         return "Normal"
     if interval is not None and interval[1] > interval[0]:

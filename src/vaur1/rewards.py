@@ -2,7 +2,9 @@
 
 A reward returns None where it does not apply (another task, or the example lacks the target it
 needs) and never raises, whatever the string. All of them read the completion through
-`vaur1.parse`, the parser the metrics use too.
+`vaur1.parse`, the parser the metrics use too, in its tagged reading: accuracy, IoU and class are
+paid only for an answer inside `<answer>` and an interval inside `<glue>`; the metrics apply the same
+rules (`answer_score`, `interval_score`, `class_score`) to a lenient reading.
 
     format         strict `<think>..</think><answer>..</answer>` (+ a valid `<glue>` for TAG)
     format_direct  strict `<answer>..</answer>` (+ a valid `<glue>` for TAG), no think block
@@ -32,9 +34,12 @@ from vaur1.errors import ConfigError, VaurError
 from vaur1.parse import (
     NO_ANOMALY,
     Interval,
+    Reading,
+    answer_text,
     extract_class,
     extract_letter,
     extract_tag_label,
+    glue_text,
     is_strict_format,
     parse_completion,
     parse_interval,
@@ -64,23 +69,34 @@ def format_direct_reward(completion: str, example: Example) -> float | None:
     return float(is_strict_format(completion, example.task, "direct"))
 
 
-def accuracy_reward(completion: str, example: Example) -> float | None:
+# ---- the correctness rules, under either reading of a completion --------------------------
+#
+# Metrics score with `reading="lenient"`, rewards with `reading="tagged"` (see `vaur1.parse`): the
+# rule is one function, only what it may read differs.
+
+
+def answer_score(completion: str, example: Example, reading: Reading = "tagged") -> float | None:
+    """QA: the option letter is right; TAG: the Anomaly/Normal label is right; else None."""
     parsed = parse_completion(completion)
     if example.task == "qa":
         if example.answer is None:
             return None
-        return float(extract_letter(parsed.answer, example.options) == example.answer)
+        return float(extract_letter(answer_text(parsed, reading), example.options) == example.answer)
     if example.task == "tag":
-        return float(tag_prediction(parsed) == example.tag_answer)
+        return float(tag_prediction(parsed, reading) == example.tag_answer)
     return None
 
 
-def _tag_score(
-    completion: str, example: Example, overlap: Callable[[Interval, Interval], float]
+def interval_score(
+    completion: str,
+    example: Example,
+    reading: Reading = "tagged",
+    overlap: Callable[[Interval, Interval], float] = temporal_iou,
 ) -> float | None:
+    """TAG: overlap with a positive; 1 when video and prediction are both normal (`[-1, -1]`)."""
     if example.task != "tag" or example.interval is None:
         return None
-    predicted = parse_interval(parse_completion(completion).glue)
+    predicted = parse_interval(glue_text(parse_completion(completion), reading))
     if example.is_normal:
         return float(predicted == NO_ANOMALY)
     if predicted is None or predicted == NO_ANOMALY:
@@ -88,8 +104,19 @@ def _tag_score(
     return overlap(predicted, example.interval)
 
 
+def class_score(completion: str, example: Example, reading: Reading = "tagged") -> float | None:
+    """CLS: the 20-way class is right."""
+    if example.task != "cls" or example.anomaly_class is None:
+        return None
+    return float(extract_class(answer_text(parse_completion(completion), reading)) == example.anomaly_class)
+
+
+def accuracy_reward(completion: str, example: Example) -> float | None:
+    return answer_score(completion, example, "tagged")
+
+
 def iou_reward(completion: str, example: Example) -> float | None:
-    return _tag_score(completion, example, temporal_iou)
+    return interval_score(completion, example, "tagged")
 
 
 def boundary_iou(predicted: Interval, target: Interval) -> float:
@@ -107,21 +134,19 @@ def boundary_iou(predicted: Interval, target: Interval) -> float:
 
 
 def iou_boundary_reward(completion: str, example: Example) -> float | None:
-    return _tag_score(completion, example, boundary_iou)
+    return interval_score(completion, example, "tagged", boundary_iou)
 
 
 def class_reward(completion: str, example: Example) -> float | None:
-    if example.task != "cls" or example.anomaly_class is None:
-        return None
-    return float(extract_class(parse_completion(completion).answer) == example.anomaly_class)
+    return class_score(completion, example, "tagged")
 
 
 def consistency_reward(completion: str, example: Example) -> float | None:
     if example.task != "tag":
         return None
     parsed = parse_completion(completion)
-    label = extract_tag_label(parsed.answer)
-    interval = parse_interval(parsed.glue)
+    label = extract_tag_label(answer_text(parsed, "tagged"))
+    interval = parse_interval(glue_text(parsed, "tagged"))
     if label == "Normal":
         return float(interval == NO_ANOMALY)
     if label == "Anomaly":

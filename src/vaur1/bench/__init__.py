@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vaur1.bench.datasets_io import is_dataset_dir, samples_from_dataset
-from vaur1.bench.loader import LoadReport, read_csv
+from vaur1.bench.loader import CLEANING_RULES, LoadReport, check_cleaning, read_csv
 from vaur1.bench.schema import CLASSES, COLUMNS, NORMAL, Reasoning, Sample, normalize_class
 from vaur1.errors import VaurError
 
@@ -14,6 +15,7 @@ HUB_NAMES = ("vau-bench", "hf", "7xiang/VAU-Bench")
 
 __all__ = [
     "CLASSES",
+    "CLEANING_RULES",
     "COLUMNS",
     "NORMAL",
     "Bench",
@@ -21,6 +23,7 @@ __all__ = [
     "Reasoning",
     "Sample",
     "bench_files",
+    "check_cleaning",
     "load_bench",
     "normalize_class",
     "read_csv",
@@ -78,13 +81,22 @@ def split_files(path: str | Path, splits: list[str]) -> list[Path]:
 
 
 def load_bench(
-    path: str | Path | list[str | Path], strict: bool = False, default_source: str | None = None
+    path: str | Path | list[str | Path],
+    strict: bool = False,
+    default_source: str | None = None,
+    cleaning: Iterable[str] = (),
 ) -> Bench:
-    """Load a benchmark from CSV files, folders, or the Hub name `vau-bench`."""
+    """Load a benchmark from CSV files, folders, or the Hub name `vau-bench`; `cleaning` names the
+    cleaning rules to apply (`CLEANING_RULES`, none by default: the paper's protocol)."""
     paths = path if isinstance(path, list) else [path]
+    cleaning = sorted(check_cleaning(cleaning))
     bench = Bench()
     for item in paths:
         if is_dataset_dir(item):  # a DatasetDict saved by `vaur1 data export` (or in its shape)
+            if cleaning:
+                raise VaurError(
+                    f"{item}: cleaning rules apply while reading CSV files; export the dataset with them on"
+                )
             for key, samples in samples_from_dataset(item).items():
                 if key in bench.reports:
                     raise VaurError(f"{item}: a second split named {key!r}")
@@ -94,7 +106,7 @@ def load_bench(
                 )
             continue
         for file in bench_files(item):
-            samples, report = read_csv(file, strict=strict, default_source=default_source)
+            samples, report = read_csv(file, strict=strict, default_source=default_source, cleaning=cleaning)
             key = file.stem
             if key in bench.reports:
                 raise VaurError(f"{file}: a second file with split name {key!r}")

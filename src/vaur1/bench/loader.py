@@ -12,6 +12,7 @@ import csv
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,16 @@ from vaur1.bench.schema import (
     Sample,
     normalize_class,
 )
-from vaur1.errors import BenchFormatError
+from vaur1.errors import BenchFormatError, ConfigError
+
+# Cleaning rules that change which rows a task scores. None is on by default: the default is the paper's
+# protocol (TAG positives MSAD 120, ECVA 402, UCF-Crime 124), and a rule that is on is named wherever
+# the numbers it changes are shown (`data stats`, metrics.json, the report).
+CLASS_INTERVAL_CONFLICTS = "class_interval_conflicts"
+CLEANING_RULES: dict[str, str] = {
+    CLASS_INTERVAL_CONFLICTS: "an interval that contradicts the class (a Normal video with an anomaly interval, "
+    "an anomalous one with (0, 0)) is read as missing: the row leaves TAG",
+}
 
 MAX_EXAMPLES = 20  # problem lines kept per reason in a report; the counts are always complete
 # No annotation cell comes near this (the longest Reasoning cell in the released files is ~3,000
@@ -51,10 +61,12 @@ class LoadReport:
     repairs: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # first lines of each skip reason
+    cleaning: list[str] = field(default_factory=list)  # the cleaning rules applied (CLEANING_RULES)
 
     def to_dict(self) -> dict:
         return {
             "file": self.file,
+            "cleaning": list(self.cleaning),
             "rows_read": self.rows_read,
             "loaded": self.loaded,
             "skipped": dict(self.skipped),
@@ -62,6 +74,15 @@ class LoadReport:
             "warnings": list(self.warnings),
             "problems": list(self.problems),
         }
+
+
+def check_cleaning(rules: Iterable[str]) -> frozenset[str]:
+    """The named cleaning rules as a set; ConfigError naming an unknown one."""
+    rules = frozenset(rules)
+    unknown = sorted(rules - set(CLEANING_RULES))
+    if unknown:
+        raise ConfigError(f"unknown cleaning rule {unknown[0]!r} (rules: {', '.join(CLEANING_RULES)})")
+    return rules
 
 
 class _RowError(Exception):
@@ -161,8 +182,21 @@ def _interval(
     return (start, end)
 
 
+def _contradicts(anomaly_class: str | None, interval: tuple[float, float] | None) -> bool:
+    """A Normal class with an anomaly interval, or an anomaly class with the normal interval (0, 0)."""
+    if anomaly_class is None or interval is None:
+        return False
+    return (anomaly_class == NORMAL) != (interval == (0.0, 0.0))
+
+
 def _parse_row(
-    row: dict[str, str], line: int, split: str, default_source: str | None, report: LoadReport, strict: bool
+    row: dict[str, str],
+    line: int,
+    split: str,
+    default_source: str | None,
+    report: LoadReport,
+    strict: bool,
+    cleaning: frozenset[str],
 ) -> Sample:
     name = _video_name(row["Video Name"])
     source, video = source_of(name, split, default_source)
@@ -186,18 +220,22 @@ def _parse_row(
         report.repairs["reasoning_extra_heading_to_conclusion"] += 1
 
     interval = _interval(start, end, line, name, report, strict)
-    # class and interval must tell the same story, or TAG and CLS would disagree on the video: the
-    # class is kept, the contradicting interval is read as missing (the row leaves TAG)
-    if anomaly_class == NORMAL and interval not in (None, (0.0, 0.0)):
-        report.repairs["interval_contradicts_class_to_missing"] += 1
-        report.warnings.append(f"line {line}: {name}: class Normal with interval {interval}: read as missing")
-        interval = None
-    if anomaly_class not in (None, NORMAL) and interval == (0.0, 0.0):
-        report.repairs["interval_contradicts_class_to_missing"] += 1
-        report.warnings.append(
-            f"line {line}: {name}: class {anomaly_class} with normal interval (0, 0): read as missing"
-        )
-        interval = None
+    if _contradicts(anomaly_class, interval):
+        if CLASS_INTERVAL_CONFLICTS in cleaning:
+            # the row leaves TAG, so that TAG and CLS tell the same story about the video
+            report.repairs[f"{CLASS_INTERVAL_CONFLICTS}: interval read as missing"] += 1
+            report.warnings.append(
+                f"line {line}: {name}: class {anomaly_class} with interval {interval}: interval read as "
+                f"missing ({CLASS_INTERVAL_CONFLICTS})"
+            )
+            interval = None
+        else:
+            # the paper scores TAG by the interval and CLS by the class, whatever the other says
+            report.warnings.append(
+                f"line {line}: {name}: class {anomaly_class} with interval {interval}: TAG scores the "
+                f"interval, CLS the class (the paper's protocol; cleaning rule {CLASS_INTERVAL_CONFLICTS} "
+                "leaves the row out of TAG)"
+            )
 
     return Sample(
         id=name,
@@ -218,11 +256,18 @@ def _parse_row(
 
 
 def read_csv(
-    path: str | Path, strict: bool = False, default_source: str | None = None
+    path: str | Path,
+    strict: bool = False,
+    default_source: str | None = None,
+    cleaning: Iterable[str] = (),
 ) -> tuple[list[Sample], LoadReport]:
-    """Load one VAU-Bench CSV file. Skipped rows are counted in the report (or raise if strict)."""
+    """Load one VAU-Bench CSV file. Skipped rows are counted in the report (or raise if strict).
+
+    `cleaning`: names from `CLEANING_RULES` that change what is scored; none by default, which keeps
+    the paper's protocol."""
     path = Path(path)
-    report = LoadReport(file=path.name)
+    rules = check_cleaning(cleaning)
+    report = LoadReport(file=path.name, cleaning=sorted(rules))
     split = path.stem
     samples: list[Sample] = []
     seen: set[str] = set()
@@ -284,7 +329,7 @@ def read_csv(
                 continue
             row = {name: cells[i] for name, i in position.items()}
             try:
-                sample = _parse_row(row, line, split, default_source, report, strict)
+                sample = _parse_row(row, line, split, default_source, report, strict, rules)
             except _RowError as err:
                 fail(line, err.column, err.reason, err.detail)
                 continue

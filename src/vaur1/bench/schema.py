@@ -3,7 +3,7 @@
 Intervals follow one convention everywhere in vaur1:
   * ``(0.0, 0.0)``  a normal video (how the released CSVs mark it),
   * ``None``        the interval is missing (``-1, -1`` in the CSV: anomalous, not annotated),
-  * ``(s, e)`` with ``e > s``  a TAG positive.
+  * ``(s, e)`` with ``e > s``  a TAG positive, whatever the class says (the paper's protocol).
 The TAG target for a normal video is ``Normal`` with ``<glue>[-1, -1]</glue>``.
 """
 
@@ -100,15 +100,17 @@ def normalize_class(text: str) -> str | None:
 
 
 def is_normal(anomaly_class: str | None, interval: tuple[float, float] | None) -> bool:
-    """Whether a video is normal: its class says so when it has one, else its interval (0, 0).
+    """Whether a video is normal: its interval decides when it has one, else its class.
 
-    The loader makes the two agree (an interval that contradicts the class is read as missing), so
-    TAG, CLS, prompts, rewards and metrics all ask this one question the same way. A missing
-    interval without a class marks an anomalous video without timing.
+    This is how the paper's protocol reads a row: TAG scores a video as a positive iff its interval
+    has end > start (even the two ECVA test videos whose class is Normal), CLS scores the class. A TAG
+    example carries the interval, the other tasks' examples do not, so prompts, rewards and metrics all
+    ask this one question the same way. No interval and no class marks an anomalous video without
+    timing (the UCF-Crime test rows whose annotations are all -1 but the times).
     """
-    if anomaly_class is not None:
-        return anomaly_class == NORMAL
-    return interval is not None and interval[1] <= interval[0]
+    if interval is not None:
+        return interval[1] <= interval[0]
+    return anomaly_class == NORMAL
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,3 @@ class Sample:
     @property
     def has_qa(self) -> bool:
         return self.question is not None and self.options is not None and self.answer is not None
-
-    @property
-    def is_normal(self) -> bool:
-        return is_normal(self.anomaly_class, self.interval)

@@ -23,6 +23,7 @@ def file_stats(bench: Bench, split: str) -> dict:
         "classes": {c: classes[c] for c in sorted(classes, key=order.__getitem__)},
         "reasoning_format": dict(Counter(s.reasoning_format for s in samples).most_common()),
         "sources": dict(Counter(s.source for s in samples).most_common()),
+        "cleaning": list(report.cleaning),
         "warnings": list(report.warnings),
         "skipped": dict(report.skipped),
         "repairs": dict(report.repairs),

@@ -2,25 +2,29 @@
 
     result = compute_metrics("tag", examples, outputs)     # outputs: {example.key: text or None}
 
-Each sample is scored with the reward functions themselves (`vaur1.rewards`), so a metric and
-its reward cannot disagree on an output:
+Each sample is scored with the rules the rewards apply (`vaur1.rewards.answer_score`,
+`interval_score`, `class_score`), read leniently as the official VAU-R1 scorers read a response
+(an answer without its tags still counts; a reward pays only for the answer format):
 
     qa   accuracy: the option letter (the `accuracy` reward)
     tag  over positives (end > start): mIoU and R@0.3/0.5/0.7 (the `iou` reward); a missing
          output or an unreadable interval scores IoU 0 and is counted in `missing` / `unparsed`;
          `predicted_normal` counts positives answered `[-1, -1]`.
-         Over normal videos: `false_alarm_rate`, the share whose output claims an anomaly (its
-         answer says Anomaly, or, without a label, it gives an interval); a missing or
-         unreadable output is no false alarm.
+         Over normal videos: `false_alarm_rate`, the share whose output does not say Normal (its
+         answer says Anomaly, or, without a label, it gives an interval; or it is missing or
+         unreadable: no output is no correct "no alarm"). `missing` and `unparsed` count over
+         positives and normal videos.
     cls  binary accuracy (Normal must be predicted Normal; any other class on an anomalous video
          is right), 20-way accuracy (the `class` reward) and macro-F1. Macro-F1 averages the
          per-class F1 over the classes present in the ground truth of the rows scored; a wrong,
          missing or unreadable prediction is a miss for the true class and, when it names a
          class, a false positive for that class.
 
-Every metric is in percent with two decimals, overall and per source (`by_source`), with a
-seeded percentile-bootstrap 95% interval (`ci`). `n` counts the rows a metric is computed over
-(for TAG, the positives).
+No metric improves when an output is missing or unreadable: every denominator holds every item of
+the split, and such an output is wrong on every metric. Every metric is in percent with two
+decimals, overall and per source (`by_source`), with a seeded percentile-bootstrap 95% interval
+(`ci`). `n` counts the rows a metric is computed over (for TAG, the positives; `n_normal` the normal
+videos).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from vaur1.parse import (
     parse_interval,
     tag_prediction,
 )
-from vaur1.rewards import accuracy_reward, class_reward, iou_reward
+from vaur1.rewards import answer_score, class_score, interval_score
 from vaur1.vocab import SCORED_TASKS
 
 RECALL_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
@@ -95,7 +99,7 @@ def score_sample(example: Example, output: str | None) -> SampleScore:
             status=_status(output, letter),
             target=example.answer,
             prediction=letter,
-            correct=accuracy_reward(text, example),
+            correct=answer_score(text, example, "lenient"),
         )
     if example.task == "tag":
         if example.interval is None:
@@ -107,7 +111,8 @@ def score_sample(example: Example, output: str | None) -> SampleScore:
                 status=_status(output, label),
                 target=NORMAL,
                 prediction=label,
-                false_alarm=float(label == "Anomaly"),
+                # only an output that says Normal is right: a missing or unreadable one is no "no alarm"
+                false_alarm=float(label != NORMAL),
             )
         interval = parse_interval(parsed.glue)
         shown = None if interval is None else format_interval(interval)
@@ -116,7 +121,7 @@ def score_sample(example: Example, output: str | None) -> SampleScore:
             status=_status(output, shown),
             target=format_interval(example.interval),
             prediction=shown,
-            iou=iou_reward(text, example),
+            iou=interval_score(text, example, "lenient"),
         )
     if example.task == "cls":
         if example.anomaly_class is None:
@@ -127,7 +132,7 @@ def score_sample(example: Example, output: str | None) -> SampleScore:
             status=_status(output, label),
             target=example.anomaly_class,
             prediction=label,
-            correct=class_reward(text, example),
+            correct=class_score(text, example, "lenient"),
             binary_correct=float(binary_correct(example.anomaly_class, label)),
         )
     raise VaurError(f"{example.key}: task {example.task!r} has no metrics (tasks: {', '.join(SCORED_TASKS)})")
@@ -182,7 +187,7 @@ def _summary_tag(scores: list[SampleScore], rng: np.random.Generator, resamples:
     for threshold in RECALL_THRESHOLDS:
         name = f"r@{threshold}"
         result[name], ci[name] = mean_with_ci((ious >= threshold).astype(float), rng, resamples)
-    result.update(_counts(positives))
+    result.update(_counts(scores))  # over positives and normal videos: every TAG item of the split
     false_alarms = np.array([s.false_alarm for s in normals], dtype=float)
     result["false_alarm_rate"], ci["false_alarm_rate"] = mean_with_ci(false_alarms, rng, resamples)
     result["n_normal"] = len(normals)

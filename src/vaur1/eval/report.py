@@ -268,6 +268,8 @@ def overview_table(runs: list[Run]) -> Table:
         "s / item",
         "truncated",
     )
+    if any((run.metrics or {}).get("run", {}).get("cleaning") for run in runs):
+        fields = (*fields, "cleaning")  # a rule that changes what is scored is named where it was on
     rows = []
     for label in fields:
         cells = []
@@ -286,6 +288,7 @@ def overview_table(runs: list[Run]) -> Table:
                 "items": f"{metrics['items']['predicted']} of {metrics['items']['expected']}",
                 "video errors": f"{metrics['video_errors']['videos']} videos, {metrics['video_errors']['items']} items",
                 "rows skipped": _skipped_rows(metrics.get("bench_rows", {})),
+                "cleaning": ", ".join(info.get("cleaning") or []) or "none (the paper's protocol)",
                 "s / item": _value(timing["seconds_per_item"], digits=3),
                 "truncated": str(timing["truncated"]),
             }
@@ -361,6 +364,7 @@ def mismatch_table(runs: list[Run]) -> Table | None:
         "prompt modes": lambda run: ", ".join(run.metrics["run"]["modes"]),
         "splits": lambda run: ", ".join(run.metrics["run"]["splits"]),
         "benchmark": lambda run: str(run.metrics["run"]["bench"]),
+        "cleaning rules": lambda run: ", ".join(run.metrics["run"].get("cleaning") or []) or "none",
         "scored items": items,
     }
     rows = []

@@ -262,6 +262,7 @@ def score_run(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "model": cfg.model.name_or_path,
             "bench": cfg.data.bench,
+            "cleaning": list(cfg.data.cleaning),
             "splits": cfg.splits,
             "tasks": list(cfg.data.tasks),
             "modes": list(cfg.modes),
