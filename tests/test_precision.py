@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from accelerate.state import AcceleratorState
@@ -62,6 +64,14 @@ def test_a_bf16_model_trains_in_fp32_under_bf16_autocast_like_the_fp32_run(
     # the export is written in the dtype the checkpoint was loaded in
     exported = train_helpers.safetensors_weights(tmp_path / "bf16" / "final")
     assert {t.dtype for t in exported.values()} == {torch.bfloat16}
+    # ... and its config.json says so, so that dtype "auto" (evaluation's default) reloads it in bf16
+    config = json.loads((tmp_path / "bf16" / "final" / "config.json").read_text(encoding="utf-8"))
+    assert config["dtype"] == "bfloat16"
+    assert all(sub.get("dtype", "bfloat16") == "bfloat16" for sub in config.values() if isinstance(sub, dict))
+    reloaded, _ = model_fixtures.load_tiny(tmp_path / "bf16" / "final")
+    assert {p.dtype for p in reloaded.parameters()} == {torch.bfloat16}
+    fp32_config = json.loads((tmp_path / "fp32" / "final" / "config.json").read_text(encoding="utf-8"))
+    assert fp32_config["dtype"] == "float32"
 
 
 def test_bf16_weights_without_mixed_precision_are_a_config_error(tiny_models, synth_bench, tmp_path):

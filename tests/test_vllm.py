@@ -24,7 +24,7 @@ from train_helpers import TOY, grpo_config, read_jsonl, safetensors_weights, syn
 from vaur1.config import save_config
 from vaur1.layout import EvalRun
 from vaur1.model import SamplingConfig, build_inputs, generate, load_model, processor_factor
-from vaur1.model.load import ModelConfig
+from vaur1.model.load import ModelConfig, resolve_dtype
 from vaur1.video.decode import decode
 from vaur1.video.spec import VideoSpec
 
@@ -39,11 +39,11 @@ SPEC = VideoSpec(fps=None, num_frames=4, min_pixels=784, max_pixels=3136, total_
 GREEDY = SamplingConfig(max_new_tokens=12, do_sample=False)
 
 
-def perturbed(model_dir: Path, out: Path, seed: int) -> Path:
+def perturbed(model_dir: Path, out: Path, seed: int, dtype: torch.dtype = torch.float32) -> Path:
     """A copy of a tiny model whose weights moved enough that greedy outputs depend on every detail."""
     model, processor = load_model(ModelConfig(name_or_path=str(model_dir), device="cpu"))
     nudge(model, seed)
-    model.save_pretrained(out)
+    model.to(dtype).save_pretrained(out)
     processor.save_pretrained(out)
     return out
 
@@ -77,7 +77,7 @@ def test_greedy_outputs_and_weight_pushes_match_transformers(arch, tiny_models, 
     videos = [decode(path, spec) for path in sorted((synth_bench / "videos").iterdir())[:6]]
     prompts = conversations(len(videos))
     inputs = build_inputs(processor, prompts, videos)
-    engine = VllmEngine(str(model_dir), processor, VllmConfig(), dtype="float32")
+    engine = VllmEngine(str(model_dir), processor, VllmConfig(), dtype=resolve_dtype("auto", str(model_dir)))
     try:
         # the same prompt tokens (vision placeholders included: same frames, same grid) ...
         outputs = engine.llm.generate(
@@ -120,7 +120,7 @@ def test_lora_weights_are_merged_for_the_push(tiny_models, synth_bench, tmp_path
                 parameter.normal_(0, 0.05, generator=torch.Generator().manual_seed(4))
     videos = [decode(path, SPEC) for path in sorted((synth_bench / "videos").iterdir())[:3]]
     prompts = conversations(len(videos))
-    engine = VllmEngine(str(model_dir), processor, VllmConfig(), dtype="float32")
+    engine = VllmEngine(str(model_dir), processor, VllmConfig(), dtype=resolve_dtype("auto", str(model_dir)))
     try:
         before = engine.sample(prompts, videos, GREEDY).texts
         engine.push_weights(policy_weights(model))
@@ -196,9 +196,45 @@ def test_two_processes_with_an_engine_each_train_as_one_process_under_zero3(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_auto_dtype_is_the_checkpoints_on_both_backends(dtype, tiny_models, synth_bench, tmp_path, caplog):
+    """`model.dtype: auto` (the default) resolves from the checkpoint for transformers and vLLM alike:
+    vLLM's own auto would run an fp32 checkpoint in bf16. The first step's log-probs then agree to
+    within that dtype's rounding (bf16: the kernels round differently by as much as bf16 differs from
+    fp32, ~0.02 here, so a random tiny model's greedy outputs part after a few tokens)."""
+    from vaur1.eval.generators import load_generator
+
+    model_dir = perturbed(tiny_models["qwen2_5_vl"], tmp_path / "model", seed=6, dtype=dtype)
+    name = str(dtype).removeprefix("torch.")
+    videos = [decode(path, SPEC) for path in sorted((synth_bench / "videos").iterdir())[:4]]
+    prompts = conversations(len(videos))
+    one_token = SamplingConfig(max_new_tokens=1, do_sample=False)
+    with caplog.at_level("INFO", logger="vaur1.model"):
+        hf = load_generator(ModelConfig(name_or_path=str(model_dir)), one_token, SPEC, "hf")
+        engine = load_generator(ModelConfig(name_or_path=str(model_dir)), one_token, SPEC, "vllm").engine
+    try:
+        resolved = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dtype:")]
+        assert resolved == [f"dtype: {name} (auto: the checkpoint's config.json)"] * 2
+        assert {p.dtype for p in hf.model.parameters()} == {dtype}
+        assert engine.llm.llm_engine.model_config.dtype == dtype
+        sampled = engine.sample(prompts, videos, one_token)
+        inputs = build_inputs(hf.processor, prompts, videos)
+        with torch.no_grad():
+            logits = hf.model(**inputs).logits[:, -1].float()
+        allowed = torch.full_like(logits, float("-inf"))  # the engine never samples vision placeholders
+        allowed[:, engine.allowed] = 0
+        theirs = torch.log_softmax(logits + allowed, dim=-1).gather(1, sampled.completion_ids[:, :1])
+        tolerance = 1e-3 if dtype == torch.float32 else 0.05
+        assert (sampled.logps[:, :1] - theirs).abs().max() < tolerance
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
 def test_eval_run_with_vllm_equals_hf_item_by_item(tiny_models, synth_bench, tmp_path):
-    """8 new tokens: the engines' fp32 logits differ by ~1e-3 (their rotary and attention kernels), and
-    this random model's byte-token loops narrow the greedy margin below that after ~14 tokens."""
+    """With the settings users leave alone (model.dtype auto, the default device) an fp32 checkpoint runs
+    in fp32 on both backends and their greedy outputs are the same item by item; vLLM's own auto ran it
+    in bf16 and outputs parted."""
     model_dir = perturbed(tiny_models["qwen2_5_vl"], tmp_path / "model", seed=5)
     runs = {}
     for backend in ("hf", "vllm"):
@@ -217,11 +253,9 @@ def test_eval_run_with_vllm_equals_hf_item_by_item(tiny_models, synth_bench, tmp
             "--mode",
             "direct",
             "--max-new-tokens",
-            "8",
+            "16",
             "--backend",
             backend,
-            "--device",
-            "cpu",
             "--out",
             str(out),
             "video.fps=null",
@@ -230,7 +264,6 @@ def test_eval_run_with_vllm_equals_hf_item_by_item(tiny_models, synth_bench, tmp
             "video.max_pixels=3136",
             "video.total_pixels=null",
             "offline_scorer=false",
-            "sampling.do_sample=false",
         )
         assert result.returncode == 0, result.stderr[-3000:]
         lines = EvalRun(out).predictions.read_text(encoding="utf-8").splitlines()

@@ -18,7 +18,7 @@ from vaur1.errors import VaurError
 from vaur1.eval.config import check_backend
 from vaur1.model.generate import SamplingConfig, generate
 from vaur1.model.inputs import build_inputs, processor_factor, temporal_patch
-from vaur1.model.load import ModelConfig, load_model, resolve_checkpoint
+from vaur1.model.load import ModelConfig, load_model, resolve_checkpoint, resolve_dtype
 from vaur1.model.vllm_engine import VllmConfig
 from vaur1.video.frames import DecodedVideo
 from vaur1.video.spec import VideoSpec
@@ -85,7 +85,7 @@ class VllmGenerator:
             checkpoint.model,
             self.processor,
             settings or VllmConfig(),
-            dtype=model.dtype,
+            dtype=resolve_dtype(model.dtype, checkpoint.model),
             seed=sampling.seed or 0,
         )
 

@@ -14,7 +14,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -171,6 +171,55 @@ def load_config_of(name_or_path: str):
     return config
 
 
+_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def _dtype_name(value: Any) -> str | None:
+    name = str(value).removeprefix("torch.") if value is not None else None
+    return name if name in ("float32", "bfloat16", "float16") else None
+
+
+def _weights_dtype(model_dir: Path) -> str | None:
+    """The dtype of the first floating-point tensor in a local checkpoint's safetensors files."""
+    from safetensors import safe_open
+
+    for file in sorted(model_dir.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():
+                    name = _SAFETENSORS_DTYPES.get(handle.get_slice(key).get_dtype())
+                    if name is not None:
+                        return name
+        except (OSError, ValueError, RuntimeError) as err:  # safetensors' own errors are RuntimeErrors
+            raise VaurError(f"{file}: cannot read the weights: {_first_line(err)}") from None
+    return None
+
+
+def resolve_dtype(requested: str, name_or_path: str) -> str:
+    """The dtype a model is loaded in, one rule for transformers and vLLM alike (float32, bfloat16 or
+    float16), logged.
+
+    "auto" means the checkpoint's own dtype: config.json's `dtype` (`torch_dtype` in older files), else
+    its weights'. Each backend's own "auto" would differ: vLLM runs an fp32 checkpoint in bf16 while
+    transformers keeps fp32, and greedy outputs then part at the first bf16 tie.
+    """
+    if requested != "auto":
+        log.info("dtype: %s (model.dtype)", requested)
+        return requested
+    config = load_config_of(name_or_path)
+    declared = _dtype_name(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
+    if declared is not None:
+        log.info("dtype: %s (auto: the checkpoint's config.json)", declared)
+        return declared
+    checkpoint = resolve_checkpoint(name_or_path)
+    weights = _weights_dtype(Path(checkpoint.model)) if checkpoint.local else None
+    if weights is not None:
+        log.info("dtype: %s (auto: the checkpoint's weights; config.json names none)", weights)
+        return weights
+    log.info("dtype: float32 (auto: the checkpoint names no dtype)")
+    return "float32"
+
+
 def attention_for(cfg: ModelConfig, dtype: torch.dtype | None) -> tuple[str, str]:
     """(the attention implementation to load, why): `model.attn_implementation` resolved for "auto".
 
@@ -200,14 +249,13 @@ def load_model(cfg: ModelConfig):
 
     cfg.validate()
     checkpoint = resolve_checkpoint(cfg.name_or_path)
-    config = load_config_of(cfg.name_or_path)
-    dtype = DTYPES[cfg.dtype] if cfg.dtype != "auto" else getattr(config, "dtype", None)
-    attention, why = attention_for(cfg, dtype if isinstance(dtype, torch.dtype) else None)
+    dtype = DTYPES[resolve_dtype(cfg.dtype, cfg.name_or_path)]
+    attention, why = attention_for(cfg, dtype)  # type: ignore[arg-type]
     log.info("attention: %s (%s)", attention, why)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             checkpoint.model,
-            dtype=DTYPES[cfg.dtype],
+            dtype=dtype,
             attn_implementation=attention,
             device_map=cfg.device_map,
             local_files_only=checkpoint.local,

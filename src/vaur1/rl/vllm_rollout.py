@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from vaur1.model.load import resolve_checkpoint
+from vaur1.model.load import resolve_checkpoint, resolve_dtype
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.loss import importance_weights
 from vaur1.train.session import Session
@@ -19,7 +19,10 @@ def rollout_engine(session: Session, cfg: GRPOTrainConfig):
 
     checkpoint = resolve_checkpoint(cfg.model.name_or_path)
     seed = cfg.run.seed + session.accelerator.process_index
-    return VllmEngine(checkpoint.model, session.processor, cfg.rollout.vllm, dtype=cfg.model.dtype, seed=seed)
+    # the dtype the trainer loaded the weights in, by the same rule: vLLM's own "auto" would sample an
+    # fp32 checkpoint in bf16 and the importance ratio would compare bf16 with fp32 log-probs
+    dtype = resolve_dtype(cfg.model.dtype, checkpoint.model)
+    return VllmEngine(checkpoint.model, session.processor, cfg.rollout.vllm, dtype=dtype, seed=seed)
 
 
 def corrects_sampling(cfg: GRPOTrainConfig) -> bool:

@@ -264,9 +264,31 @@ def export_hf_model(
     if not hasattr(target, "save_pretrained"):
         raise VaurError(f"cannot export {type(target).__name__} as a Hugging Face model (no save_pretrained)")
     target.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+    _write_config_dtype(out_dir / "config.json", state_dict)
     if processor is not None:
         processor.save_pretrained(out_dir)
     return out_dir
+
+
+def _write_config_dtype(config_file: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """config.json names the dtype the floating-point weights were written in.
+
+    save_pretrained writes the model's config, whose dtype is that of the weights training held (fp32
+    when the loaded dtype was bf16), so `dtype="auto"` would load a bf16 export in fp32 at twice the
+    memory, and vLLM and transformers would disagree on it.
+    """
+    floating = [v.dtype for v in state_dict.values() if v.is_floating_point()]
+    if not floating:
+        return
+    written = str(max(set(floating), key=floating.count)).removeprefix("torch.")
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: written if k in ("dtype", "torch_dtype") else rewrite(v) for k, v in node.items()}
+        return node
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    write_json(config_file, {**rewrite(config), "dtype": written})
 
 
 def _is_peft_model(model: Any) -> bool:
