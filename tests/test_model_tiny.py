@@ -288,3 +288,32 @@ def test_auto_attention_takes_flash_attention_only_where_it_can_run(monkeypatch,
         model, _ = load_tiny(tiny_models["qwen2_5_vl"])
     assert model.config._attn_implementation == "sdpa"
     assert any("attention: sdpa (flash-attn is not installed)" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_dtype_reads_the_config_then_the_weights(tiny_models, tmp_path):
+    """`model.dtype: auto` is the checkpoint's config.json dtype; a config without one falls back on its
+    weights' dtype, as transformers' own auto does; an explicit dtype wins."""
+    import json
+
+    from vaur1.model.load import resolve_dtype
+
+    source = tiny_models["qwen2_5_vl"]
+    assert resolve_dtype("auto", str(source)) == "float32"
+    assert resolve_dtype("bfloat16", str(source)) == "bfloat16"
+    model, processor = load_tiny(source)
+    copy = tmp_path / "bf16-no-dtype"
+    model.to(torch.bfloat16).save_pretrained(copy)
+    processor.save_pretrained(copy)
+    config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
+    assert config["dtype"] == "bfloat16"
+    assert resolve_dtype("auto", str(copy)) == "bfloat16"
+
+    def without_dtype(node):
+        if isinstance(node, dict):
+            return {k: without_dtype(v) for k, v in node.items() if k not in ("dtype", "torch_dtype")}
+        return node
+
+    (copy / "config.json").write_text(json.dumps(without_dtype(config)), encoding="utf-8")
+    assert resolve_dtype("auto", str(copy)) == "bfloat16"  # from the weights
+    reloaded, _ = load_tiny(copy)
+    assert {p.dtype for p in reloaded.parameters()} == {torch.bfloat16}

@@ -186,7 +186,8 @@ def _weights_dtype(model_dir: Path) -> str | None:
     for file in sorted(model_dir.glob("*.safetensors")):
         try:
             with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():
+                names = handle.keys()  # a safetensors handle is not iterable itself
+                for key in names:
                     name = _SAFETENSORS_DTYPES.get(handle.get_slice(key).get_dtype())
                     if name is not None:
                         return name
