@@ -287,7 +287,7 @@ def test_eval_baselines_on_the_released_files_choose_answers_per_source_on_val(s
     assert tag["always_interval"]["metrics"]["false_alarm_rate"] == 100.0
     assert tag["always_interval"]["metrics"]["r@0.7"] == 17.5  # the paper's RFT: 15.83
     assert tag["always_normal"]["metrics"]["miou"] == 0.0
-    qa = json.loads(msad.stdout)["baselines"]["qa"]["always_a"]["metrics"]
+    qa = json.loads(msad.stdout)["baselines"]["qa"]["constant_letter"]["metrics"]
     assert qa["n"] == 240 and qa["accuracy"] == 68.33
 
     ucf_tag = [

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -521,20 +522,36 @@ def test_the_gallery_shows_frames_timelines_and_every_item_once_with_disagreemen
     assert page.count("<pre>") == 12  # both runs' raw outputs on every card
 
 
-def test_the_paper_layout_adds_the_blind_constant_answer_as_its_own_row(
+def test_the_paper_layout_adds_the_constant_answers_labelled_by_how_they_were_chosen(
     eval_synth: Path, eval_model: Path, tmp_path: Path
 ) -> None:
-    from vaur1.eval.baselines import blind_baselines
-    from vaur1.eval.report import BLIND_ROW, write_report
+    from vaur1.eval.baselines import ORACLE, best_constants, constant_label
+    from vaur1.eval.report import write_report
 
     flags = {"data.tasks": ["qa", "tag"], "modes": ["direct"]}
     cfg = eval_helpers.make_config(eval_synth, eval_model, tmp_path / "run", **flags)
     run_eval(cfg, progress=False)
     markdown = write_report([tmp_path / "run"], tmp_path / "report")["markdown"].read_text()
     qa = markdown.split("## QA accuracy (%), the paper's Table 1 layout")[1].split("\n## ")[0]
-    (row,) = [line for line in qa.splitlines() if line.startswith(f"| {BLIND_ROW} |")]
-    expected = blind_baselines(load_examples(cfg.data, cfg.splits)[0], resamples=1)["qa"]["always_a"][
-        "metrics"
-    ]
-    assert float(row.split("|")[2].strip("* ")) == pytest.approx(expected["accuracy"], abs=0.005)
+    examples = load_examples(cfg.data, cfg.splits)[0]
+    train = load_examples(cfg.data, ["train"])[0]
+    expected = {
+        constant_label(ORACLE): best_constants(examples, resamples=1),
+        constant_label("train"): best_constants(examples, fit_on=train, resamples=1),
+    }
+    for label, best in expected.items():
+        (row,) = [line for line in qa.splitlines() if line.startswith(f"| {label} |")]
+        assert float(row.split("|")[2].strip("* ")) == pytest.approx(
+            best["qa"]["metrics"]["accuracy"], abs=0.005
+        )
+    # one definition: the oracle's letter is the test items' most common answer, the other train's
+    letters = {label: best["qa"]["answers"] for label, best in expected.items()}
+    test_letters = Counter(e.answer for e in examples if e.task == "qa")
+    train_letters = Counter(e.answer for e in train if e.task == "qa")
+    assert letters[constant_label(ORACLE)] == {
+        "synth": f"<answer>{test_letters.most_common(1)[0][0]}</answer>"
+    }
+    assert letters[constant_label("train")] == {
+        "synth": f"<answer>{train_letters.most_common(1)[0][0]}</answer>"
+    }
     assert "w/ think" not in markdown.split("## Runs")[0]  # the run has no think mode: no such table

@@ -52,10 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     baselines = commands.add_parser(
         "baselines",
         help="what a model that ignores the video scores on a VAU-Bench CSV",
-        description="The trivial baselines' metrics: QA always option A; TAG always Normal, or always "
-        "Anomaly with the constant interval of best mean IoU; CLS always Normal, or always the most "
-        "common anomaly class. The interval and the class are chosen per source, on --fit-on (default: "
-        "the scored file itself, which flatters the baselines).",
+        description="The constant answers' metrics: QA always the most common answer letter; TAG always "
+        "Normal, or always Anomaly with the constant interval of best mean IoU; CLS always Normal, or always "
+        "the most common anomaly class. The letter, interval and class are chosen per source on --fit-on "
+        "(a blind model's honest score); without it, on the scored file itself (an oracle, labelled so).",
     )
     baselines.add_argument("--bench", required=True, help="a VAU-Bench CSV (or a folder of them) to score")
     baselines.add_argument("--fit-on", help="a VAU-Bench CSV (or folder) to choose the constant answers on")
@@ -100,29 +100,43 @@ def run_metrics(args: argparse.Namespace) -> int:
 def run_baselines(args: argparse.Namespace) -> int:
     from vaur1.bench import load_bench
     from vaur1.bench.tasks import task_view
-    from vaur1.eval.baselines import blind_baselines
-    from vaur1.parse import parse_completion
+    from vaur1.eval.baselines import ORACLE, best_constants, blind_baselines, constant_label, shown_answer
 
     tasks = [args.task] if args.task else list(SCORED_TASKS)
-    scored = load_bench(args.bench).samples
-    fitted = load_bench(args.fit_on).samples if args.fit_on else scored
-    result = blind_baselines(
-        [e for task in tasks for e in task_view(scored, task)],
-        [e for task in tasks for e in task_view(fitted, task)],
-        tasks=tasks,
-        resamples=args.resamples,
+    scored_samples = load_bench(args.bench).samples
+    scored = [e for task in tasks for e in task_view(scored_samples, task)]
+    fitted = (
+        [e for task in tasks for e in task_view(load_bench(args.fit_on).samples, task)]
+        if args.fit_on
+        else None
     )
+    chosen_on = args.fit_on or ORACLE
+    result = blind_baselines(scored, fitted, tasks=tasks, resamples=args.resamples)
+    best = {
+        task: chosen["kind"] for task, chosen in best_constants(scored, fitted, tasks, resamples=1).items()
+    }
     if args.json:
         print(
             json.dumps(
-                {"bench": args.bench, "fit_on": args.fit_on or args.bench, "baselines": result}, indent=2
+                {
+                    "bench": args.bench,
+                    "fit_on": args.fit_on or args.bench,
+                    "chosen_on": chosen_on,
+                    "label": constant_label(chosen_on),
+                    "best": best,
+                    "baselines": result,
+                },
+                indent=2,
             )
         )
         return 0
     console = Console(highlight=False)
-    console.print(
-        f"Blind baselines on {args.bench}; answers chosen per source on {args.fit_on or args.bench}"
+    where = (
+        f"on {args.fit_on}"
+        if args.fit_on
+        else "on the scored items themselves (an oracle that flatters them)"
     )
+    console.print(f"Constant answers on {args.bench}, chosen per source {where}; * the best on that choice")
     for task, kinds in result.items():
         table = Table(title=f"{task} (%)")
         for column in ("baseline", "source", "answer", "n", *(metric.key for metric in task_metrics(task))):
@@ -132,12 +146,11 @@ def run_baselines(args: argparse.Namespace) -> int:
         unfitted = []
         for kind, baseline in kinds.items():
             unfitted += [f"{kind} has no answer for {source}" for source in baseline["unfitted_sources"]]
+            name = f"{kind} *" if best.get(task) == kind else kind
             for source, answer in baseline["answers"].items():
                 block = baseline["metrics"]["by_source"][source]
                 values = ("-" if block[m.key] is None else f"{block[m.key]:.2f}" for m in task_metrics(task))
-                parsed = parse_completion(answer)
-                shown = " ".join(part for part in (parsed.answer, parsed.glue) if part)
-                table.add_row(kind, source, shown, str(block["n"]), *values)
+                table.add_row(name, source, shown_answer(answer), str(block["n"]), *values)
         console.print(table)
         for line in unfitted:
             console.print(f"{task}: {line}: the examples it is chosen on have none of that source")

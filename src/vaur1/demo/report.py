@@ -13,7 +13,6 @@ from vaur1.config import to_dict
 from vaur1.demo.config import DemoConfig
 from vaur1.demo.pipeline import split_examples
 from vaur1.eval.pages import Table, write_pages
-from vaur1.parse import parse_completion
 from vaur1.vocab import METRICS_BY_NAME, Metric
 
 REPORTED_STAGES = {"base": "eval_base", "sft": "eval_sft", "grpo": "eval_grpo"}
@@ -45,22 +44,15 @@ def _headline(stages: dict[str, dict]) -> dict[str, dict[str, float | None]]:
 
 
 def constant_answers(cfg: DemoConfig) -> dict[str, Any]:
-    """The headline metrics on the test split of a model that ignores the video: QA always A, TAG
-    always Anomaly with the interval of best mean IoU on the train split, CLS always the train split's
-    better constant class (Normal or its most common anomaly class)."""
-    from vaur1.eval.baselines import best_constant_class, blind_baselines
+    """The headline metrics on the test split of the best constant answer per task chosen on the train
+    split (`vaur1.eval.baselines.best_constants`): what a model that ignores the video scores."""
+    from vaur1.eval.baselines import best_constants, constant_label
 
-    train = split_examples(cfg, "train")
-    on_test = blind_baselines(split_examples(cfg, "test"), fit_on=train, resamples=1)
-    cls_kind = best_constant_class(blind_baselines(train, tasks=["cls"], resamples=1))
-    chosen = {
-        "qa": on_test["qa"]["always_a"],
-        "tag": on_test["tag"]["always_interval"],
-        "cls": on_test["cls"][cls_kind],
-    }
+    best = best_constants(split_examples(cfg, "test"), fit_on=split_examples(cfg, "train"), resamples=1)
     return {
-        "metrics": {m.name: chosen[m.task]["metrics"][m.key] for m in HEADLINE},
-        "answers": {task: baseline["answers"] for task, baseline in chosen.items()},
+        "label": constant_label("train"),
+        "metrics": {m.name: best[m.task]["metrics"][m.key] for m in HEADLINE},
+        "answers": {task: chosen["answers"] for task, chosen in best.items()},
     }
 
 
@@ -166,22 +158,31 @@ def comparison_table(report: dict[str, Any]) -> Table:
         f"Held-out SynthVAU test split, {report['mode']} prompts, greedy decoding; points (0-100). "
         "The interval is the 95% paired-bootstrap interval of GRPO - SFT over the test items (both models "
         "answered the same items; it leaves out the variation between training seeds). "
-        "Constant: one answer for every clip, chosen on the train split (QA: A; TAG: Anomaly and "
-        f"{_constant_interval(report)}; CLS: {_constant_class(report)}): what a model that ignores the video scores. "
+        f"Constant: one answer for every clip, chosen on the train split ({_constant_answers(report)}): "
+        "what a model that ignores the video scores. "
         "Per-source results with 95% intervals follow."
     )
-    header = ["metric", "constant", "base", "SFT", "GRPO", "SFT - base", "GRPO - SFT", "95% interval"]
+    header = [
+        "metric",
+        report["constant"]["label"],
+        "base",
+        "SFT",
+        "GRPO",
+        "SFT - base",
+        "GRPO - SFT",
+        "95% interval",
+    ]
     return Table("Untrained vs SFT vs GRPO after SFT", header, rows, note)
 
 
-def _constant_interval(report: dict[str, Any]) -> str:
-    answers = report["constant"]["answers"]["tag"]
-    return ", ".join(parse_completion(text).glue or "" for text in answers.values())
+def _constant_answers(report: dict[str, Any]) -> str:
+    """Each task's constant answer as the model would have written it, per source."""
+    from vaur1.eval.baselines import shown_answer
 
-
-def _constant_class(report: dict[str, Any]) -> str:
-    answers = report["constant"]["answers"]["cls"]
-    return ", ".join(parse_completion(text).answer or "" for text in answers.values())
+    return "; ".join(
+        f"{task.upper()}: {', '.join(shown_answer(text) for text in answers.values())}"
+        for task, answers in report["constant"]["answers"].items()
+    )
 
 
 def budget_table(report: dict[str, Any]) -> Table:

@@ -382,34 +382,12 @@ def mismatch_table(runs: list[Run]) -> Table | None:
     )
 
 
-BLIND_ROW = "blind: best constant answer"
-HEADLINE = {"qa": "accuracy", "tag": "miou", "cls": "multiclass_accuracy"}
+TRAIN_SPLIT = "train"
 
 
-def blind_block(run: Run):
-    """The metrics of the best constant answer per task on the run's own items (an answer chosen with
-    hindsight, so the most a model that ignores the video could score), as a run's `block`; None for a
-    directory that is not an eval run."""
-    from vaur1.eval.baselines import blind_baselines
-    from vaur1.eval.config import load_examples
-    from vaur1.eval.run import load_run_config
-
-    try:
-        cfg = load_run_config(run.path)
-        examples, _ = load_examples(cfg.data, cfg.splits)
-    except VaurError:
-        return None
-    best = {
-        task: max(
-            kinds.values(), key=lambda kind, task=task: (kind["metrics"] or {}).get(HEADLINE[task]) or -1
-        )["metrics"]
-        for task, kinds in blind_baselines(examples, resamples=1).items()
-    }
-
-    modes = set(cfg.modes)
-
+def _constant_block(best: dict[str, dict[str, Any]], modes: set[str]):
     def block(task: str, mode: str, source: str = "all") -> dict[str, Any] | None:
-        metrics = best.get(task) if mode in modes else None  # a constant answer has no prompt mode
+        metrics = (best.get(task) or {}).get("metrics") if mode in modes else None  # a constant has no mode
         if metrics is None or source == "all":
             return metrics
         return metrics.get("by_source", {}).get(source)
@@ -417,12 +395,38 @@ def blind_block(run: Run):
     return block
 
 
+def constant_rows(run: Run) -> list[tuple[str, Any]]:
+    """(label, block) rows of the best constant answer per task on the run's own items: the oracle
+    (chosen on those items: the most a model that ignores the video could score) and, when the
+    benchmark has a train split, the one chosen on it (what a blind model does score). None for a
+    directory that is not an eval run."""
+    from vaur1.eval.baselines import ORACLE, best_constants, constant_label
+    from vaur1.eval.config import load_examples
+    from vaur1.eval.run import load_run_config
+
+    try:
+        cfg = load_run_config(run.path)
+        examples, _ = load_examples(cfg.data, cfg.splits)
+    except VaurError:
+        return []
+    modes = set(cfg.modes)
+    rows = [(constant_label(ORACLE), _constant_block(best_constants(examples, resamples=1), modes))]
+    if TRAIN_SPLIT not in cfg.splits:
+        try:
+            train, _ = load_examples(cfg.data, [TRAIN_SPLIT])
+        except VaurError:
+            train = []
+        if train:
+            fitted = best_constants(examples, fit_on=train, resamples=1)
+            rows.append((constant_label(TRAIN_SPLIT), _constant_block(fitted, modes)))
+    return rows
+
+
 def paper_layout(runs: list[Run], paper: bool = False) -> list[PaperTable]:
     evaluated = [run for run in runs if run.metrics is not None]
     names, blocks = [run.name for run in evaluated], [run.block for run in evaluated]
-    blind = blind_block(evaluated[0]) if evaluated else None
-    if blind is not None:
-        names, blocks = [*names, BLIND_ROW], [*blocks, blind]
+    for label, block in constant_rows(evaluated[0]) if evaluated else []:
+        names, blocks = [*names, label], [*blocks, block]
     return paper_tables(names, blocks, paper)
 
 
