@@ -289,6 +289,15 @@ def test_eval_baselines_on_the_released_files_choose_answers_per_source_on_val(s
     assert tag["always_normal"]["metrics"]["miou"] == 0.0
     qa = json.loads(msad.stdout)["baselines"]["qa"]["constant_letter"]["metrics"]
     assert qa["n"] == 240 and qa["accuracy"] == 68.33
+    chosen = json.loads(msad.stdout)
+    assert chosen["label"] == f"constant answer (chosen on {shared_bench / 'val.csv'})"
+    assert chosen["best"] == {"qa": "constant_letter", "tag": "always_interval", "cls": "always_normal"}
+    # each answer shown once, the best kind marked
+    table = run_cli(
+        "eval", "baselines", "--bench", str(shared_bench / "test_msad.csv"), "--resamples", "20", check=True
+    ).stdout
+    assert "oracle" in table and "A A" not in table and "Normal Normal" not in table
+    assert "constant_letter *" in table
 
     ucf_tag = [
         "eval",

@@ -477,6 +477,19 @@ def test_an_evaluation_in_which_every_video_fails_never_succeeds(
     assert json.loads((run_dir / "metrics.json").read_text())["items"]["video_errors"] == 3  # still recorded
 
 
+def test_report_paper_says_when_no_run_scored_a_paper_test_set(
+    eval_synth: Path, eval_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = {"data.tasks": ["qa"], "modes": ["direct"]}
+    run_eval(eval_helpers.make_config(eval_synth, eval_model, tmp_path / "run", **flags), progress=False)
+    assert main(["report", str(tmp_path / "run"), "--paper", "--out", str(tmp_path / "report")]) == 0
+    warning = " ".join(capsys.readouterr().err.split())
+    assert "--paper adds the paper's rows for MSAD, UCF-Crime and ECVA only" in warning
+    assert "paper:" not in (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "plain")]) == 0
+    assert "--paper" not in capsys.readouterr().err
+
+
 def test_the_gallery_shows_frames_timelines_and_every_item_once_with_disagreements_first(
     eval_synth: Path, eval_model: Path, tmp_path: Path
 ) -> None:
@@ -488,6 +501,14 @@ def test_the_gallery_shows_frames_timelines_and_every_item_once_with_disagreemen
     assert page.count('<div class="card') == 6 and page.count("<template") == 3  # 3 clips, each strip once
     assert page.count('loading="lazy"') >= 3 and "data:image/jpeg;base64," in page  # embedded thumbnails
     assert page.count('<svg class="timeline"') == 3 and 'src="http' not in page  # TAG items; self-contained
+    # the QA question and options stand under the 3 QA items only, never under a TAG item
+    cards = page.split('<div class="card')[1:]
+    assert [("<b>Q:</b>" in card, "<ol type=A>" in card) for card in cards if 'data-task="qa"' in card] == [
+        (True, True)
+    ] * 3
+    assert not any(
+        "<b>Q:</b>" in card or "<ol type=A>" in card for card in cards if 'data-task="tag"' in card
+    )
 
     # a second run whose answers are the truth: the items the model got wrong come first
     perfect = tmp_path / "perfect"

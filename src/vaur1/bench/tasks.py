@@ -31,8 +31,8 @@ class Example:
     split: str = ""
     source: str = ""
     video: str = ""  # file name on disk, prefix stripped
-    question: str | None = None
-    options: tuple[str, ...] | None = None
+    question: str | None = None  # qa only
+    options: tuple[str, ...] | None = None  # qa only
     answer: str | None = None  # qa: the option letter
     interval: tuple[float, float] | None = None  # tag: (s, e) positive, (0, 0) normal
     anomaly_class: str | None = None
@@ -74,8 +74,9 @@ def make_example(sample: Sample, task: Task) -> Example:
         split=sample.split,
         source=sample.source,
         video=sample.video,
-        question=sample.question,
-        options=sample.options,
+        # the QA fields belong to QA: a TAG or CLS item shown with the QA question would mislead
+        question=sample.question if task == "qa" else None,
+        options=sample.options if task == "qa" else None,
         answer=sample.answer if task == "qa" else None,
         interval=interval,
         anomaly_class=sample.anomaly_class,

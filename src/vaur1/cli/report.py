@@ -34,9 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from vaur1.eval.report import write_report
+    from vaur1.eval.report import paper_rows_apply, write_report
 
     out = args.out or (args.run_dirs[0] / "report" if len(args.run_dirs) == 1 else Path("report"))
+    if args.paper and not paper_rows_apply(args.run_dirs):
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            "[yellow]warning:[/] --paper adds the paper's rows for MSAD, UCF-Crime and ECVA only; these runs "
+            "scored none of them, so no paper row is added"
+        )
     written = write_report(args.run_dirs, out, paper=args.paper)
     if args.gallery:
         from vaur1.eval.gallery import write_gallery

@@ -9,6 +9,7 @@ test sets (Table 3), so they have no per-dataset row here.
 from __future__ import annotations
 
 MODELS = ("Qwen2.5-VL-3B", "+ SFT", "+ RFT")
+SOURCES = ("msad", "ucf", "ecva")  # the VAU-Bench test sets the paper reports on
 
 # QA accuracy: {mode: {model: {source: value}}}
 QA: dict[str, dict[str, dict[str, float]]] = {

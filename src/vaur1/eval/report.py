@@ -526,6 +526,16 @@ def report_json(runs: list[Run]) -> dict[str, Any]:
     }
 
 
+def paper_rows_apply(run_dirs: list[str | Path]) -> bool:
+    """Whether any of the runs scored a test set the paper published numbers for (MSAD, UCF-Crime,
+    ECVA); a SynthVAU run has no paper row to stand next to."""
+    from vaur1.eval.paper_results import SOURCES
+
+    paths = [Path(p) for p in run_dirs]
+    runs = [load_run(path, name) for path, name in zip(paths, run_names(paths), strict=True)]
+    return bool(set(_sources(runs)) & set(SOURCES))
+
+
 def write_report(run_dirs: list[str | Path], out: str | Path, paper: bool = False) -> dict[str, Path]:
     """Write OUT.md (+ OUT_files/*.png), OUT.html, OUT.json and OUT.tex; return their paths. With
     `paper`, the paper-layout tables also hold the VAU-R1 paper's published Qwen2.5-VL-3B rows."""
