@@ -209,6 +209,7 @@ def test_auto_dtype_is_the_checkpoints_on_both_backends(dtype, tiny_models, synt
     videos = [decode(path, SPEC) for path in sorted((synth_bench / "videos").iterdir())[:4]]
     prompts = conversations(len(videos))
     one_token = SamplingConfig(max_new_tokens=1, do_sample=False)
+    caplog.clear()  # the copy above was loaded through load_model too
     with caplog.at_level("INFO", logger="vaur1.model"):
         hf = load_generator(ModelConfig(name_or_path=str(model_dir)), one_token, SPEC, "hf")
         engine = load_generator(ModelConfig(name_or_path=str(model_dir)), one_token, SPEC, "vllm").engine
