@@ -477,6 +477,31 @@ def test_an_evaluation_in_which_every_video_fails_never_succeeds(
     assert json.loads((run_dir / "metrics.json").read_text())["items"]["video_errors"] == 3  # still recorded
 
 
+def test_a_cleaning_rule_that_is_on_is_named_in_metrics_and_the_report(
+    eval_synth: Path, eval_model: Path, tmp_path: Path
+) -> None:
+    from vaur1.eval.report import write_report
+
+    flags = {"data.tasks": ["tag"], "modes": ["direct"]}
+    plain = run_eval(
+        eval_helpers.make_config(eval_synth, eval_model, tmp_path / "plain", **flags), progress=False
+    )
+    assert plain["run"]["cleaning"] == [] and plain["bench_rows"]["test"]["cleaning"] == []
+    cleaned = eval_helpers.make_config(
+        eval_synth, eval_model, tmp_path / "clean", **flags, **{"data.cleaning": ["class_interval_conflicts"]}
+    )
+    assert run_eval(cleaned, progress=False)["run"]["cleaning"] == ["class_interval_conflicts"]
+    both = write_report([tmp_path / "plain", tmp_path / "clean"], tmp_path / "report")["markdown"].read_text()
+    assert "| cleaning |" in both and "class_interval_conflicts" in both  # the overview names it
+    assert "| cleaning rules |" in both  # and the runs differ in it: the warning table says so
+    alone = write_report([tmp_path / "plain"], tmp_path / "alone")["markdown"].read_text()
+    assert "cleaning" not in alone
+    with pytest.raises(VaurError, match="unknown cleaning rule 'bogus'"):
+        eval_helpers.make_config(
+            eval_synth, eval_model, tmp_path / "x", **flags, **{"data.cleaning": ["bogus"]}
+        )
+
+
 def test_report_paper_says_when_no_run_scored_a_paper_test_set(
     eval_synth: Path, eval_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
