@@ -59,9 +59,15 @@ def test_outputs_are_read_with_the_evaluation_parser() -> None:
     normal = read_outputs(
         {"tag": "<answer>Normal</answer><glue>[-1, -1]</glue>", "cls": "Normal", "reasoning": ""}
     )
-    assert normal["anomaly"] is False and normal["interval"] is None and normal["class"] == "Normal"
+    # only the answer format is read: the bare class "Normal" outside <answer> is unreadable
+    assert normal["anomaly"] is False and normal["interval"] is None and normal["class"] is None
     unsure = read_outputs({"tag": "I cannot tell", "cls": "<answer>Fire</answer>", "reasoning": "x"})
     assert unsure["anomaly"] is True and unsure["interval"] is None  # only the class answer says so
+    # noise that names a class or an interval somewhere is no answer: unreadable, never a guess
+    noise = read_outputs(
+        {"tag": "xx yes anomaly [2.0, 5.0] ##", "cls": "xx%% Shooting ## Shooting", "reasoning": "zz"}
+    )
+    assert (noise["anomaly"], noise["class"], noise["interval"]) == (None, None, None)
 
 
 def test_bad_video_is_a_one_line_error(eval_model: Path, tmp_path: Path) -> None:
