@@ -79,6 +79,18 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     assert set(constant["metrics"]) == set(report["headline"]["sft"])
     assert constant["label"] == "constant answer (chosen on train)"
     assert "Constant: one answer for every clip, chosen on the train split" in " ".join(first.stdout.split())
+    # how many answers were missing or unreadable, per stage (they count as wrong)
+    unanswered = [
+        sum(
+            block[key]
+            for block in report["stages"][stage].values()
+            if isinstance(block, dict) and key in block
+        )
+        for stage in ("base", "sft", "grpo")
+        for key in ("missing", "unparsed")
+    ]
+    cells = " | ".join(f"{unanswered[i]} / {unanswered[i + 1]}" for i in range(0, 6, 2))
+    assert f"| missing / unreadable items | - | {cells} |" in (out / "report.md").read_text(encoding="utf-8")
     train_letters = collections.Counter(
         e.answer for e in task_view(load_bench(out / "data" / "synthvau").split("train"), "qa")
     )

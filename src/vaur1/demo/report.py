@@ -154,8 +154,11 @@ def comparison_table(report: dict[str, Any]) -> Table:
         ]
         for metric in HEADLINE
     ]
+    unanswered = [_unanswered(report["stages"][stage]) for stage in ("base", "sft", "grpo")]
+    rows.append(["missing / unreadable items", "-", *unanswered, "", "", ""])
     note = (
         f"Held-out SynthVAU test split, {report['mode']} prompts, greedy decoding; points (0-100). "
+        "A missing or unreadable answer counts as wrong in every metric. "
         "The interval is the 95% paired-bootstrap interval of GRPO - SFT over the test items (both models "
         "answered the same items; it leaves out the variation between training seeds). "
         f"Constant: one answer for every clip, chosen on the train split ({_constant_answers(report)}): "
@@ -173,6 +176,12 @@ def comparison_table(report: dict[str, Any]) -> Table:
         "95% interval",
     ]
     return Table("Untrained vs SFT vs GRPO after SFT", header, rows, note)
+
+
+def _unanswered(blocks: dict[str, dict]) -> str:
+    """Missing / unreadable answers over the scored tasks of one stage."""
+    scored = [block for block in blocks.values() if isinstance(block, dict) and "unparsed" in block]
+    return f"{sum(b['missing'] for b in scored)} / {sum(b['unparsed'] for b in scored)}"
 
 
 def _constant_answers(report: dict[str, Any]) -> str:

@@ -434,7 +434,11 @@ def paper_layout_tables(papers: list[PaperTable]) -> list[Table]:
     found = []
     for paper_table in papers:
         header, rows, bold = flat_cells(paper_table)
-        found.append(Table(paper_table.title, header, rows, note="Best per column in bold.", bold=bold))
+        note = (
+            "Best per column in bold. A missing or unreadable answer counts as wrong; the per-task tables "
+            "below give how many there were."
+        )
+        found.append(Table(paper_table.title, header, rows, note=note, bold=bold))
     return found
 
 
