@@ -65,6 +65,11 @@ def test_push_uploads_the_model_with_its_card_and_eval_results(trained, synth_be
     )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_the_stand_in")
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("not for the Hub")
+    (final / "secret.txt").symlink_to(secret)
+    (final / "elsewhere").symlink_to(secret.parent, target_is_directory=True)
     with FakeHub() as hub:
         env_before = dict(os.environ)
         result = run_cli(
@@ -78,5 +83,17 @@ def test_push_uploads_the_model_with_its_card_and_eval_results(trained, synth_be
         assert ("## Evaluation" in card and "MSAD" in card) or "SynthVAU" in card
         assert all(auth == "Bearer hf_fake_token_for_the_stand_in" for _, _, auth in hub.requests)
         assert dict(os.environ) == env_before
+        # links are never followed: nothing outside the run folder is uploaded, and the skip is said
+        assert not any(name.startswith(("secret", "elsewhere")) for name in files)
+        assert not any(b"not for the Hub" in content for content in files.values())
+        said = " ".join(result.stdout.split())
+        assert f"skipped {final / 'secret.txt'}: a link" in said and f"skipped {final / 'elsewhere'}" in said
+        # the card names a Hub base model, never a local path
+        assert str(trained.parent) not in card and "a local checkpoint" in card
+    offline = run_cli("push", str(trained), "--repo", "me/x", "--endpoint", "http://127.0.0.1:9")
+    assert offline.returncode == 2 and offline.stderr.count("\n") == 1, offline.stderr
+    assert offline.stderr.startswith("error: push to me/x at http://127.0.0.1:9: ")
+    (final / "secret.txt").unlink()
+    (final / "elsewhere").unlink()
     missing = run_cli("push", str(tmp_path), "--repo", "me/x", "--endpoint", "http://127.0.0.1:9")
     assert missing.returncode == 2 and "no exported model here" in missing.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 from pathlib import Path
 
 from rich.console import Console
@@ -33,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
+    import httpx2  # huggingface_hub's HTTP client: its connection errors are no OSErrors
     from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     from vaur1.errors import VaurError
     from vaur1.layout import TrainRun
@@ -45,12 +49,38 @@ def run_push(args: argparse.Namespace) -> int:
         raise VaurError(f"{model_dir}: no exported model here (config.json missing)")
     write_model_card(model_dir, run.root, args.eval)
     api = HfApi(endpoint=args.endpoint)
-    url = api.create_repo(args.repo, private=args.private, exist_ok=True)
-    files = sorted(path for path in model_dir.rglob("*") if path.is_file())
+    files, links = upload_files(model_dir)
+    console = Console(highlight=False, soft_wrap=True)
+    for link in links:
+        console.print(
+            f"[yellow]skipped[/] {link}: a link (only regular files inside {model_dir} are uploaded)"
+        )
     operations = [
         CommitOperationAdd(path_in_repo=path.relative_to(model_dir).as_posix(), path_or_fileobj=str(path))
         for path in files
     ]
-    commit = api.create_commit(args.repo, operations, commit_message=args.message)
-    Console(highlight=False).print(f"pushed {len(files)} files of {model_dir} to {url} ({commit.oid[:12]})")
+    try:
+        url = api.create_repo(args.repo, private=args.private, exist_ok=True)
+        commit = api.create_commit(args.repo, operations, commit_message=args.message)
+    except (OSError, HfHubHTTPError, httpx2.HTTPError) as err:  # refused, unreachable, or the Hub said no
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VaurError(f"push to {args.repo} at {api.endpoint}: {first}") from None
+    console.print(f"pushed {len(files)} files of {model_dir} to {url} ({commit.oid[:12]})")
     return 0
+
+
+def upload_files(model_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(the regular files under `model_dir`, the links skipped): a link is never followed, so nothing
+    outside the run folder is read, whatever a link in it points at."""
+    files: list[Path] = []
+    links: list[Path] = []
+    for root, folders, names in os.walk(model_dir, followlinks=False):
+        here = Path(root)
+        links += [here / name for name in folders if (here / name).is_symlink()]
+        for name in names:
+            path = here / name
+            if path.is_symlink():
+                links.append(path)
+            elif stat.S_ISREG(path.lstat().st_mode):
+                files.append(path)
+    return sorted(files), sorted(links)

@@ -48,7 +48,14 @@ def model_card(model_dir: Path, run_dir: Path, eval_runs: list[Path] | None = No
         else {}
     )
     kind = "GRPO" if "num_generations" in config else "SFT"
-    base = dotted_get(config, "model.name_or_path") or "unknown"
+    configured = str(dotted_get(config, "model.name_or_path") or "unknown")
+    # a Hub id names the base model; a local path says nothing to a reader and tells where files lie
+    hub_id = (
+        "/" in configured and not Path(configured).exists() and not configured.startswith(("/", ".", "~"))
+    )
+    base = (
+        configured if hub_id or configured == "unknown" else f"a local checkpoint ({Path(configured).name})"
+    )
     bench = str(dotted_get(config, "data.bench") or "")
     tasks = dotted_get(config, "data.tasks") or []
     records = [r for _, r in iter_jsonl(run.metrics) if r] if run.metrics.is_file() else []
@@ -57,7 +64,7 @@ def model_card(model_dir: Path, run_dir: Path, eval_runs: list[Path] | None = No
     header = {
         "library_name": "transformers",
         "pipeline_tag": "video-text-to-text",
-        "base_model": base if "/" in base and not Path(base).exists() else None,
+        "base_model": configured if hub_id else None,
         "datasets": ["7xiang/VAU-Bench"] if bench in ("vau-bench", "hf", "7xiang/VAU-Bench") else None,
         "tags": ["vaur1", "video-anomaly-understanding", kind.lower()],
     }
