@@ -49,8 +49,11 @@ def test_export_to_datasets(shared_bench):
     first = dataset[0]
     assert first["task"] == "tag" and first["source"] == "ucf"
     assert isinstance(first["interval"], list) and len(first["interval"]) == 2
-    blank = [r for r in dataset if r["question"] is None]
+    assert all(r["question"] is None and r["options"] is None for r in dataset)  # QA fields stay with QA
+    blank = [r for r in dataset if r["description"] is None]
     assert len(blank) == 39  # the all -1 rows travel with None text fields
+    qa = to_dataset(task_view(samples, "qa"))
+    assert all(r["question"] and len(r["options"]) == 4 for r in qa)
 
 
 def test_parse_tasks():
