@@ -10,6 +10,7 @@ import pytest
 from conftest import run_cli
 from train_helpers import synth_bench
 from vaur1.bench import load_bench
+from vaur1.errors import BenchFormatError
 
 synth_bench = synth_bench
 
@@ -78,3 +79,50 @@ def test_a_dataset_without_the_columns_is_refused(tmp_path):
     DatasetDict({"train": Dataset.from_list([{"text": "a"}])}).save_to_disk(str(tmp_path / "other"))
     with pytest.raises(Exception, match="not a VAU-Bench dataset"):
         load_bench(tmp_path / "other")
+
+
+def test_a_datasets_folder_from_elsewhere_gets_the_csv_loaders_checks(shared_bench, tmp_path):
+    """Rows of a saved DatasetDict go through the same checks as CSV rows: an unknown source label (a
+    script in it), an unknown class, a NaN interval and a video path are skipped and counted."""
+    from datasets import ClassLabel, Dataset, DatasetDict
+
+    from vaur1.bench.datasets_io import features, sample_row
+    from vaur1.bench.schema import CLASSES, SOURCES
+    from vaur1.bench.stats import bench_stats
+
+    samples = load_bench(shared_bench / "test_msad.csv").samples[:6]
+    hostile = "x</option></select><script>alert(1)</script>"
+    schema = features()
+    schema["source"] = ClassLabel(names=[*SOURCES, hostile])
+    schema["anomaly_class"] = ClassLabel(names=[*CLASSES, "Teleportation"])
+    rows = []
+    for sample in samples:
+        row = sample_row(sample)
+        row["source"] = schema["source"].str2int(row["source"])
+        row["answer"] = schema["answer"].str2int(row["answer"])
+        row["anomaly_class"] = schema["anomaly_class"].str2int(row["anomaly_class"])
+        rows.append(row)
+    rows[1]["source"] = schema["source"].str2int(hostile)
+    rows[2]["anomaly_class"] = schema["anomaly_class"].str2int("Teleportation")
+    rows[3]["interval"] = [float("nan"), 5.0]
+    rows[4]["video"] = "../../../../etc/hostname"
+    folder = tmp_path / "from-elsewhere"
+    DatasetDict({"test_msad": Dataset.from_list(rows, features=schema)}).save_to_disk(str(folder))
+
+    bench = load_bench(folder)
+    assert [s.id for s in bench.samples] == [samples[0].id, samples[5].id]
+    report = bench.reports["test_msad"]
+    assert (report.rows_read, report.loaded) == (6, 2)
+    assert dict(report.skipped) == {
+        "unknown_source": 1,
+        "unknown_class": 1,
+        "bad_time": 1,
+        "bad_video_name": 1,
+    }
+    assert all(s.source == "msad" and "/" not in s.video for s in bench.samples)
+    stats = bench_stats(bench)["files"]["from-elsewhere/test_msad"]  # data stats no longer fails
+    assert stats["skipped"] == dict(report.skipped)
+    with pytest.raises(BenchFormatError, match=r"test_msad:2: column 'source': unknown source"):
+        load_bench(folder, strict=True)
+    result = run_cli("data", "stats", str(folder))
+    assert result.returncode == 0 and "skipped 1 rows: unknown_source" in " ".join(result.stdout.split())

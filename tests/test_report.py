@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -372,3 +373,47 @@ def test_the_latex_tables_compile_where_tex_is_installed(runs: dict[str, Path], 
         timeout=120,
     )
     assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_a_report_overwrites_only_what_a_report_wrote(runs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "compare"
+    first = write_report([runs["a"], runs["b"]], out)
+    plots = sorted(p.name for p in (tmp_path / "compare_files").glob("*.png"))
+    assert plots and first["markdown"].is_file()
+    mine = tmp_path / "compare_files" / "my-notes.txt"
+    mine.write_text("the user's own file")
+    write_report([runs["a"], runs["b"]], out)  # a report again: its own plots replaced, nothing else touched
+    assert mine.read_text() == "the user's own file"
+    assert sorted(p.name for p in (tmp_path / "compare_files").glob("*.png")) == plots
+
+    for name, content in (("theirs_files", None), ("theirs.md", "# my thesis draft\n")):
+        target = tmp_path / name
+        if content is None:
+            target.mkdir()
+            (target / "data.csv").write_text("precious")
+        else:
+            target.write_text(content)
+        with pytest.raises(VaurError, match=f"{target}: exists and was not written by vaur1 report"):
+            write_report([runs["a"]], tmp_path / "theirs")
+        assert (
+            (target / "data.csv").read_text() == "precious"
+            if content is None
+            else target.read_text() == content
+        )
+        shutil.rmtree(target) if content is None else target.unlink()
+
+
+def test_names_from_data_are_escaped_in_markdown_html_and_latex(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    hostile = tmp_path / "x<img src=x onerror=alert(1)>&_%{y}"  # a folder name holds no slash
+    shutil.copytree(runs["a"], hostile)
+    paths = write_report([hostile, runs["b"]], tmp_path / "hostile")
+    markdown, page = paths["markdown"].read_text(), paths["html"].read_text()
+    assert "<img" not in markdown and "x&lt;img src=x onerror=alert(1)&gt;&amp;_%{y}" in markdown
+    parser = PageParser()
+    parser.feed(page)
+    assert not any(image.get("onerror") for image in parser.images)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    latex = paths["latex"].read_text()
+    assert r"x\textless{}img src=x onerror=alert(1)\textgreater{}\&\_\%\{y\}" in latex

@@ -93,17 +93,11 @@ def load_bench(
     bench = Bench()
     for item in paths:
         if is_dataset_dir(item):  # a DatasetDict saved by `vaur1 data export` (or in its shape)
-            if cleaning:
-                raise VaurError(
-                    f"{item}: cleaning rules apply while reading CSV files; export the dataset with them on"
-                )
-            for key, samples in samples_from_dataset(item).items():
+            for key, (samples, report) in samples_from_dataset(item, strict, cleaning).items():
                 if key in bench.reports:
                     raise VaurError(f"{item}: a second split named {key!r}")
                 bench.samples.extend(samples)
-                bench.reports[key] = LoadReport(
-                    str(Path(item) / key), rows_read=len(samples), loaded=len(samples)
-                )
+                bench.reports[key] = report
             continue
         for file in bench_files(item):
             samples, report = read_csv(file, strict=strict, default_source=default_source, cleaning=cleaning)

@@ -13,9 +13,12 @@ annotation is None (`-1` for a ClassLabel), never a placeholder.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from vaur1.bench.loader import LoadReport, RowReader
 from vaur1.bench.schema import CLASSES, LETTERS, SOURCES, Reasoning, Sample
 from vaur1.errors import VaurError
 
@@ -97,23 +100,61 @@ def is_dataset_dir(path: str | Path) -> bool:
     return (Path(path) / "dataset_dict.json").is_file()
 
 
-def samples_from_dataset(path: str | Path) -> dict[str, list[Sample]]:
-    """The samples of a `DatasetDict` saved in this module's shape, by split (`load_bench` reads it)."""
+def samples_from_dataset(
+    path: str | Path, strict: bool = False, cleaning: Iterable[str] = ()
+) -> dict[str, tuple[list[Sample], LoadReport]]:
+    """The samples of a `DatasetDict` saved in this module's shape, by split, with each split's load
+    report (`load_bench` reads it). Every row goes through the CSV loader's checks (`RowReader`): a
+    folder from elsewhere is as untrusted as a CSV file, and its bad rows are skipped and counted alike."""
     from datasets import load_from_disk
 
     data = load_from_disk(str(path))
     missing = [key for key in features() if key not in data[next(iter(data))].features]
     if missing:
         raise VaurError(f"{path}: not a VAU-Bench dataset (no column {', '.join(missing)})")
-    out: dict[str, list[Sample]] = {}
+    out: dict[str, tuple[list[Sample], LoadReport]] = {}
     for split, rows in data.items():
         schema = rows.features
-        out[split] = [row_sample(row, split, index + 1, schema) for index, row in enumerate(rows)]
+        reader = RowReader(f"{path}/{split}", split, strict, cleaning, f"{Path(path).name}/{split}")
+        for index, row in enumerate(rows):
+            reader.report.rows_read += 1
+            cells, source, reasoning = _row_cells(row, schema)
+            sample = reader.add(cells, index + 1, source=source, video=row["video"] or "")
+            if sample is not None and reasoning is not None:
+                reader.samples[-1] = replace(sample, reasoning=reasoning, reasoning_format="dict")
+        out[split] = reader.finish()
     return out
 
 
+def _row_cells(row: dict[str, Any], schema) -> tuple[dict[str, str], str, Reasoning | None]:
+    """(the row as the 13 CSV cells, its source label, its reasoning) for `RowReader`."""
+    interval = row["interval"] or (-1.0, -1.0)
+    options = list(row["options"] or [None] * 4) + [None] * 4
+    cells = {
+        "Video Name": row["id"] or "",
+        "Question": row["question"] or "",
+        **{f"Option {i + 1}": options[i] or "" for i in range(4)},
+        "Correct Option": _label(schema, "answer", row["answer"]) or "",
+        "Key Object": row["key_objects"] or "",
+        "Description": row["description"] or "",
+        "Reasoning": "",
+        "Anomaly Class": _label(schema, "anomaly_class", row["anomaly_class"]) or "",
+        "Start Time": repr(float(interval[0])),
+        "End Time": repr(float(interval[1])),
+    }
+    reasoning = row["reasoning"]
+    has_reasoning = reasoning is not None and any(reasoning.values())
+    parsed = Reasoning(*(str(reasoning[key] or "") for key in REASONING_KEYS)) if has_reasoning else None
+    return cells, _label(schema, "source", row["source"]) or "synth", parsed
+
+
 def _label(schema, key: str, value: int) -> str | None:
-    return schema[key].int2str(value) if value is not None and value >= 0 else None
+    if value is None or value < 0:
+        return None
+    try:
+        return schema[key].int2str(value)
+    except ValueError:  # an id past the label list: written as itself, and refused as unknown
+        return str(value)
 
 
 def row_sample(row: dict[str, Any], split: str, line: int = 0, schema=None) -> Sample:

@@ -13,7 +13,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vaur1.bench.reasoning import parse_reasoning
@@ -23,6 +23,7 @@ from vaur1.bench.schema import (
     LETTERS,
     NORMAL,
     SOURCE_PREFIXES,
+    SOURCES,
     Sample,
     normalize_class,
 )
@@ -255,6 +256,62 @@ def _parse_row(
     )
 
 
+class RowReader:
+    """Turns rows (the 13 columns as text) into samples, skipping and counting every bad one in a
+    `LoadReport` (or raising `BenchFormatError` when strict): every loader, the CSV reader and the
+    datasets-folder reader alike, runs these checks."""
+
+    def __init__(self, where: str, split: str, strict: bool, cleaning: Iterable[str], name: str) -> None:
+        self.where, self.split, self.strict = where, split, strict
+        self.rules = check_cleaning(cleaning)
+        self.report = LoadReport(file=name, cleaning=sorted(self.rules))
+        self.samples: list[Sample] = []
+        self.seen: set[str] = set()
+
+    def fail(self, line: int, column: str, reason: str, detail: str) -> None:
+        if self.strict:
+            raise BenchFormatError(f"{self.where}:{line}: column {column!r}: {detail}")
+        self.report.skipped[reason] += 1
+        if sum(1 for p in self.report.problems if f"[{reason}]" in p) < MAX_EXAMPLES:
+            self.report.problems.append(f"line {line} [{reason}] column {column!r}: {detail}")
+
+    def add(
+        self,
+        row: dict[str, str],
+        line: int,
+        default_source: str | None = None,
+        source: str | None = None,
+        video: str | None = None,
+    ) -> Sample | None:
+        """The row's sample, or None when it was skipped. `source` and `video`: given by a loader that
+        stores them (a datasets folder), checked like a CSV's."""
+        try:
+            sample = _parse_row(row, line, self.split, default_source, self.report, self.strict, self.rules)
+            if source is not None and source not in SOURCES:
+                raise _RowError(
+                    "unknown_source",
+                    "source",
+                    f"unknown source {source[:40]!r} (sources: {', '.join(SOURCES)})",
+                )
+            if video is not None:
+                sample = replace(sample, video=_video_name(video))
+            if source is not None:
+                sample = replace(sample, source=source)
+        except _RowError as err:
+            self.fail(line, err.column, err.reason, err.detail)
+            return None
+        if sample.id in self.seen:
+            self.fail(line, "Video Name", "duplicate_video", f"{sample.id!r} appears twice")
+            return None
+        self.seen.add(sample.id)
+        self.samples.append(sample)
+        return sample
+
+    def finish(self) -> tuple[list[Sample], LoadReport]:
+        self.report.loaded = len(self.samples)
+        return self.samples, self.report
+
+
 def read_csv(
     path: str | Path,
     strict: bool = False,
@@ -266,19 +323,8 @@ def read_csv(
     `cleaning`: names from `CLEANING_RULES` that change what is scored; none by default, which keeps
     the paper's protocol."""
     path = Path(path)
-    rules = check_cleaning(cleaning)
-    report = LoadReport(file=path.name, cleaning=sorted(rules))
-    split = path.stem
-    samples: list[Sample] = []
-    seen: set[str] = set()
-
-    def fail(line: int, column: str, reason: str, detail: str) -> None:
-        if strict:
-            raise BenchFormatError(f"{path}:{line}: column {column!r}: {detail}")
-        report.skipped[reason] += 1
-        if sum(1 for p in report.problems if f"[{reason}]" in p) < MAX_EXAMPLES:
-            report.problems.append(f"line {line} [{reason}] column {column!r}: {detail}")
-
+    rows = RowReader(str(path), path.stem, strict, cleaning, path.name)
+    report, fail = rows.report, rows.fail
     try:
         # undecodable bytes become lone surrogates, so that exactly the rows holding them are skipped
         # (with their true line) instead of the decoder failing for a whole 8 KB block
@@ -327,16 +373,5 @@ def read_csv(
             if large is not None:
                 fail(line, header[large], "cell_too_large", f"a cell of {len(cells[large]):,} characters")
                 continue
-            row = {name: cells[i] for name, i in position.items()}
-            try:
-                sample = _parse_row(row, line, split, default_source, report, strict, rules)
-            except _RowError as err:
-                fail(line, err.column, err.reason, err.detail)
-                continue
-            if sample.id in seen:
-                fail(line, "Video Name", "duplicate_video", f"{sample.id!r} appears twice")
-                continue
-            seen.add(sample.id)
-            samples.append(sample)
-    report.loaded = len(samples)
-    return samples, report
+            rows.add({name: cells[i] for name, i in position.items()}, line, default_source)
+    return rows.finish()

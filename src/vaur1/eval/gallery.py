@@ -129,9 +129,10 @@ def write_gallery(run_dirs: list[str | Path], out: str | Path) -> Path:
     sources = sorted({example.source for example in examples})
     page = _PAGE.format(
         title=html.escape(" vs ".join(str(d) for d in run_dirs)),
-        tasks="".join(f"<option>{t}</option>" for t in cfg.data.tasks),
-        sources="".join(f"<option>{s}</option>" for s in sources),
-        modes="".join(f"<option>{m}</option>" for m in cfg.modes),
+        # names from the data (a benchmark's source labels, a config's tasks) are text, never markup
+        tasks="".join(f"<option>{html.escape(t)}</option>" for t in cfg.data.tasks),
+        sources="".join(f"<option>{html.escape(s)}</option>" for s in sources),
+        modes="".join(f"<option>{html.escape(m)}</option>" for m in cfg.modes),
         count=len(cards),
         cards="\n".join(body),
     )
@@ -170,9 +171,14 @@ def analysis_page(result: dict[str, Any], video: Any) -> str:
     body = [
         f'<div class="card"><h3>{escape(str(result["video"]))}</h3><div class="strip">{figures}</div>',
         _timeline(float(video.duration), None, interval),
-        "<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>",
+        "<table>"
+        + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+        + "</table>",
     ]
-    body += [f"<h4>raw output: {task}</h4><pre>{escape(text)}</pre>" for task, text in result["raw"].items()]
+    body += [
+        f"<h4>raw output: {escape(task)}</h4><pre>{escape(text)}</pre>"
+        for task, text in result["raw"].items()
+    ]
     body.append("</div>")
     head = _PAGE.split("</style>")[0].replace("{{", "{").replace("}}", "}")
     head = head.replace("vaur1 gallery: {title}", f"vaur1 analysis: {escape(str(result['video']))}")
@@ -183,11 +189,13 @@ def _card(disagree: bool, example: Any, mode: str, strip_id: str, strip: Any, pe
     escape = html.escape
     verdict = per_run[0][3]
     attrs = (
-        f'data-task="{example.task}" data-source="{escape(example.source)}" data-mode="{mode}" '
+        f'data-task="{escape(example.task)}" data-source="{escape(example.source)}" data-mode="{escape(mode)}" '
         f'data-right="{"right" if verdict else "wrong" if verdict is False else "none"}"'
     )
     parts = [f'<div class="card{" disagree" if disagree else ""}" {attrs}>']
-    parts.append(f"<h3>{escape(example.id)} · {example.task} · {MODE_LABELS.get(mode, mode)}</h3>")
+    parts.append(
+        f"<h3>{escape(example.id)} · {escape(example.task)} · {escape(MODE_LABELS.get(mode, mode))}</h3>"
+    )
     if isinstance(strip, str):
         parts.append(f'<p class="error">{escape(strip)}</p>')
         duration = None

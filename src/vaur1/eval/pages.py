@@ -7,11 +7,11 @@ from __future__ import annotations
 import base64
 import html
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaur1.errors import VaurError
 from vaur1.files import write_json, write_text
 
 
@@ -29,14 +29,21 @@ def _bold_md(text: str, bold: bool) -> str:
 
 
 def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text from data or a model (a run's name, a source label) in a Markdown table cell: Markdown keeps
+    raw HTML, so its markup characters become entities; a pipe would end the cell."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_alt(text: str) -> str:
+    """A plot's caption as the alt text of a Markdown image: escaped, and no `]` to end it early."""
+    return _markdown_cell(text).replace("]", "\\]")
 
 
 def render_markdown(report_tables: list[Table], images: list[tuple[str, str, str]]) -> str:
     """Markdown with the tables; `images` are (caption, relative PNG path, stem)."""
     lines = ["# vaur1 evaluation report", ""]
     for table in report_tables:
-        lines += [f"## {table.title}", ""]
+        lines += [f"## {_markdown_cell(table.title)}", ""]
         lines.append("| " + " | ".join(_markdown_cell(h) for h in table.header) + " |")
         lines.append("|" + "|".join("---" for _ in table.header) + "|")
         lines += [
@@ -45,10 +52,10 @@ def render_markdown(report_tables: list[Table], images: list[tuple[str, str, str
             + " |"
             for r, row in enumerate(table.rows)
         ]
-        lines += ["", table.note, ""] if table.note else [""]
+        lines += ["", _markdown_cell(table.note), ""] if table.note else [""]
     if images:
         lines += ["## Plots", ""]
-        lines += [f"![{caption}]({path})\n" for caption, path, _ in images]
+        lines += [f"![{_markdown_alt(caption)}]({path})\n" for caption, path, _ in images]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -96,6 +103,45 @@ def _base(out: str | Path) -> Path:
     return path.with_suffix("") if path.suffix in (".md", ".html", ".json") else path
 
 
+# A report overwrites only what a report wrote: its pages start with these, and its plot folder lists
+# the plots it holds, so that a folder or a file of the user's with the same name is never lost.
+PLOTS_MANIFEST = ".vaur1-report-plots"
+_SIGNATURES = {
+    ".md": "# vaur1 evaluation report",
+    ".html": '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>vaur1',
+    ".tex": "% ",
+}
+
+
+def _check_ours(path: Path, mark: str) -> None:
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        ours = (
+            path.is_file() and not path.is_symlink() and path.read_text(encoding="utf-8")[: len(mark)] == mark
+        )
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise VaurError(f"{path}: exists and was not written by vaur1 report; choose another --out")
+
+
+def _clear_earlier_plots(image_dir: Path) -> None:
+    """Remove the plots an earlier report listed in its manifest, and nothing else."""
+    if not image_dir.exists() and not image_dir.is_symlink():
+        return
+    manifest = image_dir / PLOTS_MANIFEST
+    if image_dir.is_symlink() or not image_dir.is_dir() or not manifest.is_file():
+        if image_dir.is_dir() and not image_dir.is_symlink() and not any(image_dir.iterdir()):
+            return
+        raise VaurError(f"{image_dir}: exists and was not written by vaur1 report; choose another --out")
+    for name in manifest.read_text(encoding="utf-8").splitlines():
+        plot = image_dir / name
+        if name and Path(name).name == name and plot.is_file() and not plot.is_symlink():
+            plot.unlink()
+    manifest.unlink()
+
+
 def write_pages(
     out: str | Path,
     report_tables: list[Table],
@@ -107,16 +153,20 @@ def write_pages(
     OUT.tex with the `latex` tables when there are any."""
     base = _base(out)
     base.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, mark in _SIGNATURES.items():
+        _check_ours(base.with_name(f"{base.name}{suffix}"), mark)
     image_dir = base.with_name(f"{base.name}_files")
-    if image_dir.exists():
-        shutil.rmtree(image_dir)  # plots of an earlier report that this one may not have
+    _clear_earlier_plots(image_dir)  # plots of an earlier report that this one may not have
     if plotted:
-        image_dir.mkdir()
-    markdown_images = []
+        image_dir.mkdir(exist_ok=True)
+    markdown_images, names = [], []
     for stem, caption, png in plotted:
         safe = re.sub(r"[^\w.-]", "_", stem)
         (image_dir / f"{safe}.png").write_bytes(png)
+        names.append(f"{safe}.png")
         markdown_images.append((caption, f"{image_dir.name}/{safe}.png", stem))
+    if names:
+        write_text(image_dir / PLOTS_MANIFEST, "\n".join(names) + "\n")
     written = {
         "markdown": write_text(
             base.with_name(f"{base.name}.md"), render_markdown(report_tables, markdown_images)

@@ -168,16 +168,26 @@ def flat_cells(table: PaperTable) -> tuple[list[str], list[list[str]], set[tuple
     return header, rows, bold
 
 
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",  # OT1, LaTeX's default encoding, prints < and > as ¡ and ¿
+    ">": r"\textgreater{}",
+}
+
+
 def _latex_escape(text: str) -> str:
-    for char, escaped in (
-        ("\\", r"\textbackslash{}"),
-        ("&", r"\&"),
-        ("%", r"\%"),
-        ("_", r"\_"),
-        ("#", r"\#"),
-    ):
-        text = text.replace(char, escaped)
-    return text
+    """Text (a run's name, a dataset) as LaTeX prints it: every special character escaped, one at a time
+    so that no escape is escaped again."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
 
 
 def to_latex(table: PaperTable) -> str:
