@@ -38,6 +38,7 @@ from vaur1.console import console
 from vaur1.demo.config import TASKS, DemoConfig, eval_config, grpo_train_config, sft_train_config
 from vaur1.files import read_jsonl, write_json
 from vaur1.layout import Checkpoint, TrainRun
+from vaur1.runlock import claim_run
 from vaur1.vocab import VAL_LOSS
 
 
@@ -298,14 +299,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from vaur1.demo.report import print_comparison, write_demo_report
 
     torch.set_num_threads(min(cfg.torch_threads, usable_cpus()))
-    cfg.run.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, cfg.run.config)
-    hashes: dict[str, str] = {}
-    done: dict[str, dict] = {}
-    for number, stage in enumerate(STAGES, start=1):
-        hashes[stage.name] = stage_hash(stage, cfg, hashes)
-        done[stage.name] = run_stage(stage, cfg, hashes[stage.name], done, number)
-    report = write_demo_report(cfg, done)
+    with claim_run(cfg.run.root, "demo"):  # its stages claim their own folders as training or eval runs
+        save_config(cfg, cfg.run.config)
+        hashes: dict[str, str] = {}
+        done: dict[str, dict] = {}
+        for number, stage in enumerate(STAGES, start=1):
+            hashes[stage.name] = stage_hash(stage, cfg, hashes)
+            done[stage.name] = run_stage(stage, cfg, hashes[stage.name], done, number)
+        report = write_demo_report(cfg, done)
     print_comparison(report)
     return report
 

@@ -42,6 +42,7 @@ from vaur1.eval.report import write_report
 from vaur1.files import write_json, write_jsonl
 from vaur1.layout import EvalRun
 from vaur1.runinfo import write_run_metadata
+from vaur1.runlock import claim_run
 from vaur1.video.roots import check_videos
 from vaur1.vocab import SCORED_TASKS
 
@@ -129,11 +130,14 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
         )
     # wrong video roots stop here; a few missing files are scored as video errors, in the denominators
     check_videos(examples, cfg.data.roots(), cfg.data.max_missing_videos)
-    check_resumable(run_dir, cfg)
-    write_run_metadata(run_dir, cfg, split_files(cfg.data.bench, cfg.splits))
-    inference = run_inference(cfg, examples, run_dir, generator, progress)
-    metrics = score_run(cfg, examples, run_dir, inference, bench_rows)
-    write_run_report(run_dir)
+    # the folder is this job's before anything in it is read or written: two runs on one --out would
+    # otherwise pass each other's resume check and mix their settings
+    with claim_run(run_dir, "eval"):
+        check_resumable(run_dir, cfg)
+        write_run_metadata(run_dir, cfg, split_files(cfg.data.bench, cfg.splits))
+        inference = run_inference(cfg, examples, run_dir, generator, progress)
+        metrics = score_run(cfg, examples, run_dir, inference, bench_rows)
+        write_run_report(run_dir)
     if metrics["items"]["predicted"] == 0:
         raise VaurError(
             f"{run_dir}: no item was answered: all {metrics['items']['expected']} failed on their videos "
@@ -296,6 +300,7 @@ def rescore(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str
         check_offline_scorer()
     examples, bench_rows = load_examples(cfg.data, cfg.splits)
     warn_skipped_rows(bench_rows)
-    metrics = score_run(cfg, examples, run_dir, bench_rows=bench_rows)
-    write_run_report(Path(run_dir))
+    with claim_run(run_dir, "eval"):
+        metrics = score_run(cfg, examples, run_dir, bench_rows=bench_rows)
+        write_run_report(Path(run_dir))
     return metrics

@@ -36,11 +36,12 @@ import torch
 from vaur1.bench import split_files
 from vaur1.config import to_dict
 from vaur1.console import ProgressBar, setup_console_logging
-from vaur1.errors import ConfigError
+from vaur1.errors import ConfigError, VaurError
 from vaur1.files import jsonl_line, replace_dir, write_text
 from vaur1.layout import TrainRun
 from vaur1.model.load import hide_transformers_progress, load_model
 from vaur1.runinfo import write_run_metadata
+from vaur1.runlock import claim_run
 from vaur1.train import distributed, precision
 from vaur1.train.card import write_model_card
 from vaur1.train.checkpoint import (
@@ -94,6 +95,33 @@ class Session:
         )
         self.is_main = accelerator.is_main_process
         setup_console_logging(self.is_main)
+        # the output folder is this run's for its whole life, held by the main process; every process
+        # stops with the same one-line error when another job holds it or it is not a training folder
+        self.claim = None
+        refused = None
+        if self.is_main:
+            try:
+                self.claim = claim_run(self.run.root, "train")
+            except VaurError as err:
+                refused = str(err)
+        refused = distributed.broadcast(refused, accelerator)
+        if refused is not None:
+            raise VaurError(refused)
+        try:
+            self._start(cfg, mode, steps_per_cycle, validation_loss)
+        except BaseException:
+            self.release_claim()  # a run that could not start leaves the folder free for the next try
+            raise
+
+    def release_claim(self) -> None:
+        if self.claim is not None:
+            self.claim.release()
+
+    def _start(
+        self, cfg: SessionConfig, mode: str, steps_per_cycle: int, validation_loss: LossFn | None
+    ) -> None:
+        """Everything a run needs before its first step: data, model and engine, optimizer, state."""
+        accelerator = self.accelerator
         # transformers' "Loading weights" / "Writing model shards" bars would break into the training bar
         hide_transformers_progress()
         set_seed(cfg.run.seed)
@@ -180,7 +208,7 @@ class Session:
             write_text(self.run.video_spec, cfg.video.describe() + "\n")
             log.info(
                 "%s: %d examples, %d steps of %d prompts, %s on %d process(es) (%s), video %s",
-                kind,
+                self.kind,
                 len(examples),
                 self.total_steps,
                 self.data.global_batch,
@@ -203,7 +231,7 @@ class Session:
             start_step=self.state.step,
         )
         self.progress = ProgressBar(
-            self.total_steps, start_step=self.state.step, enabled=self.is_main, description=kind
+            self.total_steps, start_step=self.state.step, enabled=self.is_main, description=self.kind
         )
         self._started = time.perf_counter()
         self.data_wait = 0.0  # seconds the last cycle waited for its frames
@@ -406,6 +434,7 @@ class Session:
         self.progress.__exit__(None, None, None)
         self.metrics.close()
         self.memory.close()
+        self.release_claim()
 
     def __enter__(self) -> Session:
         self.progress.__enter__()
