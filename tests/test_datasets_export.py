@@ -126,3 +126,29 @@ def test_a_datasets_folder_from_elsewhere_gets_the_csv_loaders_checks(shared_ben
         load_bench(folder, strict=True)
     result = run_cli("data", "stats", str(folder))
     assert result.returncode == 0 and "skipped 1 rows: unknown_source" in " ".join(result.stdout.split())
+
+
+def test_export_says_what_it_leaves_out_and_strict_stops(tmp_path):
+    from bench_csv import row, write_csv
+
+    bench = write_csv(
+        tmp_path / "val.csv",
+        [
+            row(**{"Video Name": "msad_a.mp4"}),
+            row(**{"Video Name": "msad_b.mp4", "Start Time": "soon"}),
+            row(**{"Video Name": "ucf_c.mp4", "Anomaly Class": "Teleportation"}),
+        ],
+    )
+    result = run_cli("data", "export", str(bench), str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "skipped 1 of 3 rows of val.csv: bad_time" in said and "unknown_class" in said
+    assert "line 3 [bad_time]" in said
+    strict = run_cli("data", "export", str(bench), str(tmp_path / "strict"), "--strict")
+    assert strict.returncode == 2 and "val.csv:3: column 'Start Time'" in strict.stderr
+    assert strict.stderr.count("\n") == 1
+
+    unnamed = write_csv(tmp_path / "mine.csv", [row(**{"Video Name": "clip.mp4"})])
+    plain = run_cli("data", "export", str(unnamed), str(tmp_path / "plain"))
+    assert plain.returncode == 2 and plain.stderr.count("\n") == 1
+    assert "mine: video 'clip.mp4' has no source" in plain.stderr and "Traceback" not in plain.stderr

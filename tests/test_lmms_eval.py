@@ -17,6 +17,7 @@ import pytest
 
 from conftest import run_cli
 from vaur1.bench.schema import CLASSES, LETTERS, NORMAL
+from vaur1.errors import VaurError
 from vaur1.parse import format_interval
 from vaur1.vocab import task_metrics
 
@@ -102,6 +103,8 @@ def test_the_tasks_load_in_lmms_eval_and_score_like_vaur1_eval_metrics(
 
 def test_a_missing_video_is_named(shared_bench: Path, tmp_path: Path) -> None:
     out = tmp_path / "lmms"
+    odd = tmp_path / "cam #1: lobby"  # YAML's comment and mapping marks in a folder name
+    odd.mkdir()
     run_cli(
         "data",
         "export",
@@ -112,12 +115,14 @@ def test_a_missing_video_is_named(shared_bench: Path, tmp_path: Path) -> None:
         "--videos",
         f"msad={tmp_path}",
         "--videos",
-        "/nowhere",
+        str(odd),
         check=True,
     )
+    ecva = lmms_utils.load_yaml_config(str(out / "vau_bench_qa_ecva.yaml"))
+    assert ecva["lmms_eval_specific_kwargs"]["default"]["video_roots"]["ecva"] == str(odd.resolve())
     config = lmms_utils.load_yaml_config(str(out / "vau_bench_qa_msad.yaml"))
     doc = config["process_docs"](datasets.load_from_disk(str(out / "data"))["test_msad"])[0]
-    with pytest.raises(Exception, match=rf"{doc['id']}: video {tmp_path}/\S+ not found"):
+    with pytest.raises(VaurError, match=rf"{doc['id']}: video {tmp_path}/\S+ not found"):
         config["doc_to_visual"](doc, config["lmms_eval_specific_kwargs"]["default"])
     bad = run_cli(
         "data",
@@ -130,6 +135,18 @@ def test_a_missing_video_is_named(shared_bench: Path, tmp_path: Path) -> None:
         "cctv=/x",
     )
     assert bad.returncode != 0 and "'cctv' is not a source" in bad.stderr
+    nowhere = run_cli(
+        "data",
+        "export",
+        str(shared_bench),
+        str(tmp_path / "y"),
+        "--format",
+        "lmms-eval",
+        "--videos",
+        "/nowhere",
+    )
+    assert nowhere.returncode == 2 and "--videos /nowhere: /nowhere is not a folder" in nowhere.stderr
+    assert not (tmp_path / "y").exists()
 
 
 @pytest.mark.slow

@@ -77,6 +77,11 @@ def to_dataset_dict(samples: list[Sample]):
     schema = features()
     splits: dict[str, list[dict[str, Any]]] = {}
     for sample in samples:
+        if sample.source not in SOURCES:
+            raise VaurError(
+                f"{sample.split}: video {sample.id!r} has no source ({', '.join(SOURCES)}): prefix the names "
+                "(msad_, ucf_, ecva_) or name the file after its test set (test_msad.csv, ...)"
+            )
         splits.setdefault(sample.split, []).append(sample_row(sample))
     if not splits:
         raise VaurError("the benchmark has no samples to export")

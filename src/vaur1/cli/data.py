@@ -72,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("bench", metavar="BENCH", help="CSV file, folder of VAU-Bench CSVs, or vau-bench")
     export.add_argument("out", type=Path, help="output folder (must not exist or be empty)")
     export.add_argument("--format", choices=("datasets", "sharegpt", "lmms-eval"), default="datasets")
+    export.add_argument("--strict", action="store_true", help="stop at the first malformed row")
     export.add_argument(
         "--videos",
         action="append",
@@ -201,8 +202,14 @@ def run_export(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VaurError(f"{out}: exists and is not an empty folder")
-    bench = load_bench(args.bench)
+    bench = load_bench(args.bench, strict=args.strict)
     console = Console(highlight=False)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    for report in bench.reports.values():  # what the export leaves out is said, never dropped silently
+        for reason, count in report.skipped.items():
+            errors.print(f"[yellow]skipped[/] {count} of {report.rows_read} rows of {report.file}: {reason}")
+        for problem in report.problems[:5]:
+            errors.print(f"  {problem}", markup=False)
     if args.format == "datasets":
         from vaur1.bench.datasets_io import to_dataset_dict
 
@@ -274,6 +281,8 @@ def _video_roots(values: list[str], bench: str):
         key = source or "default"
         if key not in ("default", *SOURCES):
             raise VaurError(f"--videos {value}: {source!r} is not a source ({', '.join(SOURCES)})")
+        if not Path(folder).is_dir():
+            raise VaurError(f"--videos {value}: {folder} is not a folder")
         folders[key] = folder
     return DataConfig(bench=bench, video_roots=VideoRoots(**folders)).roots()
 

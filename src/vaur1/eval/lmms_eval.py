@@ -14,6 +14,7 @@ the numbers equal `vaur1 eval metrics` on the same replies, in points.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -128,23 +129,31 @@ def _task_names(samples: list[Sample]) -> dict[str, str]:
     return names
 
 
+def _quoted(value: object) -> str:
+    """A YAML scalar for text from the user or the data (a path may hold `#` or `: `): JSON's double-
+    quoted strings are YAML's, so the value reads back exactly."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
 def _yaml(task: str, name: str, prefix: str, split: str, data: Path, settings: dict) -> str:
     module = __name__
     metrics = "".join(
-        f"  - metric: {metric.key}\n"
+        f"  - metric: {_quoted(metric.key)}\n"
         f"    aggregation: !function {module}.aggregate\n"
         f"    higher_is_better: {str(metric.higher_is_better).lower()}\n"
         for metric in task_metrics(task)
     )
-    roots = "".join(f"      {source}: {folder}\n" for source, folder in settings["video_roots"].items())
+    roots = "".join(
+        f"      {_quoted(source)}: {_quoted(folder)}\n" for source, folder in settings["video_roots"].items()
+    )
     return (
-        f"# Written by `vaur1 data export --format lmms-eval`: VAU-Bench {task.upper()} on {split}, scored by vaur1.\n"
-        f"task: {prefix}_{task}_{name}\n"
-        f"tag: {prefix}_{task}\n"
-        f"dataset_path: {data}\n"
+        f"# Written by `vaur1 data export --format lmms-eval`: VAU-Bench {task.upper()}, scored by vaur1.\n"
+        f"task: {_quoted(f'{prefix}_{task}_{name}')}\n"
+        f"tag: {_quoted(f'{prefix}_{task}')}\n"
+        f"dataset_path: {_quoted(data)}\n"
         "dataset_kwargs:\n"
         "  load_from_disk: true\n"
-        f"test_split: {split}\n"
+        f"test_split: {_quoted(split)}\n"
         "output_type: generate_until\n"
         f"process_docs: !function {module}.{task}_docs\n"
         f"doc_to_visual: !function {module}.doc_to_visual\n"
@@ -152,13 +161,13 @@ def _yaml(task: str, name: str, prefix: str, split: str, data: Path, settings: d
         f"doc_to_target: !function {module}.doc_to_target\n"
         f"process_results: !function {module}.process_results\n"
         "generation_kwargs:\n"
-        f"  max_new_tokens: {settings['max_new_tokens']}\n"
+        f"  max_new_tokens: {int(settings['max_new_tokens'])}\n"
         "  do_sample: false\n"
         "  temperature: 0\n"
         f"metric_list:\n{metrics}"
         "lmms_eval_specific_kwargs:\n"
         "  default:\n"
-        f"    mode: {settings['mode']}\n"
+        f"    mode: {_quoted(settings['mode'])}\n"
         f"    video_roots:\n{roots}"
         "metadata:\n"
         "  version: 1\n"
