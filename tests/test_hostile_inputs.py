@@ -385,3 +385,49 @@ def test_fuzzed_config_files_load_or_give_one_config_error(tmp_path_factory, tex
         load_config(GRPOTrainConfig, path)
     except ConfigError as err:
         assert len(str(err)) < 1000  # bounded, whatever the file holds
+
+
+def test_a_corrupt_model_and_a_bad_device_are_one_line_errors(tiny_models, synth_bench, tmp_path):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_models["qwen2_5_vl"], corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a download or copy cut short
+    clip = str(sorted((synth_bench / "videos").iterdir())[0])
+    model = str(tiny_models["qwen2_5_vl"])
+    commands = {
+        "analyze": ["analyze", clip, "--model", str(corrupt), "--device", "cpu"],
+        "eval": [
+            "eval",
+            "run",
+            "--model",
+            str(corrupt),
+            "--bench",
+            str(synth_bench),
+            "--split",
+            "test",
+            "--tasks",
+            "qa",
+            "--mode",
+            "direct",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        "bogus device": ["analyze", clip, "--model", model, "--device", "bogus"],
+        "absent GPU": ["analyze", clip, "--model", model, "--device", "cuda:7"],
+    }
+    expected = {
+        "analyze": f"{corrupt}: cannot load the model: ",
+        "eval": f"{corrupt}: cannot load the model: ",
+        "bogus device": "model.device 'bogus' is not a device",
+        "absent GPU": "model.device 'cuda:7': ",
+    }
+    for name, args in commands.items():
+        result = run_cli(*args)
+        assert result.returncode == 2, (name, result.stderr[-500:])
+        assert "Traceback" not in result.stderr and expected[name] in result.stderr, (
+            name,
+            result.stderr[-500:],
+        )
+        assert result.stderr.strip().splitlines()[-1].startswith("error: "), name

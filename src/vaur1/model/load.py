@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError
 
 from vaur1.errors import ConfigError, VaurError
 from vaur1.model.rope import use_reference_positions
@@ -100,9 +101,31 @@ class ModelConfig:
             raise ConfigError("model.attn_implementation flash_attention_2 needs dtype bfloat16 or float16")
         if self.device is not None and self.device_map is not None:
             raise ConfigError("set model.device or model.device_map, not both")
+        check_device(self.device)
         if self.freeze_vision and self.lora.enabled and self.lora.vision_target_modules:
             raise ConfigError("model.freeze_vision contradicts lora.vision_target_modules; choose one")
         self.lora.validate()
+
+
+def check_device(device: str | None, where: str = "model.device") -> None:
+    """ConfigError, before any loading, for a device this machine's torch cannot use."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{where} {device!r} is not a device (e.g. cpu, cuda, cuda:1)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{where} {device!r}: this torch ({torch.__version__}) sees no CUDA GPU; use cpu"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"{where} {device!r}: there are {torch.cuda.device_count()} CUDA GPUs")
+    elif parsed.type not in ("cpu", "meta") and not getattr(torch, parsed.type, None):
+        raise ConfigError(f"{where} {device!r}: this torch has no {parsed.type} backend")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{where} {device!r}: MPS is not available here; use cpu")
 
 
 @dataclass(frozen=True)
@@ -191,7 +214,7 @@ def _weights_dtype(model_dir: Path) -> str | None:
                     name = _SAFETENSORS_DTYPES.get(handle.get_slice(key).get_dtype())
                     if name is not None:
                         return name
-        except (OSError, ValueError, RuntimeError) as err:  # safetensors' own errors are RuntimeErrors
+        except (OSError, ValueError, SafetensorError) as err:
             raise VaurError(f"{file}: cannot read the weights: {_first_line(err)}") from None
     return None
 
@@ -267,7 +290,7 @@ def load_model(cfg: ModelConfig):
         processor = AutoProcessor.from_pretrained(
             processor_source, local_files_only=checkpoint.local or processor_source != checkpoint.model
         )
-    except (OSError, ValueError, ImportError) as err:
+    except (OSError, ValueError, ImportError, SafetensorError) as err:
         raise VaurError(f"{cfg.name_or_path}: cannot load the model: {_first_line(err)}") from None
     # save_pretrained reverts the key renamings the load applied. Loading under DeepSpeed ZeRO-3,
     # transformers 5.23 keeps every candidate renaming instead of only those the checkpoint used,
