@@ -189,3 +189,36 @@ def test_unavailable_decoder_is_a_setup_error_not_a_video_error(clip):
     else:
         video = decode(clip, dataclasses.replace(SPEC, decoder="torchcodec"))
         assert stamps(video) == video.indices == decode(clip, SPEC).indices
+
+
+def test_decode_limits_stop_a_costly_file_before_its_frames(tmp_path, clip):
+    """A 100 KB file may declare 35 million pixels a picture: refused from its header, in probe, decode
+    and `vaur1 video probe`, before a frame is decoded; length and wall time have limits too."""
+    from conftest import run_cli
+    from vaur1.video.decode import DecodeLimits
+
+    huge = tmp_path / "huge.mp4"
+    with av.open(str(huge), "w") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 8192, 4352, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        frame = av.VideoFrame.from_ndarray(np.zeros((4352, 8192, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    assert huge.stat().st_size < 500_000
+    message = f"{huge}: 8192x4352 pictures exceed the decode limit of 33,177,600 pixels"
+    for read in (probe, lambda path: decode(path, VideoSpec(num_frames=4, fps=None))):
+        with pytest.raises(VideoError, match=message):
+            read(huge)
+    result = run_cli("video", "probe", str(huge))
+    assert result.returncode == 2 and result.stderr == f"error: {message}\n"
+
+    info = probe(clip)
+    with pytest.raises(
+        VideoError, match=f"{clip}: {info.num_frames_total} frames exceed the decode limit of 10"
+    ):
+        probe(clip, DecodeLimits(max_frames=10))
+    with pytest.raises(VideoError, match=r"s exceed the decode limit of 1 s"):
+        decode(clip, VideoSpec(num_frames=4, fps=None), limits=DecodeLimits(max_seconds=1.0))
+    with pytest.raises(VideoError, match=f"{clip}: decoding took longer than the limit of 0 s"):
+        decode(clip, VideoSpec(num_frames=4, fps=None), limits=DecodeLimits(timeout_s=1e-9))

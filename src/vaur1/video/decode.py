@@ -36,6 +36,40 @@ _SWSCALE = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA"}
 
 
 @dataclass(frozen=True)
+class DecodeLimits:
+    """What one decode may cost, checked from the container's header before any frame is decoded and
+    against the clock while decoding: a small file may declare a 15360 x 15360 picture or millions of
+    frames, and decoding it would hold a worker (or a web page's server) for many minutes."""
+
+    max_pixels: int = 7680 * 4320  # 8K UHD
+    max_seconds: float = 24 * 3600.0  # a camera's day
+    max_frames: int = 24 * 3600 * 60  # a day at 60 fps
+    timeout_s: float = 600.0  # wall time of one decode (or probe)
+
+    def check_size(self, path: Path, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise VideoError(
+                f"{path}: {width}x{height} pictures exceed the decode limit of {self.max_pixels:,} pixels"
+            )
+
+    def check_length(self, path: Path, frames: int, seconds: float) -> None:
+        if frames > self.max_frames:
+            raise VideoError(f"{path}: {frames:,} frames exceed the decode limit of {self.max_frames:,}")
+        if seconds > self.max_seconds:
+            raise VideoError(f"{path}: {seconds:,.0f} s exceed the decode limit of {self.max_seconds:,.0f} s")
+
+    def deadline(self) -> float:
+        return time.perf_counter() + self.timeout_s
+
+    def check_time(self, path: Path, deadline: float) -> None:
+        if time.perf_counter() > deadline:
+            raise VideoError(f"{path}: decoding took longer than the limit of {self.timeout_s:.0f} s")
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What a video holds, read from its packets (exact frame count, not the header's guess)."""
 
@@ -96,15 +130,21 @@ def _open(path: Path) -> av.container.InputContainer:
     return container
 
 
-def _frame_table(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> _FrameTable:
+def _frame_table(
+    container: av.container.InputContainer, stream: av.VideoStream, path: Path, limits: DecodeLimits
+) -> _FrameTable:
     pts: list[int] = []
     keyframe_pts: list[int] = []
     packets = 0
+    deadline = limits.deadline()
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
             packets += 1
+            if packets % 4096 == 0:
+                limits.check_time(path, deadline)
+                limits.check_length(path, packets, 0.0)
             if packet.is_discard:
                 continue
             timestamp = packet.pts if packet.pts is not None else packet.dts
@@ -138,9 +178,12 @@ def _frame_table(container: av.container.InputContainer, stream: av.VideoStream,
     return _FrameTable(pts=pts, keyframes=keyframes, time_base=time_base, fps=fps)
 
 
-def _read_table(container: av.container.InputContainer, path: Path) -> tuple[_FrameTable, VideoInfo]:
+def _read_table(
+    container: av.container.InputContainer, path: Path, limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[_FrameTable, VideoInfo]:
     stream = container.streams.video[0]
-    table = _frame_table(container, stream, path)
+    limits.check_size(path, stream.codec_context.width, stream.codec_context.height)
+    table = _frame_table(container, stream, path, limits)
     info = VideoInfo(
         path=str(path),
         codec=stream.codec_context.name,
@@ -154,14 +197,15 @@ def _read_table(container: av.container.InputContainer, path: Path) -> tuple[_Fr
     )
     if info.height <= 0 or info.width <= 0:
         raise VideoError(f"{path}: the video stream has no frame size")
+    limits.check_length(path, info.num_frames_total, info.duration)
     return table, info
 
 
-def probe(path: str | Path) -> VideoInfo:
+def probe(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> VideoInfo:
     """Metadata of a video, with the exact frame count; raises `VideoError` for a bad file."""
     path = Path(path)
     with _open(path) as container:
-        return _read_table(container, path)[1]
+        return _read_table(container, path, limits)[1]
 
 
 @functools.cache
@@ -187,6 +231,8 @@ def _pyav_frames(
     targets: list[int],
     size: tuple[int, int],
     spec: VideoSpec,
+    deadline: float = float("inf"),
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> dict[int, np.ndarray]:
     """{index: HxWx3 uint8 frame} for the distinct, ascending frame indices `targets`."""
     height, width = size
@@ -210,6 +256,7 @@ def _pyav_frames(
     def decode_until(target: int) -> str:
         nonlocal fed
         for packet in packets:
+            limits.check_time(path, deadline)
             # a frame that is neither wanted nor referenced by a later frame is not decoded at all
             codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
             for frame in codec.decode(packet):
@@ -265,11 +312,18 @@ def _runs(table: _FrameTable, targets: list[int], parts: int) -> list[list[int]]
 
 
 def _pyav_frames_threaded(
-    path: Path, table: _FrameTable, targets: list[int], size: tuple[int, int], spec: VideoSpec, threads: int
+    path: Path,
+    table: _FrameTable,
+    targets: list[int],
+    size: tuple[int, int],
+    spec: VideoSpec,
+    threads: int,
+    deadline: float,
+    limits: DecodeLimits,
 ) -> dict[int, np.ndarray]:
     def decode_run(run: list[int]) -> dict[int, np.ndarray]:
         with _open(path) as container:
-            return _pyav_frames(container, path, table, run, size, spec)
+            return _pyav_frames(container, path, table, run, size, spec, deadline, limits)
 
     out: dict[int, np.ndarray] = {}
     with ThreadPoolExecutor(threads) as pool:
@@ -297,16 +351,20 @@ def _torchcodec_frames(
     return dict(zip(targets, images, strict=True))
 
 
-def decode(path: str | Path, spec: VideoSpec, threads: int = 1) -> DecodedVideo:
-    """The frames `spec` asks for, with their source indices and timestamps; `VideoError` if unreadable.
+def decode(
+    path: str | Path, spec: VideoSpec, threads: int = 1, limits: DecodeLimits = DEFAULT_LIMITS
+) -> DecodedVideo:
+    """The frames `spec` asks for, with their source indices and timestamps; `VideoError` if unreadable
+    or past `limits`.
 
     `threads` decoding threads for this one video (pyav); the frames are the same for any count.
     """
     started = time.perf_counter()
+    deadline = limits.deadline()
     path = Path(path)
     check_decoder(spec.decoder)
     with _open(path) as container:
-        table, info = _read_table(container, path)
+        table, info = _read_table(container, path, limits)
         indices = spec.sample_indices(info.num_frames_total, info.fps)
         padded = spec.padded_count(len(indices)) - len(indices)
         try:
@@ -317,9 +375,9 @@ def decode(path: str | Path, spec: VideoSpec, threads: int = 1) -> DecodedVideo:
         if spec.decoder == "torchcodec":
             images = _torchcodec_frames(path, targets, size, spec)
         elif threads > 1 and len(table.keyframes) > 1:
-            images = _pyav_frames_threaded(path, table, targets, size, spec, threads)
+            images = _pyav_frames_threaded(path, table, targets, size, spec, threads, deadline, limits)
         else:
-            images = _pyav_frames(container, path, table, targets, size, spec)
+            images = _pyav_frames(container, path, table, targets, size, spec, deadline, limits)
     indices = indices + [indices[-1]] * padded
     frames = np.empty((len(indices), *size, 3), dtype=np.uint8)
     for slot, index in enumerate(indices):
