@@ -6,22 +6,50 @@
 The page shows the same view as `vaur1 analyze --out`: the frames the model saw, the predicted
 interval on a timeline, the answers and every raw output. Each model is loaded once, on its first
 video, and kept. A file that is not a readable video gets an error page with the one-line reason.
+
+It is safe to leave running on a shared machine: an upload is streamed to disk and refused (413)
+past `ServeLimits.max_upload_bytes`, form fields are small, decoding has limits (`DecodeLimits`),
+analyses run one at a time on a worker thread behind a bounded queue (a full queue answers 503
+at once, and the page itself never waits for a model), requests naming another host are refused
+(a web page elsewhere cannot reach the server through DNS rebinding) and so are uploads posted from
+another origin.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import queue
+import re
+import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vaur1.analyze import AnalyzeOptions, analyze_frames
 from vaur1.errors import VaurError
 from vaur1.eval.gallery import analysis_page
 from vaur1.model.load import ModelConfig
+from vaur1.video.decode import DecodeLimits
 
-MAX_UPLOAD_BYTES = 2 * 1024**3  # a surveillance clip, not a day of footage
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
+_CHUNK = 1024 * 1024
+
+
+@dataclass
+class ServeLimits:
+    max_upload_bytes: int = 4 * 1024**3  # a long recording at surveillance quality
+    max_field_bytes: int = 64 * 1024  # the form's other fields: a model's name
+    max_waiting: int = (
+        4  # analyses queued behind the one running (at least 1); more are told the server is busy
+    )
+    decode: DecodeLimits = field(default_factory=lambda: DecodeLimits(timeout_s=300.0))
+
 
 _FORM = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>vaur1 analyze</title>
@@ -39,12 +67,87 @@ def form_page(models: list[str], message: str = "") -> str:
     return _FORM.format(models=options, message=message)
 
 
+def shown_name(filename: str | None) -> str:
+    """An uploaded file's name as the page shows it: printable, at most 100 characters."""
+    name = "".join(c for c in (filename or "") if c.isprintable()).strip() or "the upload"
+    return name if len(name) <= 100 else f"{name[:97]}..."
+
+
+class UploadTooLarge(VaurError):
+    pass
+
+
+class AnalysisWorker:
+    """One daemon thread runs the analyses one at a time (a model is not shared between threads); the
+    event loop only awaits them, so the page answers while a model works, and a daemon thread never
+    keeps the process alive after SIGTERM."""
+
+    def __init__(self, max_waiting: int) -> None:
+        self.jobs: queue.Queue = queue.Queue(maxsize=max_waiting)
+        threading.Thread(target=self._run, name="vaur1-serve-worker", daemon=True).start()
+
+    def submit(self, job: Callable[[], Any]) -> asyncio.Future | None:
+        """A future of `job()`'s result, or None when the queue is full."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        try:
+            self.jobs.put_nowait((job, future, loop))
+        except queue.Full:
+            return None
+        return future
+
+    def _run(self) -> None:
+        while True:
+            job, future, loop = self.jobs.get()
+            if future.cancelled():  # the browser went away while this waited
+                continue
+            try:
+                result, error = job(), None
+            except Exception as err:  # handed to the request that asked, which answers with it
+                result, error = None, err
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future, result: Any, error: Exception | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The names a request may use for this server: loopback, the address it listens on (unless that is
+    every address) and any named."""
+    names = [*LOOPBACK_HOSTS, *extra]
+    if host not in ("0.0.0.0", "::", ""):
+        names.append(host)
+    return list(dict.fromkeys(name.strip("[]").lower() for name in names))
+
+
+def _hostname(value: str | None) -> str | None:
+    """The host name of a Host header (`[::1]:7860` -> `::1`) or an Origin, lower case."""
+    if not value:
+        return None
+    try:
+        return urlsplit(value if "//" in value else f"//{value}").hostname
+    except ValueError:
+        return None
+
+
 def build_app(
-    models: dict[str, str], spec_of: Any, options: AnalyzeOptions | None = None, device: str | None = None
+    models: dict[str, str],
+    spec_of: Any,
+    options: AnalyzeOptions | None = None,
+    device: str | None = None,
+    limits: ServeLimits | None = None,
+    hosts: Sequence[str] = LOOPBACK_HOSTS,
 ):
     """The Starlette app serving `models` (name -> checkpoint); `spec_of(checkpoint)` gives the
-    VideoSpec a model was trained with."""
+    VideoSpec a model was trained with; `hosts` are the host names requests may carry."""
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import HTMLResponse
     from starlette.routing import Route
@@ -53,8 +156,13 @@ def build_app(
     from vaur1.video.decode import decode
 
     options = options or AnalyzeOptions()
+    limits = limits or ServeLimits()
     loaded: dict[str, Any] = {}
-    lock = threading.Lock()  # one analysis at a time: the model is not shared between threads
+    worker = AnalysisWorker(limits.max_waiting)
+    names = set(allowed_hosts("", hosts))
+
+    def page(message: str, status: int) -> HTMLResponse:
+        return HTMLResponse(form_page(list(models), f'<p class="error">{message}</p>'), status_code=status)
 
     def generator_for(name: str):
         if name not in loaded:
@@ -65,32 +173,68 @@ def build_app(
             )
         return loaded[name]
 
+    def analysis(name: str, path: Path, shown: str) -> str:
+        generator, spec = generator_for(name)
+        frames = decode(path, spec, limits=limits.decode)
+        result = analyze_frames(frames, ModelConfig(name_or_path=models[name]), spec, options, generator)
+        return analysis_page({**result, "video": shown}, frames)
+
+    def foreign(request: Request) -> HTMLResponse | None:
+        """A refusal for a request that names another host, or posts from another site's page."""
+        if _hostname(request.headers.get("host")) not in names:
+            return HTMLResponse("error: this server answers to its own host names only", status_code=400)
+        origin = request.headers.get("origin")
+        if request.method == "POST" and origin is not None and _hostname(origin) not in names:
+            return page("error: uploads are taken from this server's own page only", 403)
+        return None
+
     async def index(request: Request) -> HTMLResponse:
-        return HTMLResponse(form_page(list(models)))
+        return foreign(request) or HTMLResponse(form_page(list(models)))
 
     async def analyze(request: Request) -> HTMLResponse:
-        async with request.form(max_part_size=MAX_UPLOAD_BYTES) as form:
-            name = str(form.get("model") or next(iter(models)))
-            upload = form.get("video")
-            if name not in models or upload is None or not hasattr(upload, "read"):
-                message = '<p class="error">error: choose a model and a video file</p>'
-                return HTMLResponse(form_page(list(models), message), status_code=400)
-            suffix = Path(upload.filename or "video.mp4").suffix or ".mp4"
-            with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / f"{Path(upload.filename or 'video').stem}{suffix}"
-                path.write_bytes(await upload.read())
-                try:
-                    with lock:
-                        generator, spec = generator_for(name)
-                        frames = decode(path, spec)
-                        model = ModelConfig(name_or_path=models[name])
-                        result = analyze_frames(frames, model, spec, options, generator)
-                        page = analysis_page({**result, "video": upload.filename}, frames)
-                except VaurError as err:
-                    reason = str(err).replace(str(path), upload.filename or "the upload")
-                    message = f'<p class="error">error: {html.escape(reason)}</p>'
-                    return HTMLResponse(form_page(list(models), message), status_code=400)
+        refused = foreign(request)
+        if refused is not None:
+            return refused
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_upload_bytes:
+            return page(f"error: the upload exceeds {limits.max_upload_bytes:,} bytes", 413)
+        received = 0
+
+        async def receive():  # the body counted as it streams in, whatever the headers said
+            nonlocal received
+            message = await request.receive()
+            received += len(message.get("body", b""))
+            if received > limits.max_upload_bytes:
+                raise UploadTooLarge(f"the upload exceeds {limits.max_upload_bytes:,} bytes")
+            return message
+
+        with tempfile.TemporaryDirectory(prefix="vaur1-serve-") as folder:
+            try:
+                async with Request(request.scope, receive).form(
+                    max_files=1, max_fields=4, max_part_size=limits.max_field_bytes
+                ) as form:
+                    name = str(form.get("model") or next(iter(models)))
+                    upload = form.get("video")
+                    if name not in models or upload is None or not hasattr(upload, "read"):
+                        return page("error: choose a model and a video file", 400)
+                    shown = shown_name(upload.filename)
+                    suffix = Path(shown).suffix if _SUFFIX.fullmatch(Path(shown).suffix) else ".mp4"
+                    path = Path(folder) / f"upload{suffix}"
+                    with path.open("wb") as handle:  # the spooled upload copied in chunks, never whole
+                        await asyncio.to_thread(shutil.copyfileobj, upload.file, handle, _CHUNK)
+            except UploadTooLarge as err:
+                return page(f"error: {html.escape(str(err))}", 413)
+            except HTTPException as err:  # Starlette's answer to a field past max_part_size, a bad body
+                return page(f"error: {html.escape(str(err.detail))}", err.status_code)
+            future = worker.submit(lambda: analysis(name, path, shown))
+            if future is None:
+                return page(f"busy: {limits.max_waiting} videos are waiting; try again in a minute", 503)
+            try:
+                result = await future
+            except VaurError as err:
+                reason = str(err).replace(str(path), shown)
+                return page(f"error: {html.escape(reason)}", 400)
         back = '<p><a href="/">analyze another video</a></p>'
-        return HTMLResponse(page.replace("<body>", f"<body>{back}", 1))
+        return HTMLResponse(result.replace("<body>", f"<body>{back}", 1))
 
     return Starlette(routes=[Route("/", index), Route("/analyze", analyze, methods=["POST"])])

@@ -21,7 +21,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a checkpoint to offer (repeat for several); default: the demo's model",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--port", type=_port, default=7860, help="port, 1-65535 (default 7860)")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name requests may use besides loopback and --host (repeat; needed with --host 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--max-upload-gb", type=float, default=4.0, help="largest upload taken, in GB (default 4)"
+    )
+    parser.add_argument(
+        "--queue", type=int, default=4, help="videos that may wait behind the one analysed (default 4)"
+    )
+    parser.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=300.0,
+        help="seconds one video may take to decode (default 300)",
+    )
     parser.add_argument(
         "--mode", choices=("direct", "think"), default="think", help="prompt mode (default think)"
     )
@@ -30,19 +49,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_serve)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (1-65535)")
+    return port
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
     from vaur1.analyze import AnalyzeOptions, default_model
     from vaur1.errors import VaurError
-    from vaur1.model.load import hide_transformers_progress
+    from vaur1.model.load import check_device, hide_transformers_progress
+    from vaur1.video.decode import DecodeLimits
     from vaur1.video.spec import model_video_spec
 
     try:
         import uvicorn
 
-        from vaur1.serve import build_app
+        from vaur1.serve import ServeLimits, allowed_hosts, build_app
     except ImportError as err:
         raise VaurError(
             f"vaur1 serve needs its web packages: pip install 'vaur1[serve]' ({err.name} is missing)"
@@ -52,9 +82,20 @@ def run_serve(args: argparse.Namespace) -> int:
     for given in args.model or [default_model()]:
         name, _, path = given.rpartition("=") if "=" in given else (Path(given).name, "", given)
         models[name or Path(path).name] = path
+    if args.max_upload_gb <= 0 or args.queue < 1 or args.decode_timeout <= 0:
+        raise VaurError("--max-upload-gb and --decode-timeout must be positive, --queue at least 1")
+    check_device(args.device, "--device")
     options = AnalyzeOptions(mode=args.mode)
     options.sampling = replace(options.sampling, max_new_tokens=args.max_new_tokens)
-    app = build_app(models, model_video_spec, options, device=args.device)
+    limits = ServeLimits(
+        max_upload_bytes=int(args.max_upload_gb * 1024**3),
+        max_waiting=args.queue,
+        decode=DecodeLimits(timeout_s=args.decode_timeout),
+    )
+    hosts = allowed_hosts(args.host, args.allow_host)
+    app = build_app(models, model_video_spec, options, device=args.device, limits=limits, hosts=hosts)
     Console(stderr=True).print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # SIGTERM ends the server within seconds: requests still waiting for a model are cut after 3 s,
+    # and the worker thread, a daemon, ends with the process
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)
     return 0
