@@ -108,3 +108,19 @@ def test_run_metadata(tmp_path):
     assert set(info["git"]) == {"revision", "dirty"}
     assert info["data_files"][str(data)] == hashlib.sha256(b"x\n").hexdigest()
     assert info["command"] == ["vaur1", "test"]
+
+
+def test_a_key_written_twice_is_an_error_naming_it(tmp_path):
+    """PyYAML keeps the last of two equal keys silently: a setting written twice would change the run."""
+    from vaur1.config import parse_override, read_yaml
+
+    path = tmp_path / "twice.yaml"
+    path.write_text("run:\n  max_steps: 5\n  max_steps: 500\n")
+    with pytest.raises(
+        ConfigError, match=r"twice.yaml: not valid YAML: the key 'max_steps' appears twice \(line 3"
+    ):
+        read_yaml(path)
+    with pytest.raises(ConfigError, match=r"the key 'learning_rate' appears twice"):
+        parse_override("optim={learning_rate: 1, learning_rate: 2}")
+    path.write_text("base: &b {a: 1}\nrun:\n  <<: *b\n  a: 2\n")  # a merge overridden is not a repeat
+    assert read_yaml(path)["run"] == {"a": 2}

@@ -166,7 +166,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {shown(text)} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
+    except yaml.constructor.ConstructorError as err:  # valid YAML that names a key twice
+        raise ConfigError(f"override {shown(text)}: {yaml_problem(err)}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -248,14 +250,54 @@ def _expanded_size(value: Any, limit: int) -> int:
     return size(value)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice: PyYAML keeps the last value
+    silently, so a setting written twice in a config would change the run without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<`: a key it brings may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base loader names that error itself
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"the key {key!r} appears twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def yaml_problem(err: BaseException) -> str:
+    """A YAML error in one short line: what is wrong, and where."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if not problem:
+        return shown(err, 300)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return shown(f"{problem}{where}", 300).strip("'\"")
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text as Python values, safely, with a key named twice in a mapping an error."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain values only
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
     except (yaml.YAMLError, RecursionError) as err:
-        raise ConfigError(f"{path}: not valid YAML: {shown(err, 300)}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
     if _expanded_size(data, MAX_VALUES) > MAX_VALUES:
         raise ConfigError(f"{path}: its YAML aliases expand to more than {MAX_VALUES:,} values; refused")
     if data is None:

@@ -15,6 +15,7 @@ import json
 import logging
 from typing import Any
 
+from vaur1.config import load_yaml_text
 from vaur1.errors import ConfigError
 
 log = logging.getLogger("vaur1.train")
@@ -74,12 +75,10 @@ BACKEND_SWITCH = "use_vllm"
 
 def _value(text: str) -> Any:
     """A flag's value as YAML would read it (JSON first, so that lists like ["q_proj"] work)."""
-    import yaml
-
     try:
         return json.loads(text)
     except ValueError:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
 
 
 def translate_flags(arguments: list[str], top_level: set[str]) -> list[str]:

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import yaml
 
+from vaur1.config import read_yaml
 from vaur1.errors import ConfigError
 from vaur1.files import write_text
 from vaur1.layout import MODEL_VIDEO_SPEC
@@ -197,7 +198,4 @@ def read_model_spec(model_dir: str | Path) -> dict | None:
     path = Path(model_dir) / MODEL_VIDEO_SPEC
     if not path.is_file():
         return None
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of VideoSpec fields")
-    return data
+    return read_yaml(path)
