@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
+from pathlib import Path
 
-from conftest import run_cli
+from conftest import VAUR1, run_cli
 from vaur1.bench.synth import generate_synthvau
 from video_helpers import write_stamped_video
 
@@ -63,3 +67,44 @@ def test_cache_predecodes_a_benchmark_and_reports_skips(tmp_path):
         "video", "cache", str(bench), "--videos", str(tmp_path / "nowhere"), "--cache-dir", str(cache_dir)
     )
     assert nothing.returncode == 1 and "6 skipped" in nothing.stdout
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_killing_the_cache_command_ends_its_workers(tmp_path):
+    """Its decoding workers hold the pipe they read from open themselves, so they outlive a killed
+    command unless the kernel ends them with it."""
+    bench = generate_synthvau(tmp_path / "synth", n=24, seed=4, size=(64, 48), duration=(2.0, 3.0), workers=1)
+    command = [str(VAUR1), "video", "cache", str(bench), "--videos", str(bench / "videos"), "--cache-dir",
+               str(tmp_path / "cache"), "--num-frames", "8", "--workers", "2"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(workers) < 2 and process.poll() is None and time.monotonic() < deadline:
+        workers = _children(process.pid)
+        time.sleep(0.02)
+    assert len(workers) >= 2, "the workers never started"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)

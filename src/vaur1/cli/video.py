@@ -150,10 +150,26 @@ def run_probe(args: argparse.Namespace) -> int:
 _WORKER_DECODER = None
 
 
-def _start_worker(spec, cache_dir: str, max_bytes: int) -> None:
+def _die_with(parent: int) -> None:
+    """End this worker when the command ends, even killed: Linux sends it SIGKILL when its parent dies
+    (otherwise an orphaned worker decodes on for minutes)."""
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+
+def _start_worker(spec, cache_dir: str, max_bytes: int, parent: int) -> None:
     global _WORKER_DECODER
     from vaur1.video.cache import CachedDecoder
 
+    _die_with(parent)
     _WORKER_DECODER = CachedDecoder(spec, cache_dir, max_bytes)
 
 
@@ -183,6 +199,7 @@ def _entry_bytes(path: str) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
+    import os
     from concurrent.futures import ProcessPoolExecutor
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -215,7 +232,9 @@ def run_cache(args: argparse.Namespace) -> int:
     with (
         Progress(*columns, console=console) as progress,
         ProcessPoolExecutor(
-            args.workers, initializer=_start_worker, initargs=(spec, str(config.path), config.max_bytes)
+            args.workers,
+            initializer=_start_worker,
+            initargs=(spec, str(config.path), config.max_bytes, os.getpid()),
         ) as pool,
     ):
         needed = sum(pool.map(_entry_bytes, owners, chunksize=8))
