@@ -295,7 +295,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = load_yaml_text(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
+        raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); a config is a YAML text file") from None
     except (yaml.YAMLError, RecursionError) as err:
         raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
     if _expanded_size(data, MAX_VALUES) > MAX_VALUES:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,8 +103,9 @@ def run_names(paths: list[Path]) -> list[str]:
     """Column names: the folder names, with parents added until they are unique."""
     depth = 1
     while True:
-        names = ["/".join(p.resolve().parts[-depth:]) for p in paths]
-        if len(set(names)) == len(names) or depth >= max(len(p.resolve().parts) for p in paths):
+        # absolute, not resolved: a link is named as given, and a link loop is the loader's to report
+        names = ["/".join(Path(os.path.abspath(p)).parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names) or depth >= max(len(Path(os.path.abspath(p)).parts) for p in paths):
             return names
         depth += 1
 
