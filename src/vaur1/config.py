@@ -297,7 +297,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); a config is a YAML text file") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start}); a config is a YAML text file"
+        ) from None
     except (yaml.YAMLError, RecursionError) as err:
         raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
     if _expanded_size(data, MAX_VALUES) > MAX_VALUES:

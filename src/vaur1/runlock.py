@@ -16,7 +16,7 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import IO, Literal
 
 from vaur1.errors import VaurError
 from vaur1.layout import CHECKPOINT_PATTERN, CONFIG, RUN_INFO, EvalRun, TrainRun
@@ -26,6 +26,26 @@ KIND_FILE = ".vaur1-run"  # the kind of job that made the folder, one word
 LOCK_FILE = ".vaur1.lock"
 # what a run writes before it can be told apart: a folder holding only these is a run that stopped early
 _RUN_START_FILES = frozenset({KIND_FILE, LOCK_FILE, CONFIG, RUN_INFO, EvalRun(".").lock.name})
+
+
+def exclusive_lock(path: Path, busy: str) -> IO[str]:
+    """An open handle holding an exclusive lock on `path`; VaurError `busy` when another holds it."""
+    try:
+        handle = path.open("a")
+    except OSError as err:
+        raise VaurError(f"{path}: cannot lock: {err.strerror}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise VaurError(busy) from None
+    return handle
+
+
+def unlock(handle: IO[str]) -> None:
+    if not handle.closed:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def run_kind(root: str | Path) -> str | None:
@@ -69,22 +89,16 @@ class RunClaim:
                 )
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._handle = (self.root / LOCK_FILE).open("a")
         except OSError as err:
             raise VaurError(f"{self.root}: cannot use this folder: {err.strerror}") from None
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.close()
-            raise VaurError(
-                f"{self.root}: another vaur1 job is using this folder; wait for it to end, or give another folder"
-            ) from None
+        self._handle = exclusive_lock(
+            self.root / LOCK_FILE,
+            f"{self.root}: another vaur1 job is using this folder; wait for it to end, or give another folder",
+        )
         (self.root / KIND_FILE).write_text(f"{kind}\n", encoding="utf-8")
 
     def release(self) -> None:
-        if not self._handle.closed:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
+        unlock(self._handle)
 
     def __enter__(self) -> RunClaim:
         return self

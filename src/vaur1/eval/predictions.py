@@ -22,7 +22,6 @@ counted and listed instead of stopping the read.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from vaur1.bench.tasks import Example
 from vaur1.errors import VaurError
 from vaur1.files import complete_lines, jsonl_line, write_bytes
 from vaur1.layout import EvalRun
+from vaur1.runlock import exclusive_lock, unlock
 
 VIDEO_ERROR = "video_error"
 MAX_LISTED_LINES = 20  # line numbers listed per problem kind; the counts are always complete
@@ -95,14 +95,10 @@ class PredictionStore:
 
     def __enter__(self) -> PredictionStore:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_handle = EvalRun(self.run_dir).lock.open("w")
-        try:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_handle.close()
-            raise VaurError(
-                f"{self.run_dir}: another vaur1 eval run is writing to this run directory"
-            ) from None
+        self._lock_handle = exclusive_lock(
+            EvalRun(self.run_dir).lock,
+            f"{self.run_dir}: another vaur1 eval run is writing to this run directory",
+        )
         try:
             self._repair()
             self._handle = self.path.open("ab")
@@ -119,8 +115,7 @@ class PredictionStore:
 
     def _release(self) -> None:
         if self._lock_handle is not None:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
-            self._lock_handle.close()
+            unlock(self._lock_handle)
             self._lock_handle = None
 
     def _repair(self) -> None:
