@@ -232,11 +232,26 @@ def test_auto_dtype_is_the_checkpoints_on_both_backends(dtype, tiny_models, synt
 
 
 @pytest.mark.slow
-def test_eval_run_with_vllm_equals_hf_item_by_item(tiny_models, synth_bench, tmp_path):
-    """With the settings users leave alone (model.dtype auto, the default device) an fp32 checkpoint runs
-    in fp32 on both backends and their greedy outputs are the same item by item; vLLM's own auto ran it
-    in bf16 and outputs parted."""
-    model_dir = perturbed(tiny_models["qwen2_5_vl"], tmp_path / "model", seed=5)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_eval_run_with_vllm_equals_hf_item_by_item(dtype, tiny_models, synth_bench, tmp_path):
+    """With the settings users leave alone (model.dtype auto, the default device) both backends run a
+    checkpoint in its own dtype and their greedy outputs are the same item by item (vLLM's own auto ran
+    an fp32 checkpoint in bf16, and outputs parted).
+
+    fp32: a random model, perturbed so that greedy outputs depend on every detail. bf16: the tiny model
+    after 40 SFT steps in bf16, exported as bf16 the way training a bf16 checkpoint exports it; a random
+    model's top two logits lie closer than the engines' bf16 rounding differs (~0.02 in log-prob, as
+    much as bf16 differs from fp32), a trained model's do not."""
+    if dtype == "float32":
+        model_dir = perturbed(tiny_models["qwen2_5_vl"], tmp_path / "model", seed=5)
+    else:
+        from vaur1.sft.trainer import train as train_sft
+
+        overrides = ["run.max_steps=40", "model.dtype=bfloat16", "bf16=true", "optim.learning_rate=2e-3"]
+        model_dir = train_sft(
+            train_helpers.sft_config(tmp_path / "sft", tiny_models["qwen2_5_vl"], synth_bench, overrides)
+        )
+    assert json.loads((model_dir / "config.json").read_text())["dtype"] == dtype
     runs = {}
     for backend in ("hf", "vllm"):
         out = tmp_path / backend
@@ -248,7 +263,7 @@ def test_eval_run_with_vllm_equals_hf_item_by_item(tiny_models, synth_bench, tmp
             "--bench",
             str(synth_bench),
             "--split",
-            "test",
+            "test,train",
             "--tasks",
             "qa,tag,cls",
             "--mode",
