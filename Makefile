@@ -51,8 +51,8 @@ browser:
 		echo "chromium could not be installed: tests/test_serve.py will be skipped"
 
 test: $(STAMP) $(VLLM_STAMP) $(LMMS_STAMP) $(TRACKIO_STAMP) browser
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 
@@ -61,8 +61,8 @@ demo: $(STAMP)
 	$(BIN)/vaur1 demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
 
 clean:

@@ -25,7 +25,11 @@ accuracy + iou, cls format + class, all weight 1.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
+import os
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -202,9 +206,69 @@ REWARD_TASKS: dict[str, tuple[str, ...]] = {
 }
 
 
+# ---- rewards of your own ----------------------------------------------------------------------
+
+_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+class RewardError(VaurError):
+    """A reward of the user's failed or returned something that is not a reward: the step stops."""
+
+
+def _import_user_module(name: str):
+    """The module, from sys.path or else from the current folder: a console script's sys.path does not
+    hold the folder it was started in, where a user's reward module usually lies."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        here = os.getcwd()
+        if err.name != name.split(".")[0] or here in sys.path:
+            raise
+        sys.path.append(here)  # after everything else: never shadows an installed package
+        return importlib.import_module(name)
+
+
+@functools.lru_cache(maxsize=64)
+def load_reward(target: str, name: str = "custom") -> RewardFn:
+    """The function `package.module:function` names, guarded: an exception in it, or a value that is not
+    a finite number or None, is a `RewardError` naming the reward, the sample and what went wrong."""
+    if not _TARGET.fullmatch(target):
+        raise ConfigError(f"rewards.custom.{name}: {target!r} is not package.module:function")
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = _import_user_module(module_name)
+    except Exception as err:  # an import runs the user's module: whatever it raises is reported, once
+        raise ConfigError(
+            f"rewards.custom.{name}: cannot import {module_name} ({type(err).__name__}: {err})"
+        ) from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ConfigError(f"rewards.custom.{name}: {module_name} has no function {attribute!r}")
+
+    def reward(completion: str, example: Example) -> float | None:
+        try:
+            value = function(completion, example)
+        except Exception as err:  # the user's code: any exception, named with the sample, stops the step
+            raise RewardError(
+                f"reward {name!r} ({target}) on {example.key}: {type(err).__name__}: {err}"
+            ) from err
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RewardError(
+                f"reward {name!r} ({target}) on {example.key}: returned {value!r}, not a finite number or None"
+            )
+        return float(value)
+
+    reward.__name__ = name
+    return reward
+
+
 @dataclass
 class RewardConfig:
-    """Per-task reward weights (reward name -> weight) and the think-length band."""
+    """Per-task reward weights (reward name -> weight), the think-length band, and rewards of your own
+    (`custom`: name -> "package.module:function", weighted under qa/tag/cls like a built-in)."""
 
     qa: dict[str, float] = field(
         default_factory=lambda: {"format": 1.0, "accuracy": 1.0}
@@ -219,18 +283,27 @@ class RewardConfig:
     think_max_words: int = (
         DEFAULT_THINK_MAX_WORDS  # think_length: full reward up to this many words, none at twice it
     )
+    # rewards of your own: name -> "package.module:function"; the function takes (completion, example)
+    # and returns a float (or None where it does not apply); weight it under qa/tag/cls by its name
+    custom: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
+        for name, target in self.custom.items():
+            if not _NAME.fullmatch(name) or name in REWARDS:
+                raise ConfigError(
+                    f"rewards.custom.{name}: a reward's name is an identifier that no built-in reward has "
+                    f"({', '.join(REWARDS)})"
+                )
+            load_reward(str(target), name)
+        known = [*REWARDS, *self.custom]
         for task in SCORED_TASKS:
             weights = getattr(self, task)
             if not weights:
                 raise ConfigError(f"rewards.{task}: no rewards; give at least one (e.g. format: 1.0)")
             for name, weight in weights.items():
-                if name not in REWARDS:
-                    raise ConfigError(
-                        f"rewards.{task}.{name}: unknown reward (rewards: {', '.join(REWARDS)})"
-                    )
-                if task not in REWARD_TASKS[name]:
+                if name not in known:
+                    raise ConfigError(f"rewards.{task}.{name}: unknown reward (rewards: {', '.join(known)})")
+                if name in REWARD_TASKS and task not in REWARD_TASKS[name]:
                     raise ConfigError(f"rewards.{task}.{name}: this reward does not apply to {task}")
                 if not math.isfinite(weight):
                     raise ConfigError(f"rewards.{task}.{name}: weight must be a finite number, got {weight}")
@@ -247,12 +320,13 @@ class RewardConfig:
 
 
 def reward_functions(config: RewardConfig | None = None) -> dict[str, RewardFn]:
-    """The registry with the think-length band taken from config."""
+    """The registry with the think-length band taken from config, and the config's own rewards."""
     config = config or RewardConfig()
     think_length = functools.partial(
         think_length_reward, min_words=config.think_min_words, max_words=config.think_max_words
     )
-    return {**REWARDS, "think_length": think_length}
+    custom = {name: load_reward(str(target), name) for name, target in config.custom.items()}
+    return {**REWARDS, "think_length": think_length, **custom}
 
 
 def applicable_rewards(

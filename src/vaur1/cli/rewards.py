@@ -27,13 +27,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rewards",
         help="score completions with every reward that applies to their task",
         description="Score each completion of a JSONL file with every reward that applies; `total` "
-        "is the weighted sum with the default weights (the paper's). A malformed line is reported "
-        "with its line number, the others are still scored, and the exit status is then 1.",
+        "is the weighted sum with the default weights (the paper's), or those of --config and the "
+        "rewards.* settings, rewards of your own included. A malformed line is reported with its line "
+        "number, the others are still scored, and the exit status is then 1.",
     )
     parser.add_argument("--task", required=True, choices=SCORED_TASKS)
     parser.add_argument("--input", required=True, type=Path, metavar="FILE.jsonl", help=INPUT_HELP)
     parser.add_argument("--json", action="store_true", help="one JSON line per input line instead of a table")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a YAML file whose `rewards:` section sets the weights and rewards of your own (a GRPO config works)",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="reward settings, e.g. rewards.custom.brevity=my_rewards:brevity rewards.qa.brevity=0.5",
+    )
     parser.set_defaults(func=run_rewards)
+
+
+def reward_config(path: Path | None, overrides: list[str]):
+    """The `rewards:` section of `path` (or the defaults) with `rewards.*` overrides applied, validated."""
+    from vaur1.config import apply_overrides, from_dict, read_config_file
+    from vaur1.errors import ConfigError
+    from vaur1.rewards import RewardConfig
+
+    wrong = [o for o in overrides if not o.startswith("rewards.")]
+    if wrong:
+        raise ConfigError(f"{shown(wrong[0])}: vaur1 rewards takes rewards.* settings only")
+    section = (read_config_file(path) if path else {}).get("rewards") or {}
+    config = from_dict(RewardConfig, apply_overrides({"rewards": section}, overrides)["rewards"], "rewards")
+    config.validate()
+    return config
 
 
 def _interval(value: object) -> tuple[float, float] | None:
@@ -91,8 +118,8 @@ def _example(task: str, sample: object, line: int):
     )
 
 
-def _score_line(task: str, text: str, line: int) -> dict:
-    from vaur1.rewards import RewardConfig, applicable_rewards, score
+def _score_line(task: str, text: str, line: int, config) -> dict:
+    from vaur1.rewards import applicable_rewards, score
 
     record = json.loads(text)
     if not isinstance(record, dict):
@@ -103,11 +130,12 @@ def _score_line(task: str, text: str, line: int) -> dict:
         raise ValueError('missing "sample"')
     example = _example(task, record["sample"], line)
     completion = record["completion"]
-    total, _ = score(completion, example, RewardConfig())
-    return {"line": line, "rewards": applicable_rewards(completion, example), "total": total}
+    total, _ = score(completion, example, config)
+    return {"line": line, "rewards": applicable_rewards(completion, example, config), "total": total}
 
 
 def run_rewards(args: argparse.Namespace) -> int:
+    config = reward_config(args.config, args.overrides)
     try:
         # JSONL lines end at "\n" only: str.splitlines would also split inside a string holding U+2029
         lines = args.input.read_text(encoding="utf-8").split("\n")
@@ -120,7 +148,7 @@ def run_rewards(args: argparse.Namespace) -> int:
         if not text.strip():
             continue
         try:
-            results.append(_score_line(args.task, text, number))
+            results.append(_score_line(args.task, text, number, config))
         except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError; deep nesting recurses
             errors.append({"line": number, "error": str(err) or type(err).__name__})
             results.append(errors[-1])
@@ -131,14 +159,14 @@ def run_rewards(args: argparse.Namespace) -> int:
         for result in results:
             print(json.dumps(result))
     else:
-        _print_table(args.task, args.input, results)
+        _print_table(args.task, args.input, results, list(config.custom))
     return 1 if errors else 0
 
 
-def _print_table(task: str, path: Path, results: list[dict]) -> None:
+def _print_table(task: str, path: Path, results: list[dict], custom: list[str]) -> None:
     from vaur1.rewards import REWARD_TASKS
 
-    names = [name for name, tasks in REWARD_TASKS.items() if task in tasks]
+    names = [name for name, tasks in REWARD_TASKS.items() if task in tasks] + custom
     table = Table(title=f"{task} rewards: {path}")
     table.add_column("line", justify="right")
     for name in names:
@@ -150,4 +178,8 @@ def _print_table(task: str, path: Path, results: list[dict]) -> None:
             continue
         cells = [f"{result['rewards'][n]:.3f}" if n in result["rewards"] else "-" for n in names]
         table.add_row(str(result["line"]), *cells, f"{result['total']:.3f}")
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # in a pipe or a file every column keeps its whole name
+        needed = sum(max(len(name), 6) + 3 for name in ["line", *names, "total"]) + 1
+        console = Console(width=max(console.width, needed))
+    console.print(table)
