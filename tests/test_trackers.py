@@ -16,6 +16,7 @@ import yaml
 import model_fixtures
 from conftest import run_cli
 from train_helpers import read_jsonl, synth_bench
+from vaur1.errors import ConfigError
 from vaur1.layout import TrainRun
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.sft.config import SFTTrainConfig
@@ -229,3 +230,38 @@ def test_train_cli_takes_trl_flags_and_reports_to_trackers(tiny_models, synth_be
     assert any((out / "tensorboard").iterdir()) and any((tmp_path / "mlruns").iterdir())
     assert len(read_jsonl(out / "metrics.jsonl")) == 2
     assert Path(out / "final").is_dir()
+
+
+def test_nothing_that_changes_the_training_is_dropped(tmp_path, caplog):
+    """A TRL key or flag vaur1 does not implement is an error naming it, unless its value is TRL's
+    default or it is about logging or launching (then it is left out with a warning)."""
+    path = tmp_path / "trl.yaml"
+    path.write_text(yaml.safe_dump({"importance_sampling_level": "sequence", "learning_rate": 1e-6}))
+    with pytest.raises(
+        ConfigError, match="importance_sampling_level='sequence': a TRL setting vaur1 does not"
+    ):
+        load_training_config(GRPOTrainConfig, str(path), [])
+    path.write_text(yaml.safe_dump({"importance_sampling_level": "token", "ddp_timeout": 60, "delta": None}))
+    with caplog.at_level("WARNING", logger="vaur1.train"):
+        load_training_config(GRPOTrainConfig, str(path), ["model.name_or_path=x"])
+    assert "ddp_timeout, delta, importance_sampling_level" in caplog.text  # defaults and launch: left out
+    with pytest.raises(ConfigError, match="--top_entropy_quantile=0.2: a TRL setting"):
+        load_training_config(GRPOTrainConfig, None, ["--top_entropy_quantile", "0.2"])
+    with pytest.raises(ConfigError, match=r"beta \(loss.beta\) is a GRPO setting; SFT has no loss.beta"):
+        load_training_config(SFTTrainConfig, None, ["--beta", "0.1"])
+    result = run_cli("train", "grpo", "--importance_sampling_level", "sequence", "model.name_or_path=x")
+    assert result.returncode == 2 and "importance_sampling_level='sequence'" in result.stderr
+
+
+@pytest.mark.parametrize("trainer", ["grpo", "sft"])
+def test_every_flag_a_trainers_help_lists_is_one_of_its_settings(trainer):
+    from vaur1.config import settings
+    from vaur1.train.aliases import GRPO_ONLY, aliases_of, top_level_fields
+
+    cls = {"grpo": GRPOTrainConfig, "sft": SFTTrainConfig}[trainer]
+    keys = {setting.key for setting in settings(cls())}
+    help_text = " ".join(run_cli("train", trainer, "--help", check=True).stdout.split())
+    for flag, key in aliases_of(trainer).items():
+        assert f"--{flag} ({key})" in help_text
+        assert key in keys or any(k.startswith(f"{key}.") for k in keys), (trainer, flag, key)
+    assert top_level_fields(GRPOTrainConfig) - top_level_fields(SFTTrainConfig) == GRPO_ONLY

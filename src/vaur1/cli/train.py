@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaur1.train.aliases import TRL_ALIASES
+from vaur1.train.aliases import aliases_of
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,9 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help=help_text,
             description=f"{help_text}. Every setting, its default and one line of help: vaur1 config show {name}.",
             epilog="TRL's flags, as aliases: "
-            + ", ".join(f"--{flag} ({key})" for flag, key in TRL_ALIASES.items())
-            + ", --use_vllm (rollout.backend=vllm), and every top-level setting by its name (--bf16, "
-            "--num_generations 8, ...).",
+            + ", ".join(f"--{flag} ({key})" for flag, key in aliases_of(name).items())
+            + (", --use_vllm (rollout.backend=vllm)" if name == "grpo" else "")
+            + ", and every top-level setting by its name (--bf16, "
+            + ("--num_generations 8, ...)." if name == "grpo" else "--target cot, ...).")
+            + " A TRL flag vaur1 does not implement is an error unless it is about logging or launching.",
         )
         command.add_argument(
             "--config", help="a YAML config file, or a shipped config name such as qwen2_5_vl_3b/cotrain"
