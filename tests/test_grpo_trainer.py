@@ -22,7 +22,7 @@ from vaur1.model.load import ModelConfig
 from vaur1.prompts import PromptConfig
 from vaur1.rewards import RewardConfig, score
 from vaur1.rl import trainer as trainer_module
-from vaur1.rl.loss import policy_loss
+from vaur1.rl.objectives import policy_loss
 from vaur1.rl.rollout import collect, prompt_inputs, rollout_seed
 from vaur1.rl.trainer import completion_logps, train
 from vaur1.train import session as session_module

@@ -12,14 +12,14 @@ import torch
 from vaur1.config import from_dict
 from vaur1.errors import ConfigError
 from vaur1.rl.loss import (
-    GRPOLossConfig,
     completion_mask,
     group_advantages,
     kl_k3,
     masked_mean,
-    policy_loss,
     truncated,
 )
+from vaur1.rl.loss_config import GRPOLossConfig
+from vaur1.rl.objectives import policy_loss
 
 LN = math.log
 
@@ -451,3 +451,159 @@ def test_fp32_output_layer_logprobs_and_entropy_match_trl():
     logps, entropies = linear_target_logprobs(hidden, weight, ids, temperature=0.7, chunk=4)
     assert torch.allclose(logps, trl_selective(logits, ids), atol=1e-6)
     assert torch.allclose(entropies, trl_entropy(logits), atol=1e-6)
+
+
+def _trl_loss_with_options(logp, old, ref, adv, mask, entropies, sampling, ratio, options, accumulation=2):
+    """TRL 1.16's `_compute_loss` with every GRPO-family option it has, on given tensors."""
+    from trl import GRPOTrainer
+
+    o = {
+        "loss_type": "dapo",
+        "beta": 0.0,
+        "epsilon": 0.2,
+        "epsilon_high": 0.28,
+        "importance_sampling_level": "token",
+        "delta": None,
+        "use_bias_correction_kl": False,
+        "top_entropy_quantile": 1.0,
+        "entropy_coef": 0.0,
+        "off_policy_mask_threshold": None,
+        "vllm": False,
+        **options,
+    }
+    metrics: dict = {"train": defaultdict(list)}
+    same = lambda tensor, **_: tensor  # noqa: E731
+    trainer = SimpleNamespace(
+        _get_per_token_logps_and_entropies=lambda *a, **k: (logp, entropies, None),
+        top_entropy_quantile=o["top_entropy_quantile"],
+        off_policy_mask_threshold=o["off_policy_mask_threshold"],
+        importance_sampling_level=o["importance_sampling_level"],
+        beta=o["beta"],
+        args=SimpleNamespace(
+            use_bias_correction_kl=o["use_bias_correction_kl"],
+            delta=o["delta"],
+            steps_per_generation=accumulation,
+            sapo_temperature_pos=1.0,
+            sapo_temperature_neg=1.05,
+            vespo_k_pos=2.0,
+            vespo_lambda_pos=3.0,
+            vespo_k_neg=3.0,
+            vespo_lambda_neg=2.0,
+        ),
+        loss_type=o["loss_type"],
+        epsilon_low=o["epsilon"],
+        epsilon_high=o["epsilon_high"],
+        use_vllm=o["vllm"],
+        vllm_importance_sampling_correction=o["vllm"],
+        model=SimpleNamespace(training=True),
+        current_gradient_accumulation_steps=accumulation,
+        max_completion_length=9,
+        accelerator=SimpleNamespace(
+            num_processes=1, reduce=same, gather=same, pad_across_processes=same, sync_gradients=True
+        ),
+        _entropy_bonus_enabled=o["entropy_coef"] != 0.0,
+        entropy_coef=o["entropy_coef"],
+        use_adaptive_entropy=False,
+        aux_loss_enabled=False,
+        _metrics=metrics,
+        get_off_policy_mask=GRPOTrainer.get_off_policy_mask,
+        get_gamma_weights=GRPOTrainer.get_gamma_weights,
+    )
+    trainer.get_high_entropy_mask = lambda *a: GRPOTrainer.get_high_entropy_mask(trainer, *a)
+    batch, length = logp.shape
+    inputs = {
+        "prompt_ids": torch.zeros(batch, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(batch, 1, dtype=torch.long),
+        "completion_ids": torch.zeros(batch, length, dtype=torch.long),
+        "completion_mask": mask,
+        "advantages": adv,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+        "num_items_in_batch": torch.tensor(float(mask.sum()) * accumulation),
+    }
+    if o["vllm"]:
+        inputs["sampling_per_token_logps"] = sampling
+        inputs["importance_sampling_ratio"] = ratio
+    loss = GRPOTrainer._compute_loss(trainer, None, inputs)
+    return loss, {key: values[-1] for key, values in metrics["train"].items()}
+
+
+TRL_OPTION_CASES = {
+    "gspo": {"loss_type": "grpo", "importance_sampling_level": "sequence"},
+    "gspo kl corrected": {"loss_type": "grpo", "importance_sampling_level": "sequence", "beta": 0.04,
+                          "use_bias_correction_kl": True},
+    "luspo": {"loss_type": "luspo", "importance_sampling_level": "sequence"},
+    "two-sided clip": {"loss_type": "dapo", "delta": 1.3},
+    "cispo": {"loss_type": "cispo", "epsilon_high": 1.1},
+    "sapo": {"loss_type": "sapo"},
+    "vespo": {"loss_type": "vespo"},
+    "vespo vllm": {"loss_type": "vespo", "vllm": True},
+    "high entropy tokens": {"loss_type": "dapo", "top_entropy_quantile": 0.5},
+    "entropy bonus": {"loss_type": "grpo", "entropy_coef": 0.01},
+    "entropy bonus on masked tokens": {"loss_type": "bnpo", "entropy_coef": 0.01, "top_entropy_quantile": 0.6},
+    "off-policy mask": {"loss_type": "dapo", "off_policy_mask_threshold": 0.02},
+    "off-policy mask vllm": {"loss_type": "dapo", "off_policy_mask_threshold": 0.02, "vllm": True},
+    "kl corrected": {"loss_type": "bnpo", "beta": 0.04, "use_bias_correction_kl": True},
+    "vllm correction dr_grpo": {"loss_type": "dr_grpo", "vllm": True},
+    "vllm correction dapo kl": {"loss_type": "dapo", "vllm": True, "beta": 0.04, "use_bias_correction_kl": True},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(TRL_OPTION_CASES))
+def test_every_grpo_family_option_matches_trl(case):
+    """Loss, gradient and stats equal TRL 1.16's own `_compute_loss` to 1e-6, padding included."""
+    from vaur1.rl.loss import importance_weights
+    from vaur1.rl.objectives import high_entropy_mask
+
+    options = TRL_OPTION_CASES[case]
+    torch.manual_seed(3)
+    logp = (-2 * torch.rand(4, 6)).requires_grad_()
+    old = logp.detach() + 0.3 * torch.randn(4, 6)
+    ref = logp.detach() + 0.2 * torch.randn(4, 6)
+    sampling = old + 0.05 * torch.randn(4, 6)
+    adv = torch.randn(4)
+    entropies = torch.rand(4, 6) * 3
+    mask = torch.tensor([[1] * 6, [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]])
+    ratio = (
+        importance_weights(old, sampling, mask.float(), "token_truncate", None, 3.0)
+        if options.get("vllm")
+        else None
+    )
+    trl_loss, trl_stats = _trl_loss_with_options(
+        logp, old, ref, adv, mask, entropies, sampling, ratio, options
+    )
+    (trl_grad,) = torch.autograd.grad(trl_loss, logp)
+
+    quantile = options.get("top_entropy_quantile", 1.0)
+    loss, stats = policy_loss(
+        logp,
+        old,
+        ref if options.get("beta") else None,
+        adv,
+        mask,
+        loss_type=options["loss_type"],
+        epsilon=0.2,
+        epsilon_high=options.get("epsilon_high", 0.28),
+        beta=options.get("beta", 0.0),
+        max_completion_length=9,
+        num_items_in_batch=float(mask.sum()) * 2,
+        gradient_accumulation_steps=2,
+        importance=ratio,
+        importance_sampling_level=options.get("importance_sampling_level", "token"),
+        delta=options.get("delta"),
+        use_bias_correction_kl=options.get("use_bias_correction_kl", False),
+        off_policy_mask_threshold=options.get("off_policy_mask_threshold"),
+        sampling_logp=sampling if options.get("vllm") else None,
+        entropy_mask=high_entropy_mask(entropies, mask, quantile) if quantile < 1 else None,
+        entropies=entropies,
+        entropy_coef=options.get("entropy_coef", 0.0),
+        options=GRPOLossConfig().options(),
+    )
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-6), case
+    assert torch.allclose(grad, trl_grad, atol=1e-6), case
+    assert grad.abs().sum() > 0, case  # the case trains something
+    shared = set(stats) & set(trl_stats)
+    assert shared >= {key for key in ("kl", "cispo_clip_ratio", "vespo/phi_seq_mean") if key in trl_stats}
+    for key in sorted(shared - {"policy_loss"}):
+        assert stats[key].item() == pytest.approx(trl_stats[key], abs=1e-6), (case, key)

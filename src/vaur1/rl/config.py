@@ -21,7 +21,7 @@ from vaur1.errors import ConfigError
 from vaur1.model.generate import SamplingConfig
 from vaur1.model.vllm_engine import VllmConfig
 from vaur1.rewards import RewardConfig
-from vaur1.rl.loss import GRPOLossConfig
+from vaur1.rl.loss_config import GRPOLossConfig
 from vaur1.train.config import SessionConfig
 from vaur1.vocab import SCORED_TASKS, Mode, check_mode
 

@@ -41,7 +41,8 @@ from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
 from vaur1.model.logprobs import target_logprobs
 from vaur1.model.vllm_engine import policy_weights
 from vaur1.rl.config import GRPOTrainConfig
-from vaur1.rl.loss import group_advantages, policy_loss
+from vaur1.rl.loss import group_advantages
+from vaur1.rl.objectives import policy_loss
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
 from vaur1.rl.vllm_rollout import corrects_sampling, rollout_engine, sampling_correction
 from vaur1.train.distributed import fsdp_shard_frozen, policy_for_generation
