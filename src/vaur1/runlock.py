@@ -19,13 +19,24 @@ from types import TracebackType
 from typing import IO, Literal
 
 from vaur1.errors import VaurError
-from vaur1.layout import CHECKPOINT_PATTERN, CONFIG, RUN_INFO, EvalRun, TrainRun
+from vaur1.layout import CHECKPOINT_PATTERN, CONFIG, RUN_INFO, DemoRun, EvalRun, TrainRun
 
 RunKind = Literal["train", "eval", "demo"]
 KIND_FILE = ".vaur1-run"  # the kind of job that made the folder, one word
 LOCK_FILE = ".vaur1.lock"
 # what a run writes before it can be told apart: a folder holding only these is a run that stopped early
-_RUN_START_FILES = frozenset({KIND_FILE, LOCK_FILE, CONFIG, RUN_INFO, EvalRun(".").lock.name})
+# (the demo records each stage in the stage's own folder first)
+_RUN_START_FILES = frozenset(
+    {
+        KIND_FILE,
+        LOCK_FILE,
+        CONFIG,
+        RUN_INFO,
+        EvalRun(".").lock.name,
+        DemoRun(".").stage_record(".").name,
+        DemoRun(".").stage_started(".").name,
+    }
+)
 
 
 def exclusive_lock(path: Path, busy: str) -> IO[str]:

@@ -71,8 +71,13 @@ def _grpo_section() -> dict[str, Any]:
         "max_completion_length": 32,  # direct answers take at most 20 tokens; think mode needs ~160
         "task_repeats": {"qa": 3},  # QA three times per epoch, as in SFT
         "sampling": {"temperature": 1.0},
-        # token-level DAPO loss, rewards scaled by their group's std
-        "loss": {"beta": 0.04, "loss_type": "dapo", "scale_rewards": "group"},
+        # token-level DAPO loss, rewards scaled by their group's std; the KL as the paper's, unweighted
+        "loss": {
+            "beta": 0.04,
+            "loss_type": "dapo",
+            "scale_rewards": "group",
+            "use_bias_correction_kl": False,
+        },
         # 1e-4 for 60 steps left the SFT model unchanged (KL 0.01); 3e-4 for 200 steps collapsed one of
         # three seeds' TAG answers (KL 0.6: it stopped after the start time)
         "optim": {"learning_rate": 2e-4, "lr_scheduler": "constant"},

@@ -41,6 +41,7 @@ from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
 from vaur1.model.logprobs import target_logprobs
 from vaur1.model.vllm_engine import policy_weights
 from vaur1.rl.config import GRPOTrainConfig
+from vaur1.rl.entropy import ENTROPY_KEY, entropy_control, high_entropy_tokens, saved_control
 from vaur1.rl.loss import group_advantages
 from vaur1.rl.objectives import policy_loss
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
@@ -229,8 +230,9 @@ def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normali
     """One optimizer step over every micro-batch of the cycle; returns the step's loss statistics."""
     accelerator = session.accelerator
     loss_cfg = cfg.loss
+    control = entropy_control(session, loss_cfg)
     objective = torch.zeros((), device=accelerator.device)
-    sums = {"tokens": 0.0, "entropy": 0.0}
+    sums = {"tokens": 0.0, "entropy": 0.0, "bonus_entropy": 0.0, "bonus_tokens": 0.0}
     extremes: dict[str, list[float]] = {"clip_ratio/low_min": [], "clip_ratio/high_max": []}
     for batch in batches:
         rollout = batch.rollout
@@ -238,6 +240,7 @@ def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normali
             logps, entropies = completion_logps(
                 session.model, rollout, cfg.sampling.temperature, entropy=True
             )
+            entropy_mask = high_entropy_tokens(session, loss_cfg, rollout, entropies)
             loss, stats = policy_loss(
                 logps,
                 batch.old_logps,
@@ -251,6 +254,15 @@ def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normali
                 max_completion_length=cfg.max_completion_length,
                 num_items_in_batch=normalizer,
                 importance=batch.importance,
+                importance_sampling_level=loss_cfg.importance_sampling_level,
+                delta=loss_cfg.delta,
+                use_bias_correction_kl=loss_cfg.use_bias_correction_kl,
+                off_policy_mask_threshold=loss_cfg.off_policy_mask_threshold,
+                sampling_logp=rollout.sampling_logps,
+                entropy_mask=entropy_mask,
+                entropies=entropies,
+                entropy_coef=control.applied(),
+                options=loss_cfg.options(),
             )
             if rollout.filler:
                 loss = loss * 0.0
@@ -262,6 +274,9 @@ def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normali
         sums["tokens"] += tokens
         if not rollout.filler:
             sums["entropy"] += float((entropies * rollout.loss_mask).sum())
+            effective = rollout.loss_mask if entropy_mask is None else rollout.loss_mask * entropy_mask
+            sums["bonus_entropy"] += float((entropies * effective).sum())
+            sums["bonus_tokens"] += float(effective.sum())
         for key, value in stats.items():
             if key in extremes:
                 if not rollout.filler:
@@ -271,9 +286,17 @@ def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normali
     _, grad_norm = session.optimizer_step(objective)
 
     totals = session.reduce_sum({**sums, "loss": float(objective)})
+    bonus_tokens = totals.pop("bonus_tokens")
+    bonus_entropy = totals.pop("bonus_entropy") / max(bonus_tokens, 1.0)
+    bonus = bool(loss_cfg.entropy_coef or loss_cfg.use_adaptive_entropy)
+    if bonus:
+        control.update(bonus_entropy)  # the window-global entropy over the tokens the bonus acts on
+        session.state.extra[ENTROPY_KEY] = saved_control(control)
     tokens = max(totals.pop("tokens"), 1.0)
     metrics = {"loss": totals.pop("loss") / accelerator.num_processes}
     metrics |= {key: value / tokens for key, value in totals.items()}
+    if bonus:
+        metrics["entropy_coef"] = control.coef  # TRL's name: the coefficient the next step applies
     for key, reduce in (("clip_ratio/low_min", min), ("clip_ratio/high_max", max)):
         values = session.gather(extremes[key])
         if values:
