@@ -155,6 +155,42 @@ def test_seeded_rollouts_do_not_depend_on_the_batch(tiny_models, synth_bench):
     assert rollout_seed(42, 3, 0) != rollout_seed(42, 4, 0) != rollout_seed(43, 3, 0)
 
 
+ALGORITHMS = {
+    "gspo": (["loss.loss_type=grpo", "loss.importance_sampling_level=sequence"], "clip_ratio/region_mean"),
+    "luspo": (["loss.loss_type=luspo", "loss.importance_sampling_level=sequence"], "clip_ratio/high_max"),
+    "cispo": (["loss.loss_type=cispo", "loss.epsilon_high=5.0"], "cispo_clip_ratio"),
+    "sapo": (["loss.loss_type=sapo"], "entropy"),
+    "vespo": (["loss.loss_type=vespo"], "vespo/phi_seq_mean"),
+    "dapo with every mask": (
+        [
+            "loss.delta=1.5",
+            "loss.off_policy_mask_threshold=0.1",
+            "loss.top_entropy_quantile=0.5",
+            "loss.entropy_coef=0.01",
+            "loss.use_adaptive_entropy=true",
+            "loss.beta=0.02",
+        ],
+        "entropy_coef",
+    ),
+}
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_each_grpo_family_objective_trains_end_to_end(algorithm, tiny_models, synth_bench, tmp_path, toy):
+    overrides, logged = ALGORITHMS[algorithm]
+    out = tmp_path / "run"
+    cfg = grpo_config(
+        out, tiny_models[ARCH], synth_bench, [*TOY, "run.max_steps=2", "loss.num_iterations=2", *overrides]
+    )
+    final = train(cfg)
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2] and all(logged in r for r in records), algorithm
+    assert changed(tiny_models[ARCH], final), algorithm  # the update moved the weights
+    if algorithm == "dapo with every mask":
+        state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+        assert state["extra"]["entropy_control"]["coef"] == records[-1]["entropy_coef"]
+
+
 @pytest.mark.slow
 def test_the_mean_reward_rises_on_a_toy_task(tiny_models, synth_bench, tmp_path, toy):
     out = tmp_path / "run"

@@ -281,7 +281,7 @@ def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normali
             if key in extremes:
                 if not rollout.filler:
                     extremes[key].append(float(value))
-            elif key.endswith("_mean") or key == "kl":
+            elif key not in ("policy_loss", "tokens"):  # the means: clip ratios, kl, cispo's, vespo's
                 sums[key] = sums.get(key, 0.0) + float(value) * tokens
     _, grad_norm = session.optimizer_step(objective)
 
