@@ -173,3 +173,21 @@ def test_two_machines_form_one_job_and_only_rank_0_writes_the_shared_files(
     # one writer: each record once, the skipped clip once, whichever machine met it
     assert [r["step"] for r in read_jsonl(tmp_path / "two" / "metrics.jsonl")] == [1, 2]
     assert [s["key"] for s in read_jsonl(tmp_path / "two" / "skipped.jsonl")] == [examples[1].key]
+
+
+@pytest.mark.slow
+def test_a_sequence_level_loss_on_two_processes_updates_like_one_process(configs, tmp_path):
+    """GSPO's sequence ratio, with two updates per rollout so that it departs from 1, under DDP and
+    ZeRO-3 with 2 processes, reaches one process's weights."""
+    gspo = ["loss.loss_type=grpo", "loss.importance_sampling_level=sequence", "loss.num_iterations=2"]
+    reference = tmp_path / "one"
+    launch(reference, "grpo", configs["grpo"], None, 1, "per_device_train_batch_size=2", *gspo)
+    for engine in ("ddp-cpu", "zero3"):
+        out = tmp_path / engine
+        result = launch(out, "grpo", configs["grpo"], engine, 2, "per_device_train_batch_size=1", *gspo)
+        assert f"{ENGINE[engine]} on 2 process" in console(result)
+        assert_same_weights(out, reference)
+        ours, theirs = read_jsonl(out / "metrics.jsonl"), read_jsonl(reference / "metrics.jsonl")
+        assert [r["clip_ratio/region_mean"] for r in ours] == pytest.approx(
+            [r["clip_ratio/region_mean"] for r in theirs], abs=1e-6
+        )
