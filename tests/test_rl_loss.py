@@ -607,3 +607,26 @@ def test_every_grpo_family_option_matches_trl(case):
     assert shared >= {key for key in ("kl", "cispo_clip_ratio", "vespo/phi_seq_mean") if key in trl_stats}
     for key in sorted(shared - {"policy_loss"}):
         assert stats[key].item() == pytest.approx(trl_stats[key], abs=1e-6), (case, key)
+
+
+def test_importance_weights_by_hand_in_every_mode():
+    """exp(trainer - sampler) per token, or of the masked sum per sequence, clipped or masked to
+    [clip_min, clip_max]; padding and NaN (a token the sampler could not score) count as ratio 1."""
+    from vaur1.rl.loss import importance_weights
+
+    trainer = torch.tensor([[0.0, LN(2.0), LN(4.0)], [LN(0.25), 0.0, 5.0]])
+    sampler = torch.tensor([[0.0, 0.0, 0.0], [0.0, float("nan"), 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    table = {
+        # mode, clip_min, clip_max: expected
+        ("token_truncate", None, 3.0): [[1.0, 2.0, 3.0], [0.25, 1.0, 1.0]],
+        ("token_truncate", 0.5, 3.0): [[1.0, 2.0, 3.0], [0.5, 1.0, 1.0]],
+        ("token_mask", None, 3.0): [[1.0, 2.0, 0.0], [0.25, 1.0, 1.0]],
+        ("token_mask", 0.5, 3.0): [[1.0, 2.0, 0.0], [0.0, 1.0, 1.0]],
+        ("sequence_truncate", None, 3.0): [[3.0], [0.25]],  # 1 x 2 x 4 = 8 -> 3; 0.25 x 1
+        ("sequence_truncate", None, None): [[8.0], [0.25]],
+        ("sequence_mask", None, 3.0): [[0.0], [0.25]],
+        ("sequence_mask", 0.5, 10.0): [[8.0], [0.0]],
+    }
+    for (mode, low, high), expected in table.items():
+        assert_values(importance_weights(trainer, sampler, mask, mode, low, high), expected)

@@ -112,6 +112,8 @@ def importance_weights(
         difference = difference.sum(dim=-1, keepdim=True)
     ratio = torch.exp(difference)
     if mode.endswith("truncate"):
+        if clip_min is None and clip_max is None:  # no bound set: the ratio as it is
+            return ratio
         return torch.clamp(ratio, min=clip_min, max=clip_max)
     low = -math.inf if clip_min is None else clip_min
     high = math.inf if clip_max is None else clip_max
