@@ -160,6 +160,7 @@ ALGORITHMS = {
     "luspo": (["loss.loss_type=luspo", "loss.importance_sampling_level=sequence"], "clip_ratio/high_max"),
     "cispo": (["loss.loss_type=cispo", "loss.epsilon_high=5.0"], "cispo_clip_ratio"),
     "sapo": (["loss.loss_type=sapo"], "entropy"),
+    "gdpo": (["rewards.multi_objective_aggregation=normalize_then_sum"], "rewards/toy/mean"),
     "vespo": (["loss.loss_type=vespo"], "vespo/phi_seq_mean"),
     "dapo with every mask": (
         [

@@ -630,3 +630,28 @@ def test_importance_weights_by_hand_in_every_mode():
     }
     for (mode, low, high), expected in table.items():
         assert_values(importance_weights(trainer, sampler, mask, mode, low, high), expected)
+
+
+def test_normalize_then_sum_matches_trl():
+    """GDPO's aggregation against TRL 1.16's `normalize_then_sum` branch (a transcription using its
+    own nanstd), with a reward that does not apply to some completions (NaN) and one that none do."""
+    from trl.trainer.utils import nanstd
+
+    from vaur1.rl.loss import normalized_sum_advantages
+
+    torch.manual_seed(4)
+    parts = torch.randint(0, 3, (12, 3)).float()
+    parts[:4, 2] = float("nan")  # a reward that does not apply to the first group
+    parts[8, :] = float("nan")  # a completion no reward applies to
+    weights = torch.tensor([1.0, 0.5, 2.0]).expand(12, 3)
+    ours = normalized_sum_advantages(parts, weights, 4)
+
+    grouped = parts.view(-1, 4, 3)
+    mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
+    std_k = nanstd(grouped, dim=1, keepdim=True)
+    reward_k = ((grouped - mean_k) / (std_k + 1e-4)).view(-1, 3)
+    rewards = (reward_k * weights).nansum(dim=1)
+    rewards[torch.isnan(parts).all(dim=1)] = torch.nan
+    expected = torch.nan_to_num((rewards - torch.nanmean(rewards)) / (nanstd(rewards) + 1e-4), nan=0.0)
+    assert torch.allclose(ours.advantages, expected, atol=1e-6)
+    assert ours.advantages[8] == 0.0

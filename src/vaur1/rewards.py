@@ -206,6 +206,8 @@ REWARD_TASKS: dict[str, tuple[str, ...]] = {
 }
 
 
+AGGREGATIONS: tuple[str, ...] = ("sum_then_normalize", "normalize_then_sum")
+
 # ---- rewards of your own ----------------------------------------------------------------------
 
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -286,8 +288,16 @@ class RewardConfig:
     # rewards of your own: name -> "package.module:function"; the function takes (completion, example)
     # and returns a float (or None where it does not apply); weight it under qa/tag/cls by its name
     custom: dict[str, str] = field(default_factory=dict)
+    # sum_then_normalize: advantages of the weighted sum (GRPO); normalize_then_sum: each reward
+    # normalised in its group before the weighted sum, the sums normalised over the batch (GDPO)
+    multi_objective_aggregation: str = "sum_then_normalize"
 
     def validate(self) -> None:
+        if self.multi_objective_aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"rewards.multi_objective_aggregation: {self.multi_objective_aggregation!r} is not one of "
+                f"{', '.join(AGGREGATIONS)}"
+            )
         for name, target in self.custom.items():
             if not _NAME.fullmatch(name) or name in REWARDS:
                 raise ConfigError(

@@ -74,6 +74,46 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: Scal
     return GroupAdvantages(advantages, group_std, frac_zero_std)
 
 
+def _nanstd(values: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
+    """The unbiased std ignoring NaN (TRL's `nanstd`)."""
+    mean = torch.nanmean(values, dim=dim, keepdim=True)
+    count = (
+        (~torch.isnan(values)).sum(dim=dim, keepdim=keepdim)
+        if dim is not None
+        else (~torch.isnan(values)).sum()
+    )
+    variance = torch.nanmean((values - mean) ** 2, dim=dim, keepdim=keepdim) * count / (count - 1)
+    return torch.sqrt(variance)
+
+
+def normalized_sum_advantages(parts: torch.Tensor, weights: torch.Tensor, group_size: int) -> GroupAdvantages:
+    """GDPO's `normalize_then_sum` (TRL's `multi_objective_aggregation`): each reward normalised within
+    its group, then weighted and summed, then the sums normalised over the whole batch.
+
+    `parts` is (N, K): reward k of completion n, NaN where the reward does not apply; `weights` (N, K)
+    each completion's task weights. A completion no reward applies to gets advantage 0. Under several
+    processes the caller passes every process's completions.
+    """
+    if parts.shape != weights.shape or parts.dim() != 2 or parts.shape[0] % group_size:
+        raise ValueError(
+            f"parts {tuple(parts.shape)} and weights {tuple(weights.shape)} for groups of {group_size}"
+        )
+    unscorable = torch.isnan(parts).all(dim=1)
+    grouped = parts.view(-1, group_size, parts.shape[1])
+    mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
+    std_k = _nanstd(grouped, dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean_k)
+    normalized = ((grouped - mean_k) / (std_k + ADVANTAGE_EPS)).view(-1, parts.shape[1])
+    rewards = (normalized * weights).nansum(dim=1)
+    rewards[unscorable] = torch.nan
+    std = _nanstd(rewards) if rewards.numel() > 1 else torch.zeros(())
+    advantages = torch.nan_to_num((rewards - torch.nanmean(rewards)) / (std + ADVANTAGE_EPS), nan=0.0)
+    group_std = (
+        _nanstd(rewards.view(-1, group_size), dim=1) if group_size > 1 else torch.zeros(parts.shape[0])
+    )
+    frac_zero_std = torch.isclose(torch.nan_to_num(group_std), torch.zeros_like(group_std)).float().mean()
+    return GroupAdvantages(advantages, group_std, frac_zero_std)
+
+
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimator of KL(policy || reference): exp(ref - logp) - (ref - logp) - 1 >= 0.
 

@@ -29,6 +29,7 @@ backward and optimizer step) and `time/step` (all of it), plus
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -42,7 +43,7 @@ from vaur1.model.logprobs import target_logprobs
 from vaur1.model.vllm_engine import policy_weights
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.entropy import ENTROPY_KEY, entropy_control, high_entropy_tokens, saved_control
-from vaur1.rl.loss import group_advantages
+from vaur1.rl.loss import group_advantages, normalized_sum_advantages
 from vaur1.rl.objectives import policy_loss
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
 from vaur1.rl.vllm_rollout import corrects_sampling, rollout_engine, sampling_correction
@@ -197,7 +198,19 @@ def score_cycle(session: Session, cfg: GRPOTrainConfig, rollouts: list[Rollout])
     offset = sum(counts[: session.accelerator.process_index])
     if rows:
         rewards = torch.tensor([row["reward"] for row in rows], dtype=torch.float32)
-        grouped = group_advantages(rewards, cfg.num_generations, cfg.loss.scale_rewards)
+        if cfg.rewards.multi_objective_aggregation == "normalize_then_sum":
+            names = sorted({name for row in rows for name in row["parts"]})
+            weights = [cfg.rewards.weights(row["task"]) for row in rows]
+            parts = torch.tensor(
+                [
+                    [math.nan if row["parts"].get(n) is None else row["parts"][n] for n in names]
+                    for row in rows
+                ]
+            )
+            weight = torch.tensor([[w.get(n, 0.0) for n in names] for w in weights])
+            grouped = normalized_sum_advantages(parts, weight, cfg.num_generations)
+        else:
+            grouped = group_advantages(rewards, cfg.num_generations, cfg.loss.scale_rewards)
         mine = grouped.advantages[offset : offset + len(local_rows)]
         metrics = rollout_metrics(rows, cfg, float(grouped.frac_zero_std))
     else:

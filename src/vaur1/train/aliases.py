@@ -76,6 +76,7 @@ TRL_ALIASES: dict[str, str] = {
     "entropy_coef_max": "loss.entropy_coef_max",
     "entropy_target": "loss.entropy_target",
     "off_policy_mask_threshold": "loss.off_policy_mask_threshold",
+    "multi_objective_aggregation": "rewards.multi_objective_aggregation",
     "vllm_importance_sampling_correction": "loss.vllm_importance_sampling_correction",
     "vllm_importance_sampling_mode": "loss.vllm_importance_sampling_mode",
     "vllm_importance_sampling_clip_max": "loss.vllm_importance_sampling_clip_max",
