@@ -161,6 +161,7 @@ ALGORITHMS = {
     "cispo": (["loss.loss_type=cispo", "loss.epsilon_high=5.0"], "cispo_clip_ratio"),
     "sapo": (["loss.loss_type=sapo"], "entropy"),
     "gdpo": (["rewards.multi_objective_aggregation=normalize_then_sum"], "rewards/toy/mean"),
+    "overlong shaping": (["rewards.overlong_buffer_len=4"], "rewards/overlong/mean"),
     "vespo": (["loss.loss_type=vespo"], "vespo/phi_seq_mean"),
     "dapo with every mask": (
         [

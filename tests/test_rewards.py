@@ -305,3 +305,21 @@ def test_iou_functions_stay_in_range_and_agree_on_identity(a, b):
     assert temporal_iou(a, b) == temporal_iou(b, a)
     if a[1] > a[0]:
         assert temporal_iou(a, a) == 1.0 and boundary_iou(a, a) == 1.0
+
+
+def test_overlong_penalty_equals_verls_dapo_reward_manager():
+    """A transcription of verl's DAPO reward manager (`overlong_buffer`): expected_len = max - buffer,
+    exceed = length - expected_len, reward += min(-exceed / buffer * factor, 0)."""
+    from vaur1.rewards import overlong_penalty
+
+    def verl(valid_response_length, max_resp_len, overlong_buffer_len, overlong_penalty_factor):
+        expected_len = max_resp_len - overlong_buffer_len
+        exceed_len = valid_response_length - expected_len
+        return min(-exceed_len / overlong_buffer_len * overlong_penalty_factor, 0)
+
+    for length in (0, 10, 95, 96, 100, 120, 128):
+        for buffer, factor in ((32, 1.0), (8, 0.5)):
+            assert overlong_penalty(length, 128, buffer, factor) == pytest.approx(
+                verl(length, 128, buffer, factor)
+            )
+    assert overlong_penalty(128, 128, 32, 1.0) == -1.0 and overlong_penalty(96, 128, 32, 1.0) == 0.0

@@ -291,6 +291,10 @@ class RewardConfig:
     # sum_then_normalize: advantages of the weighted sum (GRPO); normalize_then_sum: each reward
     # normalised in its group before the weighted sum, the sums normalised over the batch (GDPO)
     multi_objective_aggregation: str = "sum_then_normalize"
+    # DAPO's overlong shaping: a completion longer than max_completion_length minus this buffer (tokens)
+    # loses up to overlong_penalty_factor, linearly over the buffer; 0: off
+    overlong_buffer_len: int = 0
+    overlong_penalty_factor: float = 1.0
 
     def validate(self) -> None:
         if self.multi_objective_aggregation not in AGGREGATIONS:
@@ -317,6 +321,11 @@ class RewardConfig:
                     raise ConfigError(f"rewards.{task}.{name}: this reward does not apply to {task}")
                 if not math.isfinite(weight):
                     raise ConfigError(f"rewards.{task}.{name}: weight must be a finite number, got {weight}")
+        if self.overlong_buffer_len < 0 or not math.isfinite(self.overlong_penalty_factor):
+            raise ConfigError(
+                f"rewards: overlong_buffer_len must be >= 0 and overlong_penalty_factor finite, got "
+                f"{self.overlong_buffer_len} and {self.overlong_penalty_factor}"
+            )
         if not 0 < self.think_min_words <= self.think_max_words:
             raise ConfigError(
                 "rewards: need 0 < think_min_words <= think_max_words, "
@@ -327,6 +336,16 @@ class RewardConfig:
         if task not in SCORED_TASKS:
             raise VaurError(f"task {task!r} has no rewards (rewarded tasks: {', '.join(SCORED_TASKS)})")
         return dict(getattr(self, task))
+
+
+OVERLONG = "overlong"  # the name the shaping term is logged under, next to the rewards
+
+
+def overlong_penalty(length: int, max_length: int, buffer: int, factor: float) -> float:
+    """DAPO's soft overlong punishment (verl's `overlong_buffer`): 0 up to max_length - buffer tokens,
+    then falling linearly to -factor at max_length."""
+    exceed = length - (max_length - buffer)
+    return min(-exceed / buffer * factor, 0.0)
 
 
 def reward_functions(config: RewardConfig | None = None) -> dict[str, RewardFn]:

@@ -91,6 +91,11 @@ class GRPOTrainConfig(SessionConfig):
             raise ConfigError("sampling.do_sample must be true: GRPO compares G different samples per prompt")
         self.sampling_config().validate()
         self.rewards.validate()
+        if self.rewards.overlong_buffer_len >= self.max_completion_length:
+            raise ConfigError(
+                f"rewards.overlong_buffer_len {self.rewards.overlong_buffer_len} must be below max_completion_length "
+                f"{self.max_completion_length}"
+            )
         wrong_format = FORMAT_REWARD["direct" if self.mode == "think" else "think"]
         for task in self.data.tasks:
             if wrong_format in self.rewards.weights(task):

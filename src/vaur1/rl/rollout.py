@@ -30,7 +30,7 @@ from vaur1.bench.tasks import Example
 from vaur1.model.generate import SamplingConfig, end_of_turn_id, generate
 from vaur1.model.inputs import append_completions, build_inputs, repeat_inputs
 from vaur1.prompts import Mode, PromptConfig, build_messages, prompt_text
-from vaur1.rewards import RewardConfig, score
+from vaur1.rewards import OVERLONG, RewardConfig, overlong_penalty, score
 from vaur1.rl.loss import truncated
 from vaur1.video.frames import DecodedVideo
 
@@ -177,6 +177,8 @@ def collect(
     generated = time.perf_counter()
     row_examples = [example for example in examples for _ in range(group)]
     scored = [score(text, example, rewards) for text, example in zip(texts, row_examples, strict=True)]
+    if rewards.overlong_buffer_len:
+        scored = shape_overlong(scored, mask.sum(dim=1).tolist(), sampling.max_new_tokens, rewards)
     row_prompts = [prompt_text(example, mode, prompts) for example in examples for _ in range(group)]
     return Rollout(
         **_assemble(processor, inputs, ids, mask, group, mask_truncated_completions),
@@ -189,6 +191,19 @@ def collect(
         timings={"rollout": generated - started, "scoring": time.perf_counter() - generated},
         sampling_logps=sampling_logps,
     )
+
+
+def shape_overlong(
+    scored: list[tuple[float, dict]], lengths: list[int], max_length: int, rewards: RewardConfig
+) -> list[tuple[float, dict]]:
+    """Each completion's total with DAPO's overlong penalty added, the penalty logged as a part."""
+    shaped = []
+    for (total, parts), length in zip(scored, lengths, strict=True):
+        penalty = overlong_penalty(
+            int(length), max_length, rewards.overlong_buffer_len, rewards.overlong_penalty_factor
+        )
+        shaped.append((total + penalty, {**parts, OVERLONG: penalty}))
+    return shaped
 
 
 def video_features(model, rollout: Rollout):
