@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,48 @@ def test_two_processes_update_the_weights_as_one_process_with_the_same_global_ba
         assert other.keys() == one.keys()
         for key, tensor in one.items():
             assert other[key].allclose(tensor, rtol=1e-4, atol=1e-6), (name, key)
+
+
+# The console entry point, writing each process's sampled completions next to the run (to compare them).
+RECORDING_LAUNCHER = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+import train_helpers
+from vaur1.cli import main
+from vaur1.rl import trainer
+
+collect = trainer.collect
+
+def recording_collect(*args, **kwargs):
+    rollout = collect(*args, **kwargs)
+    with open(os.path.join({out!r}, "texts-" + os.environ.get("RANK", "0") + ".jsonl"), "a") as handle:
+        handle.write(json.dumps({{"keys": rollout.keys, "texts": rollout.texts}}) + "\\n")
+    return rollout
+
+trainer.collect = recording_collect
+train_helpers.register_toy_reward()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_each_process_samples_with_its_own_noise_by_default(tiny_models, synth_bench, tmp_path, toy):
+    """With seed_rollouts_per_prompt left off, two processes given the same prompt sample different
+    completions: each draws its own random stream."""
+    out = tmp_path / "run"
+    out.mkdir()
+    script = tmp_path / "launch.py"
+    script.write_text(RECORDING_LAUNCHER.format(tests=str(Path(__file__).parent), out=str(out)))
+    cfg = grpo_config(
+        tmp_path / "unused",
+        tiny_models["qwen2_5_vl"],
+        synth_bench,
+        [*TOY, "data.tasks=[qa]", "data.max_per_task=1", "run.max_steps=1", "max_completion_length=16"],
+    )
+    assert cfg.seed_rollouts_per_prompt is False  # the default users get
+    config = tmp_path / "grpo.yaml"
+    save_config(cfg, config)
+    launch(script, config, out, 2, "per_device_train_batch_size=1")
+    ranks = [json.loads((out / f"texts-{rank}.jsonl").read_text().splitlines()[0]) for rank in (0, 1)]
+    assert ranks[0]["keys"] == ranks[1]["keys"]  # one example: both processes got the same prompt
+    assert ranks[0]["texts"] != ranks[1]["texts"]

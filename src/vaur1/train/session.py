@@ -191,6 +191,10 @@ class Session:
             Validator(self, cfg.validation, mode, validation_loss) if cfg.validation.enabled else None
         )
         accelerator.wait_for_everyone()
+        if accelerator.num_processes > 1:
+            # the model is built alike everywhere; from here each process draws its own random stream
+            # (sampling noise, dropout), or every process would sample its completions with the same noise
+            set_seed(cfg.run.seed + accelerator.process_index)
         if resume_from is not None:
             load_checkpoint(accelerator, resume_from, self.state)
             log.info("resumed from %s at step %d", resume_from, self.state.step)
