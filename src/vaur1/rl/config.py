@@ -14,6 +14,7 @@ their length come from `num_generations` and `max_completion_length` only.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -24,6 +25,8 @@ from vaur1.rewards import RewardConfig
 from vaur1.rl.loss_config import GRPOLossConfig
 from vaur1.train.config import SessionConfig
 from vaur1.vocab import SCORED_TASKS, Mode, check_mode
+
+LOG = logging.getLogger("vaur1.train")
 
 # The format reward each prompt mode asks for; the other one would score every completion 0.
 FORMAT_REWARD: dict[str, str] = {"think": "format", "direct": "format_direct"}
@@ -91,6 +94,17 @@ class GRPOTrainConfig(SessionConfig):
             raise ConfigError("sampling.do_sample must be true: GRPO compares G different samples per prompt")
         self.sampling_config().validate()
         self.rewards.validate()
+        truncated_sampler = self.sampling.top_k > 0 or self.sampling.top_p < 1
+        if (
+            self.rollout.backend == "vllm"
+            and self.loss.vllm_importance_sampling_correction
+            and truncated_sampler
+        ):
+            LOG.warning(
+                "vLLM samples from the top_k / top_p truncated distribution: the importance ratio weighs each "
+                "token's loss by the policy's mass inside it (the sampler is the behaviour policy, as in TRL "
+                "and verl); sampling.top_k: 0 and top_p: 1 make it measure the engines' gap alone"
+            )
         if self.rewards.overlong_buffer_len >= self.max_completion_length:
             raise ConfigError(
                 f"rewards.overlong_buffer_len {self.rewards.overlong_buffer_len} must be below max_completion_length "
