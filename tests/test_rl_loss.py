@@ -655,3 +655,26 @@ def test_normalize_then_sum_matches_trl():
     expected = torch.nan_to_num((rewards - torch.nanmean(rewards)) / (nanstd(rewards) + 1e-4), nan=0.0)
     assert torch.allclose(ours.advantages, expected, atol=1e-6)
     assert ours.advantages[8] == 0.0
+
+
+def test_a_new_objective_is_one_function_and_its_registration():
+    """docs/algorithms.md's example: a registered surrogate is a loss_type the config and the loss take."""
+    from vaur1.rl.objectives import LOSSES, SurrogateInputs, register_loss
+
+    @register_loss("capped_ratio_test", aggregation="sequence_mean")
+    def capped(inputs: SurrogateInputs):
+        return -inputs.coef.clamp(max=2.0) * inputs.advantages, {}
+
+    try:
+        GRPOLossConfig(loss_type="capped_ratio_test").validate()
+        logp = (-torch.rand(2, 3)).requires_grad_()
+        mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+        adv = torch.tensor([1.0, -1.0])
+        loss, _ = policy_loss(logp, None, None, adv, mask, loss_type="capped_ratio_test", epsilon=0.2,
+                              epsilon_high=None, beta=0.0)  # fmt: skip
+        # ratio 1 everywhere: -(A) averaged per sequence, then over sequences
+        assert loss.item() == pytest.approx(0.0)
+        (grad,) = torch.autograd.grad(loss, logp)
+        assert torch.allclose(grad, torch.tensor([[-0.25, -0.25, 0.0], [1 / 6, 1 / 6, 1 / 6]]))
+    finally:
+        del LOSSES["capped_ratio_test"]
