@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean browser vllm lmms-eval trackio
+.PHONY: venv demo test test-fast lint clean browser vllm lmms-eval trackio
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ test: $(STAMP) $(VLLM_STAMP) $(LMMS_STAMP) $(TRACKIO_STAMP) browser
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
+
+# The development loop: everything but what is slow by nature (end-to-end training runs, several
+# processes, vLLM engines, the browser, package resolution); `make test` runs those too.
+FAST := not slow and not engines and not vllm and not browser and not packaging
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest tests -m "$(FAST)"
 
 # The whole pipeline on a CPU (SynthVAU -> tiny Qwen2.5-VL -> SFT -> GRPO -> report), into runs/demo.
 demo: $(STAMP)

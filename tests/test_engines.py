@@ -19,6 +19,8 @@ from train_helpers import TOY, changed, grpo_config, read_jsonl, safetensors_wei
 from vaur1.config import save_config
 from vaur1.data import DataConfig
 
+pytestmark = pytest.mark.engines
+
 tiny_models = model_fixtures.tiny_models
 synth_bench = train_helpers.synth_bench
 toy = train_helpers.toy

@@ -15,6 +15,8 @@ import vaur1
 from train_helpers import TOY, changed, grpo_config, read_jsonl, safetensors_weights
 from vaur1.config import save_config
 
+pytestmark = pytest.mark.engines
+
 tiny_models = model_fixtures.tiny_models
 synth_bench = train_helpers.synth_bench
 toy = train_helpers.toy

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.packaging
+
 REPO = Path(__file__).resolve().parents[1]
 GPU_SET = REPO / "constraints-gpu-vllm.txt"
 # What the GPU set changes that can run on this CPU, and the tests that exercise it.

@@ -71,6 +71,7 @@ def test_each_shipped_config_trains_a_step_as_shipped(name, tiny_bf16, synth_ben
 
 
 @pytest.mark.slow
+@pytest.mark.engines
 def test_grpo_in_bf16_under_zero2_on_two_processes(tiny_bf16, synth_bench, tmp_path, toy):
     # a dense toy reward: the random model's think answers would all score 0 and teach nothing
     cfg = shipped(

@@ -468,6 +468,7 @@ end_distributed_run()
 
 
 @pytest.mark.slow
+@pytest.mark.engines
 def test_sigkilled_two_process_lora_run_resumes_to_bit_identical_weights(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -528,6 +529,7 @@ print("unreachable")
 
 
 @pytest.mark.slow
+@pytest.mark.engines
 def test_a_two_process_run_ends_with_its_exit_code_its_atexit_handlers_and_its_output(tmp_path):
     script = tmp_path / "end.py"
     script.write_text(END_SCRIPT)

