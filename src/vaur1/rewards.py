@@ -294,7 +294,7 @@ class RewardConfig:
     # DAPO's overlong shaping: a completion longer than max_completion_length minus this buffer (tokens)
     # loses up to overlong_penalty_factor, linearly over the buffer; 0: off
     overlong_buffer_len: int = 0
-    overlong_penalty_factor: float = 1.0
+    overlong_penalty_factor: float = 1.0  # the penalty at max_completion_length
 
     def validate(self) -> None:
         if self.multi_objective_aggregation not in AGGREGATIONS:
