@@ -162,6 +162,15 @@ ALGORITHMS = {
     "sapo": (["loss.loss_type=sapo"], "entropy"),
     "gdpo": (["rewards.multi_objective_aggregation=normalize_then_sum"], "rewards/toy/mean"),
     "overlong shaping": (["rewards.overlong_buffer_len=4"], "rewards/overlong/mean"),
+    "t-grpo": (
+        [
+            "rollout.temporal.enabled=true",
+            "rewards.qa={toy: 1.0, accuracy: 1.0}",
+            "rewards.tag={toy: 1.0, iou: 1.0}",
+            "rewards.cls={toy: 1.0, class: 1.0}",
+        ],
+        "temporal/shuffled_accuracy",
+    ),
     "vespo": (["loss.loss_type=vespo"], "vespo/phi_seq_mean"),
     "dapo with every mask": (
         [

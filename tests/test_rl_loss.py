@@ -678,3 +678,29 @@ def test_a_new_objective_is_one_function_and_its_registration():
         assert torch.allclose(grad, torch.tensor([[-0.25, -0.25, 0.0], [1 / 6, 1 / 6, 1 / 6]]))
     finally:
         del LOSSES["capped_ratio_test"]
+
+
+def test_temporal_bonus_equals_video_r1s_rule():
+    """A transcription of Video-R1's T-GRPO (its GRPO trainer): when the ordered group's mean accuracy is
+    at least 0.8 x the shuffled group's, every ordered completion with accuracy > 0.1 gets +0.3."""
+    from vaur1.rl.temporal import temporal_bonus
+
+    def video_r1(accuracy: torch.Tensor, shuffled_accuracy: torch.Tensor) -> torch.Tensor:
+        temporal_rewards_per_func = accuracy.clone().unsqueeze(1)
+        acc_mean = temporal_rewards_per_func[:, 0].mean()
+        shuffled_acc_mean = shuffled_accuracy.mean()
+        if acc_mean >= 0.8 * shuffled_acc_mean:
+            mask = temporal_rewards_per_func[:, 0] > 0.1
+            temporal_rewards_per_func[mask, 0] = temporal_rewards_per_func[mask, 0] + 0.3
+        return temporal_rewards_per_func[:, 0]
+
+    cases = [
+        ([1.0, 0.0, 1.0, 0.05], [0.0, 1.0]),  # ordered 0.51 >= 0.8 x 0.5: paid
+        ([1.0, 0.0, 0.0, 0.0], [1.0, 1.0]),  # ordered 0.25 < 0.8: not paid
+        ([0.4, 0.4, 0.4, 0.4], [0.5, 0.5]),  # exactly at the margin: paid
+        ([0.0, 0.0, 0.0, 0.0], [0.0, 0.0]),  # nobody right: 0 >= 0, but no one above 0.1
+    ]
+    for ordered, shuffled in cases:
+        ordered, shuffled = torch.tensor(ordered), torch.tensor(shuffled)
+        ours, _ = temporal_bonus(ordered, shuffled, bonus=0.3, margin=0.8, threshold=0.1)
+        assert torch.allclose(ours, video_r1(ordered, shuffled)), (ordered, shuffled)

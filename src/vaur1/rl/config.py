@@ -23,6 +23,7 @@ from vaur1.model.generate import SamplingConfig
 from vaur1.model.vllm_engine import VllmConfig
 from vaur1.rewards import RewardConfig
 from vaur1.rl.loss_config import GRPOLossConfig
+from vaur1.rl.temporal import TemporalConfig
 from vaur1.train.config import SessionConfig
 from vaur1.vocab import SCORED_TASKS, Mode, check_mode
 
@@ -42,8 +43,10 @@ class RolloutConfig:
     # the gap between its log-probs and the trainer's
     backend: Literal["hf", "vllm"] = "hf"
     vllm: VllmConfig = field(default_factory=VllmConfig)  # the engine's settings with backend vllm
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)  # Video-R1's T-GRPO
 
     def validate(self) -> None:
+        self.temporal.validate()
         if self.backend not in ("hf", "vllm"):
             raise ConfigError(f"rollout.backend: {self.backend!r} is not hf or vllm")
         self.vllm.validate()

@@ -57,6 +57,8 @@ class Rollout:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: rollout (generate), scoring (rewards)
     filler: bool = False  # a stand-in for an empty micro-batch: it trains nothing
     sampling_logps: torch.Tensor | None = None  # (rows, L) the sampler's log-probs, with vLLM rollouts
+    # T-GRPO: each prompt's (ordered accuracy, shuffled accuracy, bonus applied)
+    temporal: list[tuple[float, float, bool]] | None = None
 
     @property
     def rows(self) -> int:

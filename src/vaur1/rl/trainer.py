@@ -41,6 +41,7 @@ import torch
 from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
 from vaur1.model.logprobs import target_logprobs
 from vaur1.model.vllm_engine import policy_weights
+from vaur1.rl import temporal
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.entropy import ENTROPY_KEY, entropy_control, high_entropy_tokens, saved_control
 from vaur1.rl.loss import group_advantages, normalized_sum_advantages
@@ -131,19 +132,29 @@ def roll(
     if not items:
         return filler_rollout(policy, session.processor, session.filler_inputs(), sampling)
     seeds = [rollout_seed(cfg.run.seed, step, item.slot) for item in items]
-    return collect(
-        policy,
-        session.processor,
-        [item.example for item in items],
-        [item.video for item in items],
-        mode=cfg.mode,
-        prompts=cfg.prompts,
-        sampling=sampling,
-        rewards=cfg.rewards,
-        seeds=seeds if cfg.seed_rollouts_per_prompt else None,
-        mask_truncated_completions=cfg.loss.mask_truncated_completions,
-        engine=engine,
-    )
+    examples, videos = [item.example for item in items], [item.video for item in items]
+
+    def sample_on(videos: list, sampling) -> Rollout:
+        return collect(
+            policy,
+            session.processor,
+            examples,
+            videos,
+            mode=cfg.mode,
+            prompts=cfg.prompts,
+            sampling=sampling,
+            rewards=cfg.rewards,
+            seeds=seeds if cfg.seed_rollouts_per_prompt else None,
+            mask_truncated_completions=cfg.loss.mask_truncated_completions,
+            engine=engine,
+        )
+
+    rollout = sample_on(videos, sampling)
+    if cfg.rollout.temporal.enabled:  # Video-R1's T-GRPO: G / 2 more on each prompt's shuffled frames
+        mixed = [temporal.shuffled(video, seed) for video, seed in zip(videos, seeds, strict=True)]
+        other = sample_on(mixed, replace(sampling, num_return_sequences=max(1, cfg.num_generations // 2)))
+        temporal.apply(rollout, other, cfg.rewards.weights, cfg.rollout.temporal)
+    return rollout
 
 
 def _std(values: list[float]) -> float:
@@ -195,6 +206,7 @@ def score_cycle(session: Session, cfg: GRPOTrainConfig, rollouts: list[Rollout])
     ]
     counts = session.gather([len(local_rows)])
     rows = session.gather(local_rows)
+    prompts_temporal = session.gather([t for r in rollouts if not r.filler for t in (r.temporal or [])])
     offset = sum(counts[: session.accelerator.process_index])
     if rows:
         rewards = torch.tensor([row["reward"] for row in rows], dtype=torch.float32)
@@ -213,6 +225,7 @@ def score_cycle(session: Session, cfg: GRPOTrainConfig, rollouts: list[Rollout])
             grouped = group_advantages(rewards, cfg.num_generations, cfg.loss.scale_rewards)
         mine = grouped.advantages[offset : offset + len(local_rows)]
         metrics = rollout_metrics(rows, cfg, float(grouped.frac_zero_std))
+        metrics |= temporal.metrics(prompts_temporal)
     else:
         mine, metrics = torch.zeros(0), {}
     batches = []
