@@ -193,3 +193,27 @@ def test_a_sequence_level_loss_on_two_processes_updates_like_one_process(configs
         assert [r["clip_ratio/region_mean"] for r in ours] == pytest.approx(
             [r["clip_ratio/region_mean"] for r in theirs], abs=1e-6
         )
+
+
+@pytest.mark.slow
+def test_dynamic_sampling_on_two_processes_updates_like_one_process(configs, tmp_path):
+    """DAPO's dynamic sampling with a sparse reward (it refills), under DDP and ZeRO-3 with 2 processes:
+    the processes stay in lockstep and reach one process's weights and the same rounds."""
+    sparse = [
+        "rewards.qa={accuracy: 1.0}",
+        "rewards.tag={accuracy: 1.0}",
+        "rewards.cls={class: 1.0}",
+        "rollout.dynamic_sampling=true",
+        "rollout.max_rounds=3",
+    ]
+    reference = tmp_path / "one"
+    launch(reference, "grpo", configs["grpo"], None, 1, "per_device_train_batch_size=2", *sparse)
+    theirs = read_jsonl(reference / "metrics.jsonl")
+    assert any(r["dynamic/rounds"] > 1 for r in theirs)
+    for engine in ("ddp-cpu", "zero3"):
+        out = tmp_path / engine
+        launch(out, "grpo", configs["grpo"], engine, 2, "per_device_train_batch_size=1", *sparse)
+        assert_same_weights(out, reference)
+        ours = read_jsonl(out / "metrics.jsonl")
+        for key in ("dynamic/rounds", "dynamic/prompts_drawn", "dynamic/groups_kept"):
+            assert [r[key] for r in ours] == [r[key] for r in theirs], (engine, key)

@@ -202,6 +202,36 @@ def test_each_grpo_family_objective_trains_end_to_end(algorithm, tiny_models, sy
         assert state["extra"]["entropy_control"]["coef"] == records[-1]["entropy_coef"]
 
 
+def test_dynamic_sampling_draws_rounds_until_the_step_has_informative_groups(
+    tiny_models, synth_bench, tmp_path
+):
+    """A sparse reward (QA accuracy alone: a random model's groups mostly score all 0) makes DAPO's
+    dynamic sampling draw further rounds; what it keeps never exceeds the step's prompts."""
+    out = tmp_path / "run"
+    overrides = [
+        "data.tasks=[qa]",
+        "rewards.qa={accuracy: 1.0}",
+        "mode=direct",
+        "rollout.dynamic_sampling=true",
+        "rollout.max_rounds=3",
+        "run.max_steps=2",
+        "num_generations=4",
+        "max_completion_length=4",
+    ]
+    train(grpo_config(out, tiny_models[ARCH], synth_bench, overrides))
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        assert 1 <= record["dynamic/rounds"] <= 3
+        assert record["dynamic/prompts_drawn"] == 2 * record["dynamic/rounds"]  # a global batch a round
+        assert 0 <= record["dynamic/groups_kept"] <= 2
+        assert (record["dynamic/rounds"] == 3) or record["dynamic/groups_kept"] == 2
+    assert any(r["dynamic/rounds"] > 1 for r in records)  # the sparse reward made it refill
+    order = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["data"]
+    drawn = sum(r["dynamic/prompts_drawn"] for r in records)
+    assert order["epoch"] * order["num_samples"] + order["position"] == drawn  # taken from the data order
+
+
 @pytest.mark.slow
 def test_the_mean_reward_rises_on_a_toy_task(tiny_models, synth_bench, tmp_path, toy):
     out = tmp_path / "run"

@@ -6,6 +6,7 @@ import math
 from collections import defaultdict
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -704,3 +705,30 @@ def test_temporal_bonus_equals_video_r1s_rule():
         ordered, shuffled = torch.tensor(ordered), torch.tensor(shuffled)
         ours, _ = temporal_bonus(ordered, shuffled, bonus=0.3, margin=0.8, threshold=0.1)
         assert torch.allclose(ours, video_r1(ordered, shuffled)), (ordered, shuffled)
+
+
+def test_dynamic_sampling_keeps_the_groups_verl_keeps():
+    """A transcription of verl's DAPO trainer filter: per prompt uid, the std of its trajectories' metric;
+    kept when std > 0 or the prompt has a single trajectory."""
+    from collections import defaultdict
+
+    from vaur1.rl.dynamic import informative
+
+    def verl(uids, metric_vals):
+        prompt_uid2metric_vals = defaultdict(list)
+        for uid, metric_val in zip(uids, metric_vals, strict=True):
+            prompt_uid2metric_vals[uid].append(metric_val)
+        prompt_uid2metric_std = {uid: np.std(vals) for uid, vals in prompt_uid2metric_vals.items()}
+        return [
+            uid
+            for uid, std in prompt_uid2metric_std.items()
+            if std > 0 or len(prompt_uid2metric_vals[uid]) == 1
+        ]
+
+    rng = np.random.default_rng(0)
+    for group in (1, 2, 4):
+        rewards = rng.choice([0.0, 0.5, 1.0], size=group * 6).tolist()
+        rewards[:group] = [1.0] * group  # one group with no spread
+        uids = [f"p{i // group}" for i in range(len(rewards))]
+        kept = [f"p{i}" for i, flag in enumerate(informative(rewards, group)) if flag]
+        assert kept == verl(uids, rewards), group

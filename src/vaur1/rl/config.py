@@ -44,9 +44,15 @@ class RolloutConfig:
     backend: Literal["hf", "vllm"] = "hf"
     vllm: VllmConfig = field(default_factory=VllmConfig)  # the engine's settings with backend vllm
     temporal: TemporalConfig = field(default_factory=TemporalConfig)  # Video-R1's T-GRPO
+    # DAPO's dynamic sampling: groups whose rewards are all equal leave the step, and further prompts
+    # (a global batch a round) are sampled until it has as many informative groups as prompts
+    dynamic_sampling: bool = False
+    max_rounds: int = 4  # dynamic sampling: at most this many rounds of sampling per step
 
     def validate(self) -> None:
         self.temporal.validate()
+        if self.max_rounds < 1:
+            raise ConfigError(f"rollout.max_rounds must be at least 1, got {self.max_rounds}")
         if self.backend not in ("hf", "vllm"):
             raise ConfigError(f"rollout.backend: {self.backend!r} is not hf or vllm")
         self.vllm.validate()

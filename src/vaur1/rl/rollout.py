@@ -59,6 +59,17 @@ class Rollout:
     sampling_logps: torch.Tensor | None = None  # (rows, L) the sampler's log-probs, with vLLM rollouts
     # T-GRPO: each prompt's (ordered accuracy, shuffled accuracy, bonus applied)
     temporal: list[tuple[float, float, bool]] | None = None
+    kept: torch.Tensor | None = None  # (rows,) bool, dynamic sampling: the rows the step trains
+    slots: list[int] | None = None  # each prompt's slot in the step's global batch
+
+    def drop_group(self, group: int) -> None:
+        """Leave one prompt's G rows out of the step: they train nothing and count in no normalizer."""
+        if self.kept is None:
+            self.kept = torch.ones(self.rows, dtype=torch.bool)
+            self.loss_mask = self.loss_mask.clone()  # it may be the completion mask itself
+        rows = slice(group * self.num_generations, (group + 1) * self.num_generations)
+        self.kept[rows] = False
+        self.loss_mask[rows] = 0
 
     @property
     def rows(self) -> int:

@@ -41,7 +41,7 @@ import torch
 from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
 from vaur1.model.logprobs import target_logprobs
 from vaur1.model.vllm_engine import policy_weights
-from vaur1.rl import temporal
+from vaur1.rl import dynamic, temporal
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.entropy import ENTROPY_KEY, entropy_control, high_entropy_tokens, saved_control
 from vaur1.rl.loss import group_advantages, normalized_sum_advantages
@@ -150,6 +150,7 @@ def roll(
         )
 
     rollout = sample_on(videos, sampling)
+    rollout.slots = [item.slot for item in items]
     if cfg.rollout.temporal.enabled:  # Video-R1's T-GRPO: G / 2 more on each prompt's shuffled frames
         mixed = [temporal.shuffled(video, seed) for video, seed in zip(videos, seeds, strict=True)]
         other = sample_on(mixed, replace(sampling, num_return_sequences=max(1, cfg.num_generations // 2)))
@@ -189,18 +190,40 @@ def rollout_metrics(
     return metrics
 
 
+def advantages_of(rows: list[dict[str, Any]], cfg: GRPOTrainConfig):
+    """Group advantages of the global batch's rows, by the configured aggregation of the rewards."""
+    if cfg.rewards.multi_objective_aggregation == "normalize_then_sum":
+        names = sorted({name for row in rows for name in row["parts"]})
+        weights = [cfg.rewards.weights(row["task"]) for row in rows]
+        parts = torch.tensor(
+            [[math.nan if row["parts"].get(n) is None else row["parts"][n] for n in names] for row in rows]
+        )
+        weight = torch.tensor([[w.get(n, 0.0) for n in names] for w in weights])
+        return normalized_sum_advantages(parts, weight, cfg.num_generations)
+    rewards = torch.tensor([row["reward"] for row in rows], dtype=torch.float32)
+    return group_advantages(rewards, cfg.num_generations, cfg.loss.scale_rewards)
+
+
 def score_cycle(session: Session, cfg: GRPOTrainConfig, rollouts: list[Rollout]) -> tuple[list[Batch], dict]:
     """Advantages over the global batch (all processes), and the rollout metrics."""
     local_rows = [
-        {"task": task, "reward": float(reward), "parts": parts, "length": int(length), "truncated": bool(cut)}
+        {
+            "task": task,
+            "reward": float(reward),
+            "parts": parts,
+            "length": int(length),
+            "truncated": bool(cut),
+            "kept": kept,
+        }
         for rollout in rollouts
         if not rollout.filler
-        for task, reward, parts, length, cut in zip(
+        for task, reward, parts, length, cut, kept in zip(
             rollout.tasks,
             rollout.rewards.tolist(),
             rollout.reward_parts,
             rollout.lengths.tolist(),
             rollout.truncated.tolist(),
+            rollout.kept.tolist() if rollout.kept is not None else [True] * rollout.rows,
             strict=True,
         )
     ]
@@ -208,26 +231,16 @@ def score_cycle(session: Session, cfg: GRPOTrainConfig, rollouts: list[Rollout])
     rows = session.gather(local_rows)
     prompts_temporal = session.gather([t for r in rollouts if not r.filler for t in (r.temporal or [])])
     offset = sum(counts[: session.accelerator.process_index])
-    if rows:
-        rewards = torch.tensor([row["reward"] for row in rows], dtype=torch.float32)
-        if cfg.rewards.multi_objective_aggregation == "normalize_then_sum":
-            names = sorted({name for row in rows for name in row["parts"]})
-            weights = [cfg.rewards.weights(row["task"]) for row in rows]
-            parts = torch.tensor(
-                [
-                    [math.nan if row["parts"].get(n) is None else row["parts"][n] for n in names]
-                    for row in rows
-                ]
-            )
-            weight = torch.tensor([[w.get(n, 0.0) for n in names] for w in weights])
-            grouped = normalized_sum_advantages(parts, weight, cfg.num_generations)
-        else:
-            grouped = group_advantages(rewards, cfg.num_generations, cfg.loss.scale_rewards)
-        mine = grouped.advantages[offset : offset + len(local_rows)]
+    trained = [row for row in rows if row["kept"]]  # dynamic sampling leaves groups out
+    if trained:
+        grouped = advantages_of(trained, cfg)
+        advantages = torch.zeros(len(rows))
+        advantages[[i for i, row in enumerate(rows) if row["kept"]]] = grouped.advantages
+        mine = advantages[offset : offset + len(local_rows)]
         metrics = rollout_metrics(rows, cfg, float(grouped.frac_zero_std))
         metrics |= temporal.metrics(prompts_temporal)
     else:
-        mine, metrics = torch.zeros(0), {}
+        mine, metrics = torch.zeros(len(local_rows)), ({} if not rows else rollout_metrics(rows, cfg, 1.0))
     batches = []
     for rollout in rollouts:
         if rollout.filler:
@@ -352,7 +365,10 @@ def samples_of(rollouts: list[Rollout]) -> list[dict[str, Any]]:
 
 def train(cfg: GRPOTrainConfig) -> Path:
     """Run GRPO as configured; returns `<output_dir>/final/` (a Hugging Face model directory)."""
-    with Session(cfg, kind="grpo", mode=cfg.mode, steps_per_cycle=cfg.loss.num_iterations) as session:
+    draws = cfg.rollout.max_rounds if cfg.rollout.dynamic_sampling else 1
+    with Session(
+        cfg, kind="grpo", mode=cfg.mode, steps_per_cycle=cfg.loss.num_iterations, draws_per_cycle=draws
+    ) as session:
         reference = Reference(session, cfg) if cfg.loss.beta > 0 else None
         engine = rollout_engine(session, cfg) if cfg.rollout.backend == "vllm" else None
         try:
@@ -364,14 +380,24 @@ def train(cfg: GRPOTrainConfig) -> Path:
 
 def _loop(session: Session, cfg: GRPOTrainConfig, reference, engine) -> Path:
     """Every cycle of the run: rollouts, advantages, reference passes, updates, logs, checkpoints."""
-    for cycle in session.cycles():
+    cycles = session.cycles()
+    for cycle in cycles:
         started = time.perf_counter() - session.data_wait
         pushed = 0.0
+        dynamic_metrics: dict[str, float] = {}
         # one gathering of the weights (ZeRO-3) for all of the cycle's generation, or for the push
         with policy_for_generation(session.model, session.accelerator) as policy:
             if engine is not None:
                 pushed = engine.push_weights(policy_weights(policy))
-            rollouts = [roll(session, cfg, policy, items, session.state.step, engine) for items in cycle]
+
+            def roll_cycle(cycle: list, policy=policy) -> list[Rollout]:
+                return [roll(session, cfg, policy, items, session.state.step, engine) for items in cycle]
+
+            rollouts = roll_cycle(cycle)
+            if cfg.rollout.dynamic_sampling:
+                rollouts, dynamic_metrics = dynamic.refill(
+                    session, cfg.rollout.max_rounds, roll_cycle, rollouts, cycles
+                )
         if engine is not None:
             engine.sleep()  # on GPUs: the KV cache leaves room for the update
         timings = {
@@ -395,6 +421,7 @@ def _loop(session: Session, cfg: GRPOTrainConfig, reference, engine) -> Path:
         )
         normalizer = session.token_normalizer(counts["trained"])
         cycle_metrics["rollout_tokens_per_second"] = counts["generated_per_second"]
+        cycle_metrics |= dynamic_metrics
         samples = samples_of(rollouts)
         iterations = min(cfg.loss.num_iterations, session.total_steps - session.state.step)
         for iteration in range(iterations):

@@ -84,9 +84,11 @@ class Session:
         mode: str,
         steps_per_cycle: int = 1,
         validation_loss: LossFn | None = None,
+        draws_per_cycle: int = 1,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
+        self.draws_per_cycle = draws_per_cycle  # global batches a cycle may draw (dynamic sampling's rounds)
         self.kind = kind
         self.steps_per_cycle = steps_per_cycle
         self.run = TrainRun(cfg.run.output_dir)
@@ -262,7 +264,7 @@ class Session:
         remaining = math.ceil((self.total_steps - self.state.step) / self.steps_per_cycle)
         if remaining <= 0 or self.stopped:
             return
-        batches = self.data.cycles(self.state.data, remaining, self.skips)
+        batches = self.data.cycles(self.state.data, remaining * self.draws_per_cycle, self.skips)
         while self.state.step < self.total_steps and not self.stopped:
             waited = time.perf_counter()
             cycle = next(batches)
