@@ -302,48 +302,17 @@ def _trl_compute_loss(
     accumulation,
     processes,
 ):
-    """Run TRL 1.16's own `GRPOTrainer._compute_loss` on given log-probs.
-
-    The trainer object is a namespace holding exactly the attributes that method reads; the log-prob
-    forward returns `logp`, and the process group is a single process that reports `processes`.
-    """
-    from trl import GRPOTrainer
-
-    metrics: dict = {"train": defaultdict(list)}
-    same = lambda tensor, **_: tensor  # noqa: E731
-    trainer = SimpleNamespace(
-        _get_per_token_logps_and_entropies=lambda *a, **k: (logp, torch.zeros_like(logp), None),
-        top_entropy_quantile=1.0,
-        off_policy_mask_threshold=None,
-        importance_sampling_level="token",
-        beta=beta,
-        args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=accumulation),
-        loss_type=loss_type,
-        epsilon_low=epsilon,
-        epsilon_high=epsilon if epsilon_high is None else epsilon_high,
-        use_vllm=False,
-        vllm_importance_sampling_correction=False,
-        model=SimpleNamespace(training=True),
-        current_gradient_accumulation_steps=accumulation,
-        max_completion_length=max_len,
-        accelerator=SimpleNamespace(num_processes=processes, reduce=same, gather=same, sync_gradients=True),
-        _entropy_bonus_enabled=False,
-        aux_loss_enabled=False,
-        _metrics=metrics,
-    )
-    batch, length = logp.shape
-    inputs = {
-        "prompt_ids": torch.zeros(batch, 1, dtype=torch.long),
-        "prompt_mask": torch.ones(batch, 1, dtype=torch.long),
-        "completion_ids": torch.zeros(batch, length, dtype=torch.long),
-        "completion_mask": mask,
-        "advantages": adv,
-        "old_per_token_logps": old,
-        "ref_per_token_logps": ref,
-        "num_items_in_batch": torch.tensor(float(num_items)),
+    """Run TRL 1.16's own `GRPOTrainer._compute_loss` on given log-probs, with none of its options."""
+    options = {
+        "loss_type": loss_type,
+        "epsilon": epsilon,
+        "epsilon_high": epsilon_high or epsilon,
+        "beta": beta,
     }
-    loss = GRPOTrainer._compute_loss(trainer, None, inputs)
-    return loss, {key: values[-1] for key, values in metrics["train"].items()}
+    return _trl_loss_with_options(
+        logp, old, ref, adv, mask, torch.zeros_like(logp), None, None, options,
+        accumulation=accumulation, max_len=max_len, num_items=num_items, processes=processes,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo"])
@@ -454,8 +423,15 @@ def test_fp32_output_layer_logprobs_and_entropy_match_trl():
     assert torch.allclose(entropies, trl_entropy(logits), atol=1e-6)
 
 
-def _trl_loss_with_options(logp, old, ref, adv, mask, entropies, sampling, ratio, options, accumulation=2):
-    """TRL 1.16's `_compute_loss` with every GRPO-family option it has, on given tensors."""
+def _trl_loss_with_options(
+    logp, old, ref, adv, mask, entropies, sampling, ratio, options, accumulation=2, max_len=9, num_items=None,
+    processes=1,
+):  # fmt: skip
+    """TRL 1.16's own `GRPOTrainer._compute_loss` with every GRPO-family option it has, on given tensors.
+
+    The trainer object is a namespace holding exactly the attributes that method reads; the log-prob
+    forward returns `logp` (and `entropies`), and the process group is one process reporting
+    `processes`."""
     from trl import GRPOTrainer
 
     o = {
@@ -498,9 +474,9 @@ def _trl_loss_with_options(logp, old, ref, adv, mask, entropies, sampling, ratio
         vllm_importance_sampling_correction=o["vllm"],
         model=SimpleNamespace(training=True),
         current_gradient_accumulation_steps=accumulation,
-        max_completion_length=9,
+        max_completion_length=max_len,
         accelerator=SimpleNamespace(
-            num_processes=1, reduce=same, gather=same, pad_across_processes=same, sync_gradients=True
+            num_processes=processes, reduce=same, gather=same, pad_across_processes=same, sync_gradients=True
         ),
         _entropy_bonus_enabled=o["entropy_coef"] != 0.0,
         entropy_coef=o["entropy_coef"],
@@ -520,7 +496,9 @@ def _trl_loss_with_options(logp, old, ref, adv, mask, entropies, sampling, ratio
         "advantages": adv,
         "old_per_token_logps": old,
         "ref_per_token_logps": ref,
-        "num_items_in_batch": torch.tensor(float(mask.sum()) * accumulation),
+        "num_items_in_batch": torch.tensor(
+            float(mask.sum()) * accumulation if num_items is None else num_items
+        ),
     }
     if o["vllm"]:
         inputs["sampling_per_token_logps"] = sampling
