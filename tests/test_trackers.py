@@ -234,23 +234,25 @@ def test_train_cli_takes_trl_flags_and_reports_to_trackers(tiny_models, synth_be
 
 def test_nothing_that_changes_the_training_is_dropped(tmp_path, caplog):
     """A TRL key or flag vaur1 does not implement is an error naming it, unless its value is TRL's
-    default or it is about logging or launching (then it is left out with a warning)."""
+    default or it is about logging or launching (then it is left out with a warning); one it has maps."""
     path = tmp_path / "trl.yaml"
-    path.write_text(yaml.safe_dump({"importance_sampling_level": "sequence", "learning_rate": 1e-6}))
-    with pytest.raises(
-        ConfigError, match="importance_sampling_level='sequence': a TRL setting vaur1 does not"
-    ):
+    path.write_text(yaml.safe_dump({"sync_ref_model": True, "learning_rate": 1e-6}))
+    with pytest.raises(ConfigError, match="sync_ref_model=True: a TRL setting vaur1 does not implement"):
         load_training_config(GRPOTrainConfig, str(path), [])
-    path.write_text(yaml.safe_dump({"importance_sampling_level": "token", "ddp_timeout": 60, "delta": None}))
+    path.write_text(yaml.safe_dump({"sync_ref_model": False, "ddp_timeout": 60, "ref_model_sync_steps": 512}))
     with caplog.at_level("WARNING", logger="vaur1.train"):
         load_training_config(GRPOTrainConfig, str(path), ["model.name_or_path=x"])
-    assert "ddp_timeout, delta, importance_sampling_level" in caplog.text  # defaults and launch: left out
-    with pytest.raises(ConfigError, match="--top_entropy_quantile=0.2: a TRL setting"):
-        load_training_config(GRPOTrainConfig, None, ["--top_entropy_quantile", "0.2"])
+    assert "ddp_timeout, ref_model_sync_steps, sync_ref_model" in caplog.text  # defaults and launch: left out
+    with pytest.raises(ConfigError, match="--ref_model_mixup_alpha=0.3: a TRL setting"):
+        load_training_config(GRPOTrainConfig, None, ["--ref_model_mixup_alpha", "0.3"])
     with pytest.raises(ConfigError, match=r"beta \(loss.beta\) is a GRPO setting; SFT has no loss.beta"):
         load_training_config(SFTTrainConfig, None, ["--beta", "0.1"])
-    result = run_cli("train", "grpo", "--importance_sampling_level", "sequence", "model.name_or_path=x")
-    assert result.returncode == 2 and "importance_sampling_level='sequence'" in result.stderr
+    result = run_cli("train", "grpo", "--sync_ref_model", "model.name_or_path=x")
+    assert result.returncode == 2 and "sync_ref_model=True" in result.stderr
+    # a TRL YAML asking for GSPO gets GSPO
+    path.write_text(yaml.safe_dump({"importance_sampling_level": "sequence", "loss_type": "grpo"}))
+    gspo = load_training_config(GRPOTrainConfig, str(path), ["model.name_or_path=x", "data.bench=y"])
+    assert (gspo.loss.importance_sampling_level, gspo.loss.loss_type) == ("sequence", "grpo")
 
 
 @pytest.mark.parametrize("trainer", ["grpo", "sft"])
