@@ -3,6 +3,7 @@ learning a toy reward, kill-and-resume, bad input, the reference model, LoRA and
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import replace
@@ -21,6 +22,7 @@ from vaur1.model import ARCHS, SamplingConfig, generate, load_model, repeat_inpu
 from vaur1.model.load import ModelConfig
 from vaur1.prompts import PromptConfig
 from vaur1.rewards import RewardConfig, score
+from vaur1.rl import reference as reference_module
 from vaur1.rl import trainer as trainer_module
 from vaur1.rl.objectives import policy_loss
 from vaur1.rl.rollout import collect, prompt_inputs, rollout_seed
@@ -390,6 +392,69 @@ def test_a_nan_loss_skips_the_step_and_too_many_abort(
     assert changed(out / "checkpoint-1" / "hf", out / "checkpoint-2" / "hf")
 
 
+MIXED_REFERENCE = [
+    *TOY,
+    "loss.beta=0.1",
+    "loss.sync_ref_model=true",
+    "loss.ref_model_mixup_alpha=0.5",
+    "loss.ref_model_sync_steps=2",
+    "optim.learning_rate=1e-2",
+]
+
+
+def test_a_mixed_reference_model_moves_as_trls_sync_callback_moves_it(
+    tiny_models, synth_bench, tmp_path, toy, monkeypatch
+):
+    """sync_ref_model: at every ref_model_sync_steps-th step the reference becomes what TRL's
+    SyncRefModelCallback makes of it, and not at the steps between."""
+    from trl.trainer.callbacks import SyncRefModelCallback
+
+    real_sync = reference_module.Reference.sync_if_due
+    synced = []
+
+    def sync_against_trl(self, step):
+        policy = self.session.accelerator.unwrap_model(self.session.model)
+        expected = {name: p.detach().clone() for name, p in self.model.named_parameters()}
+        mixed = copy.deepcopy(self.model)
+        real_sync(self, step)
+        if step % 2:
+            assert all(torch.equal(p, expected[name]) for name, p in self.model.named_parameters()), step
+            return
+        SyncRefModelCallback._sync_target_model(policy, mixed, 0.5)
+        trl_mixed = dict(mixed.named_parameters())
+        assert all(torch.equal(p, trl_mixed[name]) for name, p in self.model.named_parameters())
+        assert any(not torch.equal(p, expected[name]) for name, p in self.model.named_parameters())
+        synced.append(step)
+
+    monkeypatch.setattr(reference_module.Reference, "sync_if_due", sync_against_trl)
+    out = tmp_path / "run"
+    train(grpo_config(out, tiny_models[ARCH], synth_bench, [*MIXED_REFERENCE, "run.max_steps=4"]))
+    assert synced == [2, 4]
+    assert (out / "checkpoint-4" / "state" / "reference_model.safetensors").is_file()  # saved with the run
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_with_its_mixed_reference(
+    tiny_models, synth_bench, tmp_path, toy, monkeypatch
+):
+    """The reference weights are part of the checkpoint: resuming from step 2 (after a sync) ends
+    where the uninterrupted run ends, which reloading the starting weights as reference would not."""
+    overrides = [*MIXED_REFERENCE, "run.max_steps=4", "run.save_steps=2", "num_generations=8"]
+    whole = train(grpo_config(tmp_path / "whole", tiny_models[ARCH], synth_bench, overrides))
+    real_log = session_module.Session.log
+
+    def log_then_die(self, metrics, samples=None):
+        real_log(self, metrics, samples)
+        if self.state.step == 3:
+            raise Killed
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(session_module.Session, "log", log_then_die)
+        train(grpo_config(tmp_path / "killed", tiny_models[ARCH], synth_bench, overrides))
+    resumed = train(grpo_config(tmp_path / "killed", tiny_models[ARCH], synth_bench, overrides))
+    assert same_weights(whole, resumed)
+
+
 @pytest.mark.parametrize(
     ("lora", "beta", "freeze_vision", "references_loaded"),
     [(False, 0.0, False, 0), (False, 0.04, True, 1), (True, 0.04, False, 0)],
@@ -399,8 +464,8 @@ def test_reference_lora_full_finetuning_and_loadable_checkpoints(
     tiny_models, synth_bench, tmp_path, toy, monkeypatch, lora, beta, freeze_vision, references_loaded
 ):
     loads = []
-    real_load = trainer_module.load_model
-    monkeypatch.setattr(trainer_module, "load_model", lambda cfg: loads.append(cfg) or real_load(cfg))
+    real_load = reference_module.load_model
+    monkeypatch.setattr(reference_module, "load_model", lambda cfg: loads.append(cfg) or real_load(cfg))
     out = tmp_path / "run"
     overrides = [*TOY, f"loss.beta={beta}", f"model.lora.enabled={str(lora).lower()}", "run.save_steps=1"]
     overrides += ["optim.learning_rate=1e-2", f"model.freeze_vision={str(freeze_vision).lower()}"]
@@ -472,6 +537,9 @@ def test_config_errors_name_the_option(tiny_models, synth_bench, tmp_path):
         (["model.gradient_checkpointing=true"], "top level"),
         (["model.device=cpu"], "accelerate places the model"),
         (["loss.loss_type=ppo"], "loss_type"),
+        (["loss.sync_ref_model=true"], "sync_ref_model needs loss.beta > 0"),
+        (["loss.sync_ref_model=true", "loss.beta=0.1", "model.lora.enabled=true"], "needs full fine-tuning"),
+        (["loss.ref_model_mixup_alpha=0"], r"ref_model_mixup_alpha must be in \(0, 1\]"),
     ]:
         with pytest.raises(ConfigError, match=message):
             grpo_config(tmp_path, model, bench, overrides)

@@ -236,19 +236,26 @@ def test_nothing_that_changes_the_training_is_dropped(tmp_path, caplog):
     """A TRL key or flag vaur1 does not implement is an error naming it, unless its value is TRL's
     default or it is about logging or launching (then it is left out with a warning); one it has maps."""
     path = tmp_path / "trl.yaml"
-    path.write_text(yaml.safe_dump({"sync_ref_model": True, "learning_rate": 1e-6}))
-    with pytest.raises(ConfigError, match="sync_ref_model=True: a TRL setting vaur1 does not implement"):
+    path.write_text(yaml.safe_dump({"steps_per_generation": 4, "learning_rate": 1e-6}))
+    with pytest.raises(ConfigError, match="steps_per_generation=4: a TRL setting vaur1 does not implement"):
         load_training_config(GRPOTrainConfig, str(path), [])
-    path.write_text(yaml.safe_dump({"sync_ref_model": False, "ddp_timeout": 60, "ref_model_sync_steps": 512}))
+    path.write_text(
+        yaml.safe_dump({"steps_per_generation": None, "ddp_timeout": 60, "neftune_noise_alpha": None})
+    )
     with caplog.at_level("WARNING", logger="vaur1.train"):
         load_training_config(GRPOTrainConfig, str(path), ["model.name_or_path=x"])
-    assert "ddp_timeout, ref_model_sync_steps, sync_ref_model" in caplog.text  # defaults and launch: left out
-    with pytest.raises(ConfigError, match="--ref_model_mixup_alpha=0.3: a TRL setting"):
-        load_training_config(GRPOTrainConfig, None, ["--ref_model_mixup_alpha", "0.3"])
+    # at their defaults, or about launching: left out
+    assert "ddp_timeout, neftune_noise_alpha, steps_per_generation" in caplog.text
+    with pytest.raises(ConfigError, match="--neftune_noise_alpha=5: a TRL setting"):
+        load_training_config(GRPOTrainConfig, None, ["--neftune_noise_alpha", "5"])
     with pytest.raises(ConfigError, match=r"beta \(loss.beta\) is a GRPO setting; SFT has no loss.beta"):
         load_training_config(SFTTrainConfig, None, ["--beta", "0.1"])
-    result = run_cli("train", "grpo", "--sync_ref_model", "model.name_or_path=x")
-    assert result.returncode == 2 and "sync_ref_model=True" in result.stderr
+    result = run_cli("train", "grpo", "--steps_per_generation", "2", "model.name_or_path=x")
+    assert result.returncode == 2 and "steps_per_generation=2" in result.stderr
+    # TRL's mixed reference model maps onto vaur1's
+    flags = ["--sync_ref_model", "--ref_model_mixup_alpha", "0.3", "--beta", "0.04"]
+    mixed = load_training_config(GRPOTrainConfig, None, [*flags, "model.name_or_path=x", "data.bench=y"])
+    assert (mixed.loss.sync_ref_model, mixed.loss.ref_model_mixup_alpha) == (True, 0.3)
     # a TRL YAML asking for GSPO gets GSPO
     path.write_text(yaml.safe_dump({"importance_sampling_level": "sequence", "loss_type": "grpo"}))
     gspo = load_training_config(GRPOTrainConfig, str(path), ["model.name_or_path=x", "data.bench=y"])

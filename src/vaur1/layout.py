@@ -48,6 +48,11 @@ class Checkpoint:
     def trainer_state(self) -> Path:
         return self.root / "trainer_state.json"
 
+    def extra_state(self, name: str) -> Path:
+        # weights a run keeps beside the accelerate state (a mixed reference model); under state/ so
+        # that the checksums cover them
+        return self.state / f"{name}.safetensors"
+
     @property
     def hf(self) -> Path:
         return self.root / "hf"

@@ -127,6 +127,11 @@ class GRPOTrainConfig(SessionConfig):
                     f"{FORMAT_REWARD[self.mode]}, not {wrong_format}"
                 )
         self.loss.validate()
+        if self.loss.sync_ref_model and self.model.lora.enabled:
+            raise ConfigError(
+                "loss.sync_ref_model mixes full weights into the reference: it needs full fine-tuning, not "
+                "model.lora (as in TRL)"
+            )
         self.rollout.validate()
 
     def sampling_config(self) -> SamplingConfig:

@@ -32,6 +32,11 @@ class GRPOLossConfig:
     num_iterations: int = 1  # optimizer steps per rollout (the ratio departs from 1 after the first)
     mask_truncated_completions: bool = False  # completions cut at max_completion_length train nothing
     use_bias_correction_kl: bool = True  # multiply the k3 KL by the importance ratio (TRL's default)
+    # TD-style reference: every ref_model_sync_steps steps, reference = alpha * policy + (1 - alpha) *
+    # reference, so the KL holds the policy near where it recently was rather than where it started
+    sync_ref_model: bool = False
+    ref_model_mixup_alpha: float = 0.6
+    ref_model_sync_steps: int = 512
     sapo_temperature_pos: float = 1.0  # sapo: the gate's steepness for positive advantages
     sapo_temperature_neg: float = 1.05  # sapo: ... for negative advantages
     vespo_k_pos: float = 2.0  # vespo: gamma shape k for non-negative advantages
@@ -88,6 +93,16 @@ class GRPOLossConfig:
             )
         if self.beta < 0:
             raise ConfigError(f"loss.beta must be >= 0, got {self.beta}")
+        if self.sync_ref_model and self.beta == 0:
+            raise ConfigError(
+                "loss.sync_ref_model needs loss.beta > 0: with beta 0 there is no reference model"
+            )
+        if not 0 < self.ref_model_mixup_alpha <= 1:
+            raise ConfigError(
+                f"loss.ref_model_mixup_alpha must be in (0, 1], got {self.ref_model_mixup_alpha}"
+            )
+        if self.ref_model_sync_steps < 1:
+            raise ConfigError(f"loss.ref_model_sync_steps must be >= 1, got {self.ref_model_sync_steps}")
         if not 0 < self.epsilon < 1:
             raise ConfigError(f"loss.epsilon must be in (0, 1), got {self.epsilon}")
         if self.epsilon_high is not None and self.epsilon_high <= 0:

@@ -38,17 +38,16 @@ from typing import Any
 
 import torch
 
-from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
-from vaur1.model.logprobs import target_logprobs
 from vaur1.model.vllm_engine import policy_weights
 from vaur1.rl import dynamic, temporal
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.entropy import ENTROPY_KEY, entropy_control, high_entropy_tokens, saved_control
 from vaur1.rl.loss import group_advantages, normalized_sum_advantages
 from vaur1.rl.objectives import policy_loss
-from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed, video_features
+from vaur1.rl.reference import Reference, completion_logps
+from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed
 from vaur1.rl.vllm_rollout import corrects_sampling, rollout_engine, sampling_correction
-from vaur1.train.distributed import fsdp_shard_frozen, policy_for_generation
+from vaur1.train.distributed import policy_for_generation
 from vaur1.train.sampler import Item
 from vaur1.train.session import Session, timed
 
@@ -64,63 +63,6 @@ class Batch:
     old_logps: torch.Tensor | None = None
     ref_logps: torch.Tensor | None = None
     importance: torch.Tensor | None = None  # vLLM rollouts: the importance-sampling weights of the loss
-
-
-def completion_logps(model, rollout: Rollout, temperature: float, entropy: bool = False):
-    """Per-token log-probs (rows, L) in fp32 of the rollout's completions under `model`, from one forward
-    pass over the rollout's prompts, videos and completions; with `entropy`, also each position's entropy.
-
-    Logits are divided by the sampling temperature first, as in TRL: the log-probs are those of the
-    distribution the completions were sampled from. The output layer runs in fp32 whatever the engine
-    (`vaur1.model.logprobs`), so the ratio and the KL are not differences of bf16 numbers.
-    """
-    length = rollout.completion_ids.shape[1]
-    videos = {"video": video_features(model, rollout)}
-    with target_logprobs(model, rollout.completion_ids, temperature) as result:
-        model(**rollout.inputs, mm_encoder_outputs=videos, logits_to_keep=length + 1, use_cache=False)
-    return result.logps, result.entropies if entropy else None
-
-
-class Reference:
-    """The frozen starting policy that the KL term is measured against.
-
-    LoRA on a full checkpoint: the policy itself with its adapter disabled (no second copy). Full
-    fine-tuning (or LoRA continued from an adapter directory): a frozen copy loaded from
-    `model.name_or_path`, which holds the starting weights even when the run resumes.
-    """
-
-    def __init__(self, session: Session, cfg: GRPOTrainConfig) -> None:
-        from accelerate.utils import DistributedType
-
-        self.session = session
-        self.model = None
-        if cfg.model.lora.enabled and resolve_checkpoint(cfg.model.name_or_path).adapter is None:
-            return
-        frozen = replace(
-            cfg.model,
-            lora=LoraConfig(enabled=False),
-            freeze_vision=False,
-            device=str(session.accelerator.device),
-        )
-        model, _ = load_model(frozen)
-        model.requires_grad_(False)
-        distributed = session.accelerator.distributed_type
-        if distributed == DistributedType.DEEPSPEED:
-            from trl.models.utils import prepare_deepspeed
-
-            model = prepare_deepspeed(model, session.accelerator)
-        elif distributed == DistributedType.FSDP:
-            # TRL's prepare_fsdp shards only the root: the whole model would be gathered at once and
-            # the vision tower could not be called on its own
-            model = fsdp_shard_frozen(model, session.accelerator, session.filler_inputs())
-        self.model = model
-
-    def logps(self, rollout: Rollout, temperature: float) -> torch.Tensor:
-        if self.model is not None:
-            return completion_logps(self.model, rollout, temperature)[0]
-        policy = self.session.accelerator.unwrap_model(self.session.model)
-        with policy.disable_adapter():
-            return completion_logps(policy, rollout, temperature)[0]
 
 
 def roll(
@@ -427,6 +369,8 @@ def _loop(session: Session, cfg: GRPOTrainConfig, reference, engine) -> Path:
         for iteration in range(iterations):
             with timed(timings, "update"):
                 step_metrics = update(session, cfg, batches, normalizer)
+            if reference is not None:
+                reference.sync_if_due(session.state.step)  # after the step, as TRL's on_step_end callback
             seconds = time.perf_counter() - started
             step_metrics |= {f"time/{key}": value for key, value in timings.items()}
             step_metrics |= {

@@ -177,11 +177,13 @@ def save_checkpoint(
     processor: Any = None,
     save_total_limit: int | None = None,
     export_dtype: torch.dtype | None = None,
+    extra_states: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write `run_dir/checkpoint-<state.step>/` atomically and prune to `save_total_limit` checkpoints.
 
     `model` (the prepared model) is exported under `hf/` when given, in `export_dtype`; it must be a
-    transformers model or a PEFT model around one. Call on every process.
+    transformers model or a PEFT model around one. `extra_states` (name -> tensors, alike on every
+    process) are written by the main process beside the accelerate state. Call on every process.
     """
     run_dir = Path(run_dir)
     final = TrainRun(run_dir).checkpoint(state.step).root
@@ -194,6 +196,11 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
     accelerator.save_state(str(staged.state))
+    if accelerator.is_main_process:
+        from safetensors.torch import save_file
+
+        for name, tensors in (extra_states or {}).items():
+            save_file(tensors, staged.extra_state(name))
     if model is not None:
         export_hf_model(accelerator, model, staged.hf, processor=processor, dtype=export_dtype)
     if accelerator.is_main_process:

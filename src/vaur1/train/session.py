@@ -45,6 +45,7 @@ from vaur1.runlock import claim_run
 from vaur1.train import distributed, precision
 from vaur1.train.card import write_model_card
 from vaur1.train.checkpoint import (
+    Checkpoint,
     TrainerState,
     check_resumed_config,
     export_hf_model,
@@ -197,6 +198,10 @@ class Session:
             # the model is built alike everywhere; from here each process draws its own random stream
             # (sampling noise, dropout), or every process would sample its completions with the same noise
             set_seed(cfg.run.seed + accelerator.process_index)
+        # weights kept in every checkpoint beside the accelerate state (name -> a function returning them);
+        # their owners, built after this session, read them back from `resumed_from`
+        self.extra_states: dict[str, Any] = {}
+        self.resumed_from = Checkpoint(Path(resume_from)) if resume_from is not None else None
         if resume_from is not None:
             load_checkpoint(accelerator, resume_from, self.state)
             log.info("resumed from %s at step %d", resume_from, self.state.step)
@@ -378,6 +383,7 @@ class Session:
             processor=self.processor,
             save_total_limit=self.cfg.run.save_total_limit,
             export_dtype=self.export_dtype,
+            extra_states={name: state_dict() for name, state_dict in self.extra_states.items()},
         )
         self._last_saved = self.state.step
         if self.is_main:
