@@ -163,6 +163,7 @@ ALGORITHMS = {
     "cispo": (["loss.loss_type=cispo", "loss.epsilon_high=5.0"], "cispo_clip_ratio"),
     "sapo": (["loss.loss_type=sapo"], "entropy"),
     "gdpo": (["rewards.multi_objective_aggregation=normalize_then_sum"], "rewards/toy/mean"),
+    "rloo": (["loss.advantage_estimator=rloo"], "frac_reward_zero_std"),
     "overlong shaping": (["rewards.overlong_buffer_len=4"], "rewards/overlong/mean"),
     "t-grpo": (
         [
@@ -202,6 +203,32 @@ def test_each_grpo_family_objective_trains_end_to_end(algorithm, tiny_models, sy
     if algorithm == "dapo with every mask":
         state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
         assert state["extra"]["entropy_control"]["coef"] == records[-1]["entropy_coef"]
+
+
+def test_a_registered_advantage_estimator_drives_the_update(
+    tiny_models, synth_bench, tmp_path, toy, monkeypatch
+):
+    """An estimator registered outside vaur1 and named in the config turns the global batch's rewards
+    into the advantages the update uses."""
+    from vaur1.rl.loss import ADVANTAGE_ESTIMATORS, group_advantages
+
+    seen = []
+
+    def sign_advantages(inputs):
+        seen.append(inputs)
+        centred = group_advantages(inputs.rewards, inputs.group_size, "none")
+        return centred._replace(advantages=torch.sign(centred.advantages))
+
+    monkeypatch.setitem(ADVANTAGE_ESTIMATORS, "sign", sign_advantages)
+    out = tmp_path / "run"
+    final = train(
+        grpo_config(
+            out, tiny_models[ARCH], synth_bench, [*TOY, "run.max_steps=2", "loss.advantage_estimator=sign"]
+        )
+    )
+    assert len(seen) == 2 and all(inputs.rewards.numel() == 2 * 4 for inputs in seen)  # 2 prompts, G = 4
+    assert seen[0].parts.shape == (8, 1) and torch.equal(seen[0].parts[:, 0], seen[0].rewards)  # toy alone
+    assert changed(tiny_models[ARCH], final)
 
 
 def test_dynamic_sampling_draws_rounds_until_the_step_has_informative_groups(
@@ -540,6 +567,11 @@ def test_config_errors_name_the_option(tiny_models, synth_bench, tmp_path):
         (["loss.sync_ref_model=true"], "sync_ref_model needs loss.beta > 0"),
         (["loss.sync_ref_model=true", "loss.beta=0.1", "model.lora.enabled=true"], "needs full fine-tuning"),
         (["loss.ref_model_mixup_alpha=0"], r"ref_model_mixup_alpha must be in \(0, 1\]"),
+        (["loss.advantage_estimator=ppo"], "loss.advantage_estimator: 'ppo' is not one of grpo, gdpo, rloo"),
+        (
+            ["loss.advantage_estimator=rloo", "rewards.multi_objective_aggregation=normalize_then_sum"],
+            "is the gdpo advantage estimator",
+        ),
     ]:
         with pytest.raises(ConfigError, match=message):
             grpo_config(tmp_path, model, bench, overrides)

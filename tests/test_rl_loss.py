@@ -13,10 +13,13 @@ import torch
 from vaur1.config import from_dict
 from vaur1.errors import ConfigError
 from vaur1.rl.loss import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageInputs,
     completion_mask,
     group_advantages,
     kl_k3,
     masked_mean,
+    normalized_sum_advantages,
     truncated,
 )
 from vaur1.rl.loss_config import GRPOLossConfig
@@ -81,6 +84,53 @@ def test_group_advantages_by_hand():
 
     # "none" (Dr. GRPO): centred only.
     assert group_advantages(rewards, 4, "none").advantages.tolist() == [0.5, -0.5, 0.5, -0.5, 0, 0, 0, 0]
+
+
+def verl_rloo(scores: torch.Tensor, index: list[int]) -> torch.Tensor:
+    """verl's compute_rloo_outcome_advantage (trainer/ppo/core_algos.py), transcribed for one reward
+    per sequence (its token-level rewards summed, times the response mask, are that reward)."""
+    scores = scores.clone()
+    id2score, id2mean = defaultdict(list), {}
+    for i in range(scores.shape[0]):
+        id2score[index[i]].append(scores[i])
+    for idx in id2score:
+        id2mean[idx] = (
+            torch.tensor(0.0) if len(id2score[idx]) == 1 else torch.mean(torch.stack(id2score[idx]))
+        )
+    for i in range(scores.shape[0]):
+        n = len(id2score[index[i]])
+        if n > 1:
+            scores[i] = scores[i] * n / (n - 1) - id2mean[index[i]] * n / (n - 1)
+    return scores
+
+
+@pytest.mark.parametrize("group_size", [1, 2, 4, 8])
+def test_rloo_equals_verls_leave_one_out_baseline(group_size):
+    generator = torch.Generator().manual_seed(group_size)
+    rewards = torch.randint(0, 3, (4 * group_size,), generator=generator).float() / 2
+    rewards[-group_size:] = torch.rand(group_size, generator=generator)  # one group of continuous rewards
+    inputs = AdvantageInputs(rewards, rewards[:, None], torch.ones(rewards.numel(), 1), group_size, "group")
+    out = ADVANTAGE_ESTIMATORS["rloo"](inputs)
+    index = [i // group_size for i in range(rewards.numel())]
+    torch.testing.assert_close(out.advantages, verl_rloo(rewards, index), atol=1e-6, rtol=0)
+    # the same diagnostics as GRPO's, whatever the estimator
+    grpo = group_advantages(rewards, group_size, "group")
+    assert torch.equal(out.group_std, grpo.group_std) and torch.equal(out.frac_zero_std, grpo.frac_zero_std)
+
+
+def test_the_registered_grpo_and_gdpo_estimators_are_the_named_functions():
+    generator = torch.Generator().manual_seed(0)
+    parts = torch.rand(8, 2, generator=generator)
+    parts[0, 1] = math.nan
+    weights = torch.tensor([[1.0, 0.5]]).repeat(8, 1)
+    rewards = torch.nan_to_num(parts * weights).sum(dim=1)
+    for scale in ("group", "batch", "none"):
+        inputs = AdvantageInputs(rewards, parts, weights, 4, scale)
+        assert torch.equal(
+            ADVANTAGE_ESTIMATORS["grpo"](inputs).advantages, group_advantages(rewards, 4, scale).advantages
+        )
+    gdpo = ADVANTAGE_ESTIMATORS["gdpo"](AdvantageInputs(rewards, parts, weights, 4, "group"))
+    assert torch.equal(gdpo.advantages, normalized_sum_advantages(parts, weights, 4).advantages)
 
 
 def test_group_advantages_group_of_one_and_errors():

@@ -127,12 +127,25 @@ class GRPOTrainConfig(SessionConfig):
                     f"{FORMAT_REWARD[self.mode]}, not {wrong_format}"
                 )
         self.loss.validate()
+        gdpo = self.rewards.multi_objective_aggregation == "normalize_then_sum"
+        if gdpo and self.loss.advantage_estimator not in ("grpo", "gdpo"):
+            raise ConfigError(
+                "rewards.multi_objective_aggregation normalize_then_sum is the gdpo advantage estimator: it does "
+                f"not combine with loss.advantage_estimator {self.loss.advantage_estimator}"
+            )
         if self.loss.sync_ref_model and self.model.lora.enabled:
             raise ConfigError(
                 "loss.sync_ref_model mixes full weights into the reference: it needs full fine-tuning, not "
                 "model.lora (as in TRL)"
             )
         self.rollout.validate()
+
+    @property
+    def advantage_estimator(self) -> str:
+        """The registered estimator that turns rewards into advantages; TRL's normalize_then_sum is gdpo."""
+        if self.rewards.multi_objective_aggregation == "normalize_then_sum":
+            return "gdpo"
+        return self.loss.advantage_estimator
 
     def sampling_config(self) -> SamplingConfig:
         """The sampling options with G and the completion length filled in."""

@@ -7,6 +7,9 @@ the same knobs here (the objectives themselves are `vaur1.rl.objectives`):
     adv = group_advantages(rewards, group_size=G, scale_rewards="group").advantages
     weights = importance_weights(trainer_logp, vllm_logp, mask)  # the vLLM correction
 
+`loss.advantage_estimator` picks one of `ADVANTAGE_ESTIMATORS` (grpo, gdpo, rloo); a new estimator is
+one function of `AdvantageInputs` and one `register_advantage` call.
+
 Deliberate differences from TRL, all in what is reported rather than what is optimised:
 - `group_advantages` counts groups with zero reward std per group, also with `scale_rewards="batch"`
   (TRL then reports whether the whole batch's std is zero, which is 0 or 1 for the batch).
@@ -19,6 +22,7 @@ Deliberate differences from TRL, all in what is reported rather than what is opt
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
@@ -112,6 +116,53 @@ def normalized_sum_advantages(parts: torch.Tensor, weights: torch.Tensor, group_
     )
     frac_zero_std = torch.isclose(torch.nan_to_num(group_std), torch.zeros_like(group_std)).float().mean()
     return GroupAdvantages(advantages, group_std, frac_zero_std)
+
+
+class AdvantageInputs(NamedTuple):
+    """What an advantage estimator sees: the global batch's rewards, the G of a prompt side by side."""
+
+    rewards: torch.Tensor  # (N,) each completion's weighted reward
+    parts: torch.Tensor  # (N, K) each reward function's score, NaN where it does not apply
+    weights: torch.Tensor  # (N, K) each completion's task weight of those rewards
+    group_size: int
+    scale_rewards: ScaleRewards
+
+
+AdvantageEstimator = Callable[[AdvantageInputs], GroupAdvantages]
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+
+
+def register_advantage(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+    """Register an advantage estimator under `name` for `loss.advantage_estimator`."""
+
+    def register(estimator: AdvantageEstimator) -> AdvantageEstimator:
+        ADVANTAGE_ESTIMATORS[name] = estimator
+        return estimator
+
+    return register
+
+
+@register_advantage("grpo")
+def grpo_advantages(inputs: AdvantageInputs) -> GroupAdvantages:
+    """The weighted reward minus its group's mean, scaled as `scale_rewards` says (GRPO, Dr. GRPO)."""
+    return group_advantages(inputs.rewards, inputs.group_size, inputs.scale_rewards)
+
+
+@register_advantage("gdpo")
+def gdpo_advantages(inputs: AdvantageInputs) -> GroupAdvantages:
+    """GDPO: each reward normalised in its group before the weighted sum (TRL's normalize_then_sum)."""
+    return normalized_sum_advantages(inputs.parts, inputs.weights, inputs.group_size)
+
+
+@register_advantage("rloo")
+def rloo_advantages(inputs: AdvantageInputs) -> GroupAdvantages:
+    """RLOO (2402.14740): the reward minus the mean of the group's other G - 1 rewards, unscaled
+    (verl's and EasyR1's `rloo`); `scale_rewards` does not apply. A group of one keeps its reward."""
+    group_size = inputs.group_size
+    centred = group_advantages(inputs.rewards, group_size, "none")
+    if group_size == 1:
+        return centred._replace(advantages=inputs.rewards.clone())
+    return centred._replace(advantages=centred.advantages * group_size / (group_size - 1))
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vaur1.errors import ConfigError
-from vaur1.rl.loss import IS_MODES, SCALE_REWARDS, ImportanceSamplingMode, ScaleRewards
+from vaur1.rl.loss import ADVANTAGE_ESTIMATORS, IS_MODES, SCALE_REWARDS, ImportanceSamplingMode, ScaleRewards
 from vaur1.rl.objectives import LOSSES
 
 ImportanceSamplingLevel = Literal["token", "sequence"]
@@ -22,6 +22,9 @@ class GRPOLossConfig:
 
     # grpo (per-sequence mean), bnpo, dr_grpo, dapo (token mean over the step), luspo, cispo, sapo, vespo
     loss_type: str = "dapo"
+    # how a group's rewards become advantages: grpo (r - group mean, scaled by scale_rewards), rloo
+    # (leave-one-out baseline), gdpo (each reward normalised before the sum), or a registered one
+    advantage_estimator: str = "grpo"
     beta: float = 0.0  # weight of the k3 KL to the reference model; 0: no reference model
     epsilon: float = 0.2  # clip width below 1 of the importance ratio
     epsilon_high: float | None = None  # clip width above 1 (cispo: the ratio's cap); null: epsilon
@@ -60,6 +63,11 @@ class GRPOLossConfig:
     vllm_importance_sampling_cap: float | None = None  # TRL's older name for clip_max; set, it wins
 
     def validate(self) -> None:
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ConfigError(
+                f"loss.advantage_estimator: {self.advantage_estimator!r} is not one of "
+                f"{', '.join(ADVANTAGE_ESTIMATORS)}"
+            )
         if self.loss_type not in LOSSES:
             raise ConfigError(f"loss.loss_type: {self.loss_type!r} is not one of {', '.join(LOSSES)}")
         if self.scale_rewards not in SCALE_REWARDS:

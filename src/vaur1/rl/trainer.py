@@ -42,7 +42,7 @@ from vaur1.model.vllm_engine import policy_weights
 from vaur1.rl import dynamic, temporal
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.entropy import ENTROPY_KEY, entropy_control, high_entropy_tokens, saved_control
-from vaur1.rl.loss import group_advantages, normalized_sum_advantages
+from vaur1.rl.loss import ADVANTAGE_ESTIMATORS, AdvantageInputs
 from vaur1.rl.objectives import policy_loss
 from vaur1.rl.reference import Reference, completion_logps
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed
@@ -133,17 +133,19 @@ def rollout_metrics(
 
 
 def advantages_of(rows: list[dict[str, Any]], cfg: GRPOTrainConfig):
-    """Group advantages of the global batch's rows, by the configured aggregation of the rewards."""
-    if cfg.rewards.multi_objective_aggregation == "normalize_then_sum":
-        names = sorted({name for row in rows for name in row["parts"]})
-        weights = [cfg.rewards.weights(row["task"]) for row in rows]
-        parts = torch.tensor(
+    """Group advantages of the global batch's rows, by the configured estimator."""
+    names = sorted({name for row in rows for name in row["parts"]})
+    weights = [cfg.rewards.weights(row["task"]) for row in rows]
+    inputs = AdvantageInputs(
+        rewards=torch.tensor([row["reward"] for row in rows], dtype=torch.float32),
+        parts=torch.tensor(
             [[math.nan if row["parts"].get(n) is None else row["parts"][n] for n in names] for row in rows]
-        )
-        weight = torch.tensor([[w.get(n, 0.0) for n in names] for w in weights])
-        return normalized_sum_advantages(parts, weight, cfg.num_generations)
-    rewards = torch.tensor([row["reward"] for row in rows], dtype=torch.float32)
-    return group_advantages(rewards, cfg.num_generations, cfg.loss.scale_rewards)
+        ),
+        weights=torch.tensor([[w.get(n, 0.0) for n in names] for w in weights]),
+        group_size=cfg.num_generations,
+        scale_rewards=cfg.loss.scale_rewards,
+    )
+    return ADVANTAGE_ESTIMATORS[cfg.advantage_estimator](inputs)
 
 
 def score_cycle(session: Session, cfg: GRPOTrainConfig, rollouts: list[Rollout]) -> tuple[list[Batch], dict]:
