@@ -52,3 +52,26 @@ def test_every_documented_training_command_loads(job, args):
         for part in key.split("."):
             node = node[part] if isinstance(node, dict) else getattr(node, part)
         assert str(node) == value or node == float(value), override
+
+
+def test_the_extension_examples_in_the_algorithms_guide_register_what_they_say(monkeypatch):
+    """The objective and the advantage estimator docs/algorithms.md shows register and compute."""
+    import torch
+
+    from vaur1.rl.loss import ADVANTAGE_ESTIMATORS, AdvantageInputs
+    from vaur1.rl.objectives import LOSSES
+
+    monkeypatch.setattr("vaur1.rl.objectives.LOSSES", dict(LOSSES))
+    monkeypatch.setattr("vaur1.rl.loss.ADVANTAGE_ESTIMATORS", dict(ADVANTAGE_ESTIMATORS))
+    blocks = re.findall(
+        r"```python\n(.*?)```", (REPO / "docs" / "algorithms.md").read_text(encoding="utf-8"), re.S
+    )
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "docs/algorithms.md", "exec"), {})
+    from vaur1.rl import loss, objectives
+
+    assert "my_loss" in objectives.LOSSES and "my_loss" not in LOSSES
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.5])
+    inputs = AdvantageInputs(rewards, rewards[:, None], torch.ones(4, 1), 2, "group")
+    assert loss.ADVANTAGE_ESTIMATORS["sign"](inputs).advantages.tolist() == [1.0, -1.0, 0.0, 0.0]
