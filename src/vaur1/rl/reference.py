@@ -36,11 +36,13 @@ def completion_logps(model, rollout: Rollout, temperature: float, entropy: bool 
 
 
 class Reference:
-    """The frozen starting policy that the KL term is measured against.
+    """The policy that the KL term is measured against: the frozen starting policy, or with
+    `loss.sync_ref_model` a copy mixed toward the policy every `ref_model_sync_steps` steps.
 
     LoRA on a full checkpoint: the policy itself with its adapter disabled (no second copy). Full
     fine-tuning (or LoRA continued from an adapter directory): a frozen copy loaded from
-    `model.name_or_path`, which holds the starting weights even when the run resumes.
+    `model.name_or_path`, which holds the starting weights even when the run resumes; a mixed copy is
+    restored from the checkpoint instead.
     """
 
     def __init__(self, session: Session, cfg: GRPOTrainConfig) -> None:

@@ -3,7 +3,8 @@
 Layout of `<output_dir>/checkpoint-<step>/`:
 
     state/               Accelerator.save_state: model (or DeepSpeed/FSDP shards), optimizer, scheduler,
-                         RNG states of every process (random_states_<rank>.pkl), registered objects
+                         RNG states of every process (random_states_<rank>.pkl), registered objects;
+                         beside them, <name>.safetensors of a run's extra weights (a mixed reference)
     trainer_state.json   step, data order position, bad-step counters, loop extras (TrainerState)
     hf/                  the model for evaluation, loadable with `from_pretrained`: a full model, with any
                          LoRA adapter merged into its weights, plus the processor or tokenizer
