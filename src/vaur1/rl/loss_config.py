@@ -35,11 +35,10 @@ class GRPOLossConfig:
     num_iterations: int = 1  # optimizer steps per rollout (the ratio departs from 1 after the first)
     mask_truncated_completions: bool = False  # completions cut at max_completion_length train nothing
     use_bias_correction_kl: bool = True  # multiply the k3 KL by the importance ratio (TRL's default)
-    # TD-style reference: every ref_model_sync_steps steps, reference = alpha * policy + (1 - alpha) *
-    # reference, so the KL holds the policy near where it recently was rather than where it started
-    sync_ref_model: bool = False
-    ref_model_mixup_alpha: float = 0.6
-    ref_model_sync_steps: int = 512
+    # the KL then holds the policy near where it recently was rather than where it started
+    sync_ref_model: bool = False  # mix the reference toward the policy during training (TR-DPO)
+    ref_model_mixup_alpha: float = 0.6  # reference = alpha * policy + (1 - alpha) * reference
+    ref_model_sync_steps: int = 512  # mix every this many optimizer steps
     sapo_temperature_pos: float = 1.0  # sapo: the gate's steepness for positive advantages
     sapo_temperature_neg: float = 1.05  # sapo: ... for negative advantages
     vespo_k_pos: float = 2.0  # vespo: gamma shape k for non-negative advantages
