@@ -1,4 +1,5 @@
-"""Shared fixtures: where the released VAU-Bench CSVs are, and how to call the console script."""
+"""Shared fixtures: the released VAU-Bench CSVs, the console script, and (from the helper modules) the
+tiny models, SynthVAU folders and training fixtures every module may request."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 import pytest
 
 import vaur1.model  # noqa: F401  (applies the torchvision shim before any test imports transformers)
+
+# fixtures every test module may request by name: the tiny models, SynthVAU folders, the toy reward
+pytest_plugins = ("model_fixtures", "train_helpers", "eval_helpers")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = REPO.parent / "shared" / "vau-bench"

@@ -1,9 +1,7 @@
 """Tiny Qwen-VL models built once per test session, and synthetic decoded videos for them.
 
-Use from a test file (tests/conftest.py belongs to the lead, so the fixture is re-exported):
-
-    import model_fixtures
-    tiny_models = model_fixtures.tiny_models      # {"qwen2_vl": Path, "qwen2_5_vl": Path, "qwen3_vl": Path}
+Every test may request `tiny_models` ({"qwen2_vl": Path, "qwen2_5_vl": Path, "qwen3_vl": Path}): the
+conftest loads this module as a plugin.
 """
 
 from __future__ import annotations

@@ -9,14 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import eval_helpers
 from conftest import run_cli
 from vaur1.analyze import read_outputs
 from vaur1.cli import main
 from vaur1.layout import DemoRun
-
-eval_synth = eval_helpers.eval_synth
-eval_model = eval_helpers.eval_model
 
 SMALL = ["--min-pixels", "3136", "--max-new-tokens", "12", "--device", "cpu"]
 

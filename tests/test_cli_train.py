@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import model_fixtures
-import train_helpers
 import vaur1
 from conftest import REPO, VAUR1
 from train_helpers import read_jsonl
@@ -18,8 +16,6 @@ from vaur1.config import load_config
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.sft.config import SFTTrainConfig
 
-tiny_models = model_fixtures.tiny_models
-synth_bench = train_helpers.synth_bench
 CONFIGS = REPO / "configs"
 
 

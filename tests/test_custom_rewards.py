@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import model_fixtures
-import train_helpers
 from conftest import REPO, VAUR1
 from train_helpers import grpo_config, read_jsonl
 from vaur1.errors import ConfigError, VaurError
 from vaur1.rewards import RewardConfig, RewardError
 from vaur1.rl.trainer import train
 
-tiny_models = model_fixtures.tiny_models
-synth_bench = train_helpers.synth_bench
 EXAMPLE = REPO / "examples" / "rewards"
 TAG_WEIGHTS = "rewards.tag={format: 1, accuracy: 1, iou: 1, interval_precision: 0.5}"
 

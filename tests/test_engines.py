@@ -21,9 +21,6 @@ from vaur1.data import DataConfig
 
 pytestmark = pytest.mark.engines
 
-tiny_models = model_fixtures.tiny_models
-synth_bench = train_helpers.synth_bench
-toy = train_helpers.toy
 
 ARCH = "qwen2_5_vl"
 ENGINE = {

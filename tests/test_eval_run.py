@@ -37,9 +37,6 @@ from vaur1.model import build_tiny_model
 from vaur1.runinfo import write_run_metadata
 from vaur1.video.spec import VideoSpec
 
-eval_synth = eval_helpers.eval_synth
-eval_model = eval_helpers.eval_model
-
 KEY_ENV = "VAUR1_TEST_JUDGE_KEY"
 SECRET = "sk-test-4f1e9c0b7a2d"
 

@@ -9,17 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import model_fixtures
-import train_helpers
 import vaur1
 from train_helpers import TOY, changed, grpo_config, read_jsonl, safetensors_weights
 from vaur1.config import save_config
 
 pytestmark = pytest.mark.engines
 
-tiny_models = model_fixtures.tiny_models
-synth_bench = train_helpers.synth_bench
-toy = train_helpers.toy
 
 # The console entry point with the toy reward registered first: a reward with spread from the first
 # step, so that the update is far from zero.

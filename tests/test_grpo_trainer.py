@@ -32,11 +32,9 @@ from vaur1.train.common import TrainingAborted
 from vaur1.video.cache import CachedDecoder
 from vaur1.video.spec import VideoSpec
 
-tiny_models = model_fixtures.tiny_models
-synth_bench = train_helpers.synth_bench
-fresh_accelerate_state = train_helpers.fresh_accelerate_state
-one_thread = train_helpers.one_thread
-toy = train_helpers.toy
+# a fresh accelerate state per test, as a new process has, and one intra-op thread
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state", "one_thread")
+
 ARCH = "qwen2_5_vl"
 
 
@@ -520,6 +518,7 @@ def test_reference_lora_full_finetuning_and_loadable_checkpoints(
 def test_rollouts_keep_the_kv_cache_under_gradient_checkpointing(
     tiny_models, synth_bench, tmp_path, monkeypatch
 ):
+
     from vaur1.rl import rollout as rollout_module
 
     real_generate = rollout_module.generate

@@ -12,7 +12,6 @@ from accelerate.state import AcceleratorState
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import model_fixtures
 import train_helpers
 from conftest import run_cli
 from train_helpers import sft_config
@@ -21,9 +20,6 @@ from vaur1.config import load_config, save_config
 from vaur1.errors import ConfigError, VaurError
 from vaur1.parse import parse_completion, parse_interval
 from vaur1.rl.config import GRPOTrainConfig
-
-tiny_models = model_fixtures.tiny_models
-synth_bench = train_helpers.synth_bench
 
 # Each took 38-68 s before the patterns were made linear; a linear parser takes milliseconds. The
 # bound is loose on purpose: it catches a quadratic pattern, not a slow machine.

@@ -12,14 +12,12 @@ import os
 import pytest
 import yaml
 
-import model_fixtures
 from conftest import run_cli
 from fake_hub import FakeHub
 from train_helpers import sft_config, synth_bench
 from vaur1.layout import TrainRun
 from vaur1.sft.trainer import train
 
-tiny_models = model_fixtures.tiny_models
 synth_bench = synth_bench
 
 

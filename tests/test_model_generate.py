@@ -4,7 +4,6 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-import model_fixtures
 from model_fixtures import load_tiny, make_video, video_prompt
 from vaur1.config import from_dict
 from vaur1.errors import ConfigError
@@ -22,8 +21,6 @@ from vaur1.model import (
     vision_placeholder_ids,
     vision_tower,
 )
-
-tiny_models = model_fixtures.tiny_models
 
 # Qwen2.5-VL-Instruct's generation_config.json: near-greedy sampling defaults.
 QWEN_CHECKPOINT_DEFAULTS = {

@@ -7,7 +7,6 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
-import model_fixtures
 from model_fixtures import make_video, video_prompt
 from vaur1.errors import VaurError
 from vaur1.model import (
@@ -21,8 +20,6 @@ from vaur1.model import (
     temporal_patch,
     video_metadata,
 )
-
-tiny_models = model_fixtures.tiny_models
 
 
 @pytest.fixture(scope="module")

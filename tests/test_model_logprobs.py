@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import model_fixtures
 from model_fixtures import load_tiny, make_video, video_prompt
 from vaur1.model import ARCHS, build_inputs
 from vaur1.model.logprobs import linear_target_logprobs, target_logprobs
-
-tiny_models = model_fixtures.tiny_models
 
 
 def test_gradients_match_finite_differences_across_uneven_vocabulary_chunks():

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import torch
 
-import model_fixtures
 from model_fixtures import load_tiny, make_video, video_prompt
 from vaur1.model import build_inputs
-
-tiny_models = model_fixtures.tiny_models
 
 
 def transcribed_reference(config, input_ids, attention_mask, video_grid_thw, second_per_grid_ts=None):

@@ -8,7 +8,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoProcessor, GPT2Config
 
-import model_fixtures
 from model_fixtures import checkpointing_on, load_tiny, make_video, video_prompt
 from vaur1.bench.schema import CLASSES
 from vaur1.bench.synth import NORMAL_OPTIONS, SCENES, VARIANTS
@@ -32,8 +31,6 @@ from vaur1.model import (
 )
 from vaur1.model.load import LANGUAGE_PROJECTIONS, vision_tower_prefix
 from vaur1.model.tiny import ANSWER_TAGS, SPECIAL_TOKENS, build_tokenizer, official_chat_template
-
-tiny_models = model_fixtures.tiny_models
 
 SAVED_FILES = {
     "chat_template.jinja",

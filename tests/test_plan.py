@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import model_fixtures
 from conftest import VAUR1, run_cli
 from train_helpers import read_jsonl
 from vaur1.bench.synth import generate_synthvau
@@ -27,8 +26,6 @@ from vaur1.model.tiny import build_tiny_model, build_tokenizer
 from vaur1.plan.memory import Shapes, Workload, estimate, phases
 from vaur1.video.decode import decode
 from vaur1.video.spec import VideoSpec
-
-tiny_models = model_fixtures.tiny_models
 
 # Sizes on the checkpoints' Hub pages (billions of parameters, rounded as published)
 PUBLISHED = {

@@ -15,9 +15,6 @@ from train_helpers import sft_config
 from vaur1.errors import ConfigError
 from vaur1.sft.trainer import train as train_sft
 
-tiny_models = model_fixtures.tiny_models
-synth_bench = train_helpers.synth_bench
-
 ARCH = "qwen2_5_vl"
 # the paper's learning rate, where bf16 weights stepped by a plain AdamW barely change
 SMALL_STEPS = [

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 import eval_helpers
-import train_helpers
 from train_helpers import sft_config
 from vaur1.errors import VaurError
 from vaur1.eval.run import run_eval
@@ -15,9 +14,6 @@ from vaur1.layout import TrainRun
 from vaur1.runlock import claim_run, run_kind
 from vaur1.sft.trainer import train as train_sft
 
-eval_synth = eval_helpers.eval_synth
-eval_model = eval_helpers.eval_model
-synth_bench = train_helpers.synth_bench
 QUICK = ["run.max_steps=1", "run.save_steps=1"]
 
 

@@ -11,14 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import eval_helpers
 from conftest import VAUR1
 from engine_helpers import free_port
 
 pytestmark = pytest.mark.browser
 
-eval_synth = eval_helpers.eval_synth
-eval_model = eval_helpers.eval_model
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import eval_helpers
 from conftest import VAUR1, run_cli
 from engine_helpers import free_port
 from vaur1.analyze import AnalyzeOptions
@@ -24,9 +23,6 @@ pytest.importorskip("starlette", reason="vaur1 serve needs vaur1[serve]")
 from starlette.testclient import TestClient
 
 from vaur1.serve import ServeLimits, build_app
-
-eval_synth = eval_helpers.eval_synth
-eval_model = eval_helpers.eval_model
 
 
 def multipart(video: bytes, filename: str = "clip.mp4", model: str = "tiny") -> tuple[bytes, str]:

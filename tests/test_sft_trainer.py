@@ -9,7 +9,6 @@ from dataclasses import asdict, replace
 
 import pytest
 
-import model_fixtures
 import train_helpers
 from model_fixtures import load_tiny
 from train_helpers import SHORT_PROMPTS, changed, grpo_config, read_jsonl, same_weights, sft_config
@@ -28,10 +27,9 @@ from vaur1.train import session as session_module
 from vaur1.video.cache import CachedDecoder
 from vaur1.video.spec import VideoSpec, read_model_spec
 
-tiny_models = model_fixtures.tiny_models
-synth_bench = train_helpers.synth_bench
-fresh_accelerate_state = train_helpers.fresh_accelerate_state
-one_thread = train_helpers.one_thread
+# a fresh accelerate state per test, as a new process has, and one intra-op thread
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state", "one_thread")
+
 ARCH = "qwen2_5_vl"
 
 
@@ -171,6 +169,7 @@ def test_shuffled_options_move_the_answer_with_them_and_change_every_epoch(
 def test_task_repeats_draw_a_task_more_often_in_new_option_orders(
     tiny_models, synth_bench, tmp_path, trained_examples
 ):
+
     seen = trained_examples
     one_epoch = [
         "data.tasks=[qa, cls]",

@@ -11,17 +11,12 @@ import pytest
 import torch
 
 import model_fixtures
-import train_helpers
 from engine_helpers import launch
 from train_helpers import changed, read_jsonl
 from vaur1.config import config_path, save_config
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.sft.config import SFTTrainConfig
 from vaur1.train.aliases import load_training_config
-
-tiny_models = model_fixtures.tiny_models
-synth_bench = train_helpers.synth_bench
-toy = train_helpers.toy
 
 
 @pytest.fixture(scope="module")

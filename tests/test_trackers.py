@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import model_fixtures
 from conftest import run_cli
 from train_helpers import read_jsonl, synth_bench
 from vaur1.errors import ConfigError
@@ -23,7 +22,6 @@ from vaur1.sft.config import SFTTrainConfig
 from vaur1.train.aliases import load_training_config
 from vaur1.train.logging import MetricsLogger, resolve_report_to
 
-tiny_models = model_fixtures.tiny_models
 synth_bench = synth_bench
 SAMPLE = {
     "key": "train/a.mp4/qa",

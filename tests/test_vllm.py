@@ -16,7 +16,6 @@ import torch
 import transformers
 from packaging.version import Version
 
-import model_fixtures
 import train_helpers
 from conftest import run_cli
 from engine_helpers import launch
@@ -34,8 +33,6 @@ from vaur1.model.vllm_engine import VllmConfig, VllmEngine, policy_weights
 
 pytestmark = pytest.mark.vllm
 
-tiny_models = model_fixtures.tiny_models
-toy = train_helpers.toy
 synth_bench = synth_bench
 SPEC = VideoSpec(fps=None, num_frames=4, min_pixels=784, max_pixels=3136, total_pixels=None)
 GREEDY = SamplingConfig(max_new_tokens=12, do_sample=False)

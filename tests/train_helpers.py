@@ -71,7 +71,7 @@ def synth_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def fresh_accelerate_state():
     """Each training run in a test builds its own Accelerator, as a new process would."""
     AcceleratorState._reset_state(True)
@@ -79,7 +79,7 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(True)
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread: on a shared 2-core machine, two threads are often far slower than one."""
     threads = torch.get_num_threads()
