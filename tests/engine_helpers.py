@@ -19,10 +19,12 @@ from pathlib import Path
 import vaur1
 from vaur1.config import config_path
 
-# The console entry point with the toy reward registered first (see train_helpers.register_toy_reward).
-# NAN_AT_CALLS="1,3" makes GRPO's loss NaN on those calls of `policy_loss` in every process.
+# The console entry point with the toy reward registered first (see train_helpers.register_toy_reward),
+# the one script every multi-process test launches. NAN_AT_CALLS="1,3" makes GRPO's loss NaN on those
+# calls of `policy_loss` in every process; RECORD_ROLLOUTS_TO=<folder> appends each process's sampled
+# completions to <folder>/texts-<rank>.jsonl.
 LAUNCHER = """
-import os, sys
+import json, os, sys
 sys.path.insert(0, {tests!r})
 import train_helpers
 import vaur1.rl.trainer as trainer
@@ -38,6 +40,16 @@ def sometimes_nan(*args, **kwargs):
     return (loss * float("nan") if calls[0] in nan_at else loss), stats
 
 trainer.policy_loss = sometimes_nan
+record_to, real_collect = os.environ.get("RECORD_ROLLOUTS_TO"), trainer.collect
+
+def recording_collect(*args, **kwargs):
+    rollout = real_collect(*args, **kwargs)
+    with open(os.path.join(record_to, "texts-" + os.environ.get("RANK", "0") + ".jsonl"), "a") as handle:
+        handle.write(json.dumps({{"keys": rollout.keys, "texts": rollout.texts}}) + "\\n")
+    return rollout
+
+if record_to:
+    trainer.collect = recording_collect
 if os.environ.get("FSDP_ON_CPU"):
     train_helpers.fsdp_on_cpu()
 sys.exit(main(sys.argv[1:]))

@@ -1,55 +1,24 @@
-"""Two CPU processes (torchrun, gloo) reach the same weights as one process with the same global batch."""
+"""Two CPU processes (DDP on gloo) reach the same weights as one process with the same global batch, and
+each samples with its own noise. The toy reward has spread from the first step, so the update is far
+from zero."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-import vaur1
+from engine_helpers import launch
 from train_helpers import TOY, changed, grpo_config, read_jsonl, safetensors_weights
 from vaur1.config import save_config
 
 pytestmark = pytest.mark.engines
 
 
-# The console entry point with the toy reward registered first: a reward with spread from the first
-# step, so that the update is far from zero.
-LAUNCHER = """
-import sys
-sys.path.insert(0, {tests!r})
-import train_helpers
-from vaur1.cli import main
-
-train_helpers.register_toy_reward()
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def launch(script: Path, config: Path, out: Path, processes: int, *overrides: str) -> None:
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={processes}",
-    ]
-    command = [*torchrun, str(script)] if processes > 1 else [sys.executable, str(script)]
-    command += ["train", "grpo", "--config", str(config), f"run.output_dir={out}", *overrides]
-    env = vaur1.subprocess_env() | {"OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
 @pytest.mark.slow
 def test_two_processes_update_the_weights_as_one_process_with_the_same_global_batch(
     tiny_models, synth_bench, tmp_path, toy
 ):
-    script = tmp_path / "launch.py"
-    script.write_text(LAUNCHER.format(tests=str(Path(__file__).parent)))
     cfg = grpo_config(
         tmp_path / "unused",
         tiny_models["qwen2_5_vl"],
@@ -69,16 +38,10 @@ def test_two_processes_update_the_weights_as_one_process_with_the_same_global_ba
     config = tmp_path / "grpo.yaml"
     save_config(cfg, config)
 
-    launch(script, config, tmp_path / "two", 2, "per_device_train_batch_size=1")
-    launch(script, config, tmp_path / "one", 1, "per_device_train_batch_size=2")
-    launch(
-        script,
-        config,
-        tmp_path / "accumulated",
-        1,
-        "per_device_train_batch_size=1",
-        "gradient_accumulation_steps=2",
-    )
+    launch(tmp_path / "two", "grpo", config, "ddp-cpu", 2, "per_device_train_batch_size=1")
+    launch(tmp_path / "one", "grpo", config, None, 1, "per_device_train_batch_size=2")
+    accumulated = ["per_device_train_batch_size=1", "gradient_accumulation_steps=2"]
+    launch(tmp_path / "accumulated", "grpo", config, None, 1, *accumulated)
 
     runs = {name: read_jsonl(tmp_path / name / "metrics.jsonl") for name in ("two", "one", "accumulated")}
     for name, records in runs.items():
@@ -95,36 +58,12 @@ def test_two_processes_update_the_weights_as_one_process_with_the_same_global_ba
             assert other[key].allclose(tensor, rtol=1e-4, atol=1e-6), (name, key)
 
 
-# The console entry point, writing each process's sampled completions next to the run (to compare them).
-RECORDING_LAUNCHER = """
-import json, os, sys
-sys.path.insert(0, {tests!r})
-import train_helpers
-from vaur1.cli import main
-from vaur1.rl import trainer
-
-collect = trainer.collect
-
-def recording_collect(*args, **kwargs):
-    rollout = collect(*args, **kwargs)
-    with open(os.path.join({out!r}, "texts-" + os.environ.get("RANK", "0") + ".jsonl"), "a") as handle:
-        handle.write(json.dumps({{"keys": rollout.keys, "texts": rollout.texts}}) + "\\n")
-    return rollout
-
-trainer.collect = recording_collect
-train_helpers.register_toy_reward()
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.slow
 def test_each_process_samples_with_its_own_noise_by_default(tiny_models, synth_bench, tmp_path, toy):
     """With seed_rollouts_per_prompt left off, two processes given the same prompt sample different
     completions: each draws its own random stream."""
     out = tmp_path / "run"
     out.mkdir()
-    script = tmp_path / "launch.py"
-    script.write_text(RECORDING_LAUNCHER.format(tests=str(Path(__file__).parent), out=str(out)))
     cfg = grpo_config(
         tmp_path / "unused",
         tiny_models["qwen2_5_vl"],
@@ -134,7 +73,15 @@ def test_each_process_samples_with_its_own_noise_by_default(tiny_models, synth_b
     assert cfg.seed_rollouts_per_prompt is False  # the default users get
     config = tmp_path / "grpo.yaml"
     save_config(cfg, config)
-    launch(script, config, out, 2, "per_device_train_batch_size=1")
+    launch(
+        out,
+        "grpo",
+        config,
+        "ddp-cpu",
+        2,
+        "per_device_train_batch_size=1",
+        env={"RECORD_ROLLOUTS_TO": str(out)},
+    )
     ranks = [json.loads((out / f"texts-{rank}.jsonl").read_text().splitlines()[0]) for rank in (0, 1)]
     assert ranks[0]["keys"] == ranks[1]["keys"]  # one example: both processes got the same prompt
     assert ranks[0]["texts"] != ranks[1]["texts"]
