@@ -67,7 +67,11 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
     first = vaur1_demo("--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "GRPO - SFT" in first.stdout and "Training budgets" in first.stdout
-    assert first.stdout.rstrip().splitlines()[-1].strip()  # the tables close the output
+    # the last line says where the report is
+    assert (
+        first.stdout.rstrip().splitlines()[-1]
+        == f"report: {out / 'report.html'} (also report.md and report.json there)"
+    )
 
     report = json.loads((out / "report.json").read_text())
     assert set(report["stages"]) == {"base", "sft", "grpo"}

@@ -307,7 +307,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             hashes[stage.name] = stage_hash(stage, cfg, hashes)
             done[stage.name] = run_stage(stage, cfg, hashes[stage.name], done, number)
         report = write_demo_report(cfg, done)
-    print_comparison(report)
+    print_comparison(report, cfg.run.report)
     return report
 
 

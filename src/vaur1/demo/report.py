@@ -7,6 +7,7 @@ Written as report.md (+ report_files/), report.html and report.json in the outpu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from vaur1.config import to_dict
@@ -227,14 +228,17 @@ def budget_table(report: dict[str, Any]) -> Table:
     return Table("Training budgets", ["", "SFT (to early stop)", "GRPO (after SFT)"], rows, note)
 
 
-def print_comparison(report: dict[str, Any]) -> None:
-    """The comparison and budget tables on standard output: the demo's last words."""
+def print_comparison(report: dict[str, Any], pages: Path) -> None:
+    """The comparison and budget tables on standard output, then where the report is: the demo's
+    last words. `pages` is the report's path without its suffix (report.md, .html and .json)."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     for table in (comparison_table(report), budget_table(report)):
         shown = RichTable(*table.header, title=table.title, caption=table.note)
         for row in table.rows:
             shown.add_row(*row)
         console.print(shown)
+    html, markdown = pages.with_name(pages.name + ".html"), pages.with_name(pages.name + ".md")
+    console.print(f"report: {html} (also {markdown.name} and {pages.name}.json there)")
