@@ -15,7 +15,16 @@ import torch
 import model_fixtures
 import train_helpers
 from model_fixtures import load_tiny, make_video
-from train_helpers import SHORT_PROMPTS, TINY_VIDEO, TOY, changed, grpo_config, read_jsonl, same_weights
+from train_helpers import (
+    SHORT_PROMPTS,
+    TINY_VIDEO,
+    TOY,
+    changed,
+    grpo_config,
+    killed_after,
+    read_jsonl,
+    same_weights,
+)
 from vaur1.data import DataConfig
 from vaur1.errors import ConfigError
 from vaur1.model import ARCHS, SamplingConfig, generate, load_model, repeat_inputs, vision_tower
@@ -27,7 +36,6 @@ from vaur1.rl import trainer as trainer_module
 from vaur1.rl.objectives import policy_loss
 from vaur1.rl.rollout import collect, prompt_inputs, rollout_seed
 from vaur1.rl.trainer import completion_logps, train
-from vaur1.train import session as session_module
 from vaur1.train.common import TrainingAborted
 from vaur1.video.cache import CachedDecoder
 from vaur1.video.spec import VideoSpec
@@ -311,14 +319,8 @@ def test_the_mean_reward_rises_on_a_toy_task(tiny_models, synth_bench, tmp_path,
     assert changed(tiny_models[ARCH], final, prefix="visual.")  # full fine-tuning moved the tower
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(
-    tiny_models, synth_bench, tmp_path, toy, monkeypatch
-):
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_models, synth_bench, tmp_path, toy):
     overrides = [
         *TOY,
         "run.max_steps=4",
@@ -336,15 +338,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(
     whole = train(grpo_config(tmp_path / "whole", tiny_models[ARCH], synth_bench, overrides))
     assert [p.name for p in (tmp_path / "whole").glob("checkpoint-*")] == ["checkpoint-4"]
 
-    real_log = session_module.Session.log
-
-    def log_then_die(self, metrics, samples=None):
-        real_log(self, metrics, samples)
-        if self.state.step == 3:
-            raise Killed
-
-    with monkeypatch.context() as patch, pytest.raises(Killed):
-        patch.setattr(session_module.Session, "log", log_then_die)
+    with killed_after(3):
         train(grpo_config(tmp_path / "killed", tiny_models[ARCH], synth_bench, overrides))
     assert [p.name for p in (tmp_path / "killed").glob("checkpoint-*")] == ["checkpoint-2"]
     resumed = train(grpo_config(tmp_path / "killed", tiny_models[ARCH], synth_bench, overrides))
@@ -459,22 +453,12 @@ def test_a_mixed_reference_model_moves_as_trls_sync_callback_moves_it(
 
 
 @pytest.mark.slow
-def test_a_resumed_run_continues_with_its_mixed_reference(
-    tiny_models, synth_bench, tmp_path, toy, monkeypatch
-):
+def test_a_resumed_run_continues_with_its_mixed_reference(tiny_models, synth_bench, tmp_path, toy):
     """The reference weights are part of the checkpoint: resuming from step 2 (after a sync) ends
     where the uninterrupted run ends, which reloading the starting weights as reference would not."""
     overrides = [*MIXED_REFERENCE, "run.max_steps=4", "run.save_steps=2", "num_generations=8"]
     whole = train(grpo_config(tmp_path / "whole", tiny_models[ARCH], synth_bench, overrides))
-    real_log = session_module.Session.log
-
-    def log_then_die(self, metrics, samples=None):
-        real_log(self, metrics, samples)
-        if self.state.step == 3:
-            raise Killed
-
-    with monkeypatch.context() as patch, pytest.raises(Killed):
-        patch.setattr(session_module.Session, "log", log_then_die)
+    with killed_after(3):
         train(grpo_config(tmp_path / "killed", tiny_models[ARCH], synth_bench, overrides))
     resumed = train(grpo_config(tmp_path / "killed", tiny_models[ARCH], synth_bench, overrides))
     assert same_weights(whole, resumed)

@@ -11,7 +11,15 @@ import pytest
 
 import train_helpers
 from model_fixtures import load_tiny
-from train_helpers import SHORT_PROMPTS, changed, grpo_config, read_jsonl, same_weights, sft_config
+from train_helpers import (
+    SHORT_PROMPTS,
+    changed,
+    grpo_config,
+    killed_after,
+    read_jsonl,
+    same_weights,
+    sft_config,
+)
 from vaur1.data import DataConfig
 from vaur1.errors import ConfigError
 from vaur1.eval.config import load_eval_config
@@ -23,7 +31,6 @@ from vaur1.rl import trainer as grpo_trainer
 from vaur1.sft import trainer as sft_trainer
 from vaur1.sft.config import SFTTrainConfig
 from vaur1.sft.trainer import collate, train
-from vaur1.train import session as session_module
 from vaur1.video.cache import CachedDecoder
 from vaur1.video.spec import VideoSpec, read_model_spec
 
@@ -189,24 +196,12 @@ def test_task_repeats_draw_a_task_more_often_in_new_option_orders(
     assert sum(first != second for first, second in orders.values()) >= 4
 
 
-class Killed(Exception):
-    pass
-
-
-def test_a_killed_run_resumes_to_the_same_weights(tiny_models, synth_bench, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_to_the_same_weights(tiny_models, synth_bench, tmp_path):
     overrides = ["run.max_steps=4", "run.save_steps=2", "model.lora.enabled=true", "model.lora.dropout=0.3"]
     overrides += ["optim.lr_scheduler=cosine", "optim.learning_rate=1e-2", "shuffle_options=true"]
     whole = train(sft_config(tmp_path / "whole", tiny_models[ARCH], synth_bench, overrides))
 
-    real_log = session_module.Session.log
-
-    def log_then_die(self, metrics, samples=None):
-        real_log(self, metrics, samples)
-        if self.state.step == 3:
-            raise Killed
-
-    with monkeypatch.context() as patch, pytest.raises(Killed):
-        patch.setattr(session_module.Session, "log", log_then_die)
+    with killed_after(3):
         train(sft_config(tmp_path / "killed", tiny_models[ARCH], synth_bench, overrides))
     resumed = train(sft_config(tmp_path / "killed", tiny_models[ARCH], synth_bench, overrides))
     assert same_weights(whole, resumed)

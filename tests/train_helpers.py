@@ -10,6 +10,8 @@ and take dotted overrides like the command line.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +178,25 @@ def videos_with_one_broken(bench: Path, folder: Path, examples: list, broken: in
     (folder / examples[broken].video).unlink()
     (folder / examples[broken].video).write_bytes(b"\x00not an mp4" * 10)
     return folder
+
+
+class Killed(Exception):
+    """What `killed_after` raises in place of a crash."""
+
+
+@contextlib.contextmanager
+def killed_after(step: int) -> Iterator[None]:
+    """A training run inside the block dies right after logging `step`, leaving its folder as a crash
+    leaves it (the checkpoints saved so far)."""
+    from vaur1.train import session as session_module
+
+    real_log = session_module.Session.log
+
+    def log_then_die(self, metrics, samples=None):
+        real_log(self, metrics, samples)
+        if self.state.step == step:
+            raise Killed
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(session_module.Session, "log", log_then_die)
+        yield
