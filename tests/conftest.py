@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from accelerate.state import AcceleratorState
 
 import vaur1.model  # noqa: F401  (applies the torchvision shim before any test imports transformers)
 
@@ -33,3 +34,12 @@ def run_cli(*args: str, check: bool = False, timeout: float = 600) -> subprocess
     if check and result.returncode != 0:
         raise AssertionError(f"vaur1 {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Every test starts and ends without accelerate's process-wide state, as a new process would: a run
+    that set bf16 (or DeepSpeed) must not decide how the next test's Accelerator is built."""
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 
 import vaur1.rewards as rewards_module
 from vaur1.bench.synth import generate_synthvau
@@ -71,14 +70,6 @@ def synth_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_synthvau(
         out, n=12, seed=5, split_ratio=(0.7, 0.1, 0.2), size=(64, 48), duration=(2.0, 4.0), workers=1
     )
-
-
-@pytest.fixture
-def fresh_accelerate_state():
-    """Each training run in a test builds its own Accelerator, as a new process would."""
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
 
 
 @pytest.fixture(scope="module")
