@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vaur1.cli import main
@@ -104,6 +104,7 @@ COMMANDS = {
     second=st.sampled_from(KINDS),
     data=st.binary(max_size=300),
 )
+@example(command="report", first="folder of garbage", second="missing", data=b"1")  # metrics.json: 1
 def test_no_file_or_folder_makes_a_command_raise(tmp_path_factory, capsys, command, first, second, data):
     root = tmp_path_factory.mktemp("fuzz")
     args = COMMANDS[command](make(first, data, root, 1), make(second, data, root, 2), root / "out")

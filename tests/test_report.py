@@ -242,6 +242,12 @@ def test_training_log_alone_gives_training_curves_and_an_empty_folder_an_error(
     assert "neither metrics.json (an eval run) nor metrics.jsonl" in capsys.readouterr().err
     with pytest.raises(VaurError, match="no metrics.json"):
         stage_metrics(runs["training"])
+    # valid JSON that is no metrics file (found by the CLI fuzz test): one line naming the file
+    for content in ("1", "0", "[]", '{"run": 5}'):
+        (tmp_path / "empty" / "metrics.json").write_text(content)
+        assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert "metrics.json: not a vaur1 metrics file" in err and "Traceback" not in err, content
 
 
 def test_runs_evaluated_differently_get_a_warning_first_and_alike_runs_none(runs: dict[str, Path]) -> None:

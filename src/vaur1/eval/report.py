@@ -84,6 +84,8 @@ def load_run(run_dir: str | Path, name: str | None = None) -> Run:
             metrics = json.loads(run.metrics.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise VaurError(f"{run.metrics}: cannot read: {err}") from None
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("run", {}), dict):
+            raise VaurError(f"{run.metrics}: not a vaur1 metrics file (a JSON object with a 'run' object)")
     log = training_log_of(path, metrics)
     if metrics is None and log is None:
         raise VaurError(
