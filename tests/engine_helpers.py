@@ -89,15 +89,16 @@ def launch(
     processes: int = 1,
     *overrides: str,
     env: dict[str, str] | None = None,
+    check: bool = True,
 ) -> subprocess.CompletedProcess:
-    """Run `vaur1 train <job>` into `out`; fails the test with the last of stderr if it fails."""
+    """Run `vaur1 train <job>` into `out`; with `check`, fails the test with the last of stderr if it fails."""
     command = launch_command(launcher(out.parent), engine, processes)
     command += ["train", job, "--config", str(config), f"run.output_dir={out}", *overrides]
     env = vaur1.subprocess_env() | {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"} | (env or {})
     if engine == "fsdp":
         env["FSDP_ON_CPU"] = "1"
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0 or not check, result.stderr[-4000:]
     return result
 
 

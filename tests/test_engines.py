@@ -214,3 +214,16 @@ def test_dynamic_sampling_on_two_processes_updates_like_one_process(configs, tmp
         ours = read_jsonl(out / "metrics.jsonl")
         for key in ("dynamic/rounds", "dynamic/prompts_drawn", "dynamic/groups_kept"):
             assert [r[key] for r in ours] == [r[key] for r in theirs], (engine, key)
+
+
+@pytest.mark.parametrize("engine", ["zero3", "fsdp"])
+def test_a_mixed_reference_is_refused_where_the_reference_is_sharded(configs, tmp_path, engine):
+    result = launch(
+        tmp_path / "run", "grpo", configs["grpo"], engine, 2, "loss.sync_ref_model=true", check=False
+    )
+    assert result.returncode == 1, result.stderr[-3000:]  # the launcher's code for a failed process
+    # each process's one line; the launcher adds its own report, but no vaur1 frame is shown
+    assert "error: loss.sync_ref_model: the reference is mixed with one process, DDP or ZeRO-2" in console(
+        result
+    )
+    assert not re.search(r'File "[^"]*/vaur1/[^"]*\.py"', result.stderr)

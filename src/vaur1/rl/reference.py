@@ -52,6 +52,13 @@ class Reference:
         self.model = None
         self.sync_steps = cfg.loss.ref_model_sync_steps if cfg.loss.sync_ref_model else 0
         self.alpha = cfg.loss.ref_model_mixup_alpha
+        distributed = session.accelerator.distributed_type
+        sharded = distributed == DistributedType.FSDP or (session.engine == "deepspeed" and _zero3(session))
+        if self.sync_steps and sharded:
+            raise VaurError(
+                "loss.sync_ref_model: the reference is mixed with one process, DDP or ZeRO-2, not under "
+                "ZeRO-3 or FSDP (its sharded weights)"
+            )
         if cfg.model.lora.enabled and resolve_checkpoint(cfg.model.name_or_path).adapter is None:
             return
         frozen = replace(
@@ -62,7 +69,6 @@ class Reference:
         )
         model, _ = load_model(frozen)
         model.requires_grad_(False)
-        distributed = session.accelerator.distributed_type
         if distributed == DistributedType.DEEPSPEED:
             from trl.models.utils import prepare_deepspeed
 
@@ -73,11 +79,6 @@ class Reference:
             model = fsdp_shard_frozen(model, session.accelerator, session.filler_inputs())
         self.model = model
         if self.sync_steps:
-            if distributed == DistributedType.FSDP or (session.engine == "deepspeed" and _zero3(session)):
-                raise VaurError(
-                    "loss.sync_ref_model: the reference is mixed with one process, DDP or ZeRO-2, not under "
-                    "ZeRO-3 or FSDP (its sharded weights)"
-                )
             session.extra_states[REFERENCE_STATE] = self.state_dict
             if session.resumed_from is not None:
                 self.load_state_dict(session.resumed_from)
