@@ -8,7 +8,7 @@ prints. Printed: per seed and as a mean, the held-out test metrics of a constant
 that ignores the video scores) and of the untrained, SFT and GRPO models (in the demo's prompt mode,
 points), GRPO - SFT with a 95% paired-bootstrap interval of its mean over the test items, both training
 budgets and the demo's wall time.
-Target (the issue): GRPO after SFT beats SFT alone by at least +5 TAG mIoU and +3 QA accuracy, as
+Target: GRPO after SFT beats SFT alone by at least +5 TAG mIoU and +3 QA accuracy, as
 the mean over 3 seeds. The result is also written to OUT/gain.json.
 """
 

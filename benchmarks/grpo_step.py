@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/grpo_step.py [--steps 6] [--rounds 3] [--generations 4] [--prompts 2]
                                              [--tokens 32] [--frames 8] [--model DIR] [--bf16] [--workdir DIR]
 
-TRL 1.16 cannot train on video (platform notes §3): the only way it trains on pixels is the frames
+TRL 1.16 cannot train on video (its GRPO trainer passes no video inputs): the only way it trains on pixels is the frames
 as separate images, which costs twice the visual tokens and loses the video's time positions. Both
 sides get, in one process:
 
@@ -25,7 +25,7 @@ vaur1's split comes from its metrics.jsonl, TRL's from timers around `generate` 
 function and a callback around each step; on a GPU also the peak memory. Target: vaur1 at least
 1.5x TRL's samples per second.
 
-On a GPU, the issue's large setting (a Qwen2.5-VL-3B checkpoint, here with any weights):
+On a GPU, the large setting (a Qwen2.5-VL-3B checkpoint, here with any weights):
 
     python benchmarks/grpo_step.py --model DIR --frames 16 --generations 8 --tokens 256 --bf16 \
         --max-pixels 200704 --threads 0

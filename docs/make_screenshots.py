@@ -34,7 +34,9 @@ def main(report: str, gallery: str, model: str, video: str) -> None:
         time.sleep(1)
         driver.save_screenshot(str(IMAGES / f"{name}.png"))
     vaur1 = Path(sys.executable).parent / "vaur1"
-    server = subprocess.Popen([str(vaur1), "serve", "--model", model, "--port", "7870", "--max-new-tokens", "64"])
+    server = subprocess.Popen(
+        [str(vaur1), "serve", "--model", model, "--port", "7870", "--max-new-tokens", "64"]
+    )
     try:
         for _ in range(300):
             try:

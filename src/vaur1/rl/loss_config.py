@@ -16,6 +16,17 @@ ImportanceSamplingLevel = Literal["token", "sequence"]
 LOG = logging.getLogger("vaur1.train")
 
 
+# the parameters of the loss types that have their own, handed to the objective as `options`
+LOSS_TYPE_OPTIONS = (
+    "sapo_temperature_pos",
+    "sapo_temperature_neg",
+    "vespo_k_pos",
+    "vespo_lambda_pos",
+    "vespo_k_neg",
+    "vespo_lambda_neg",
+)
+
+
 @dataclass
 class GRPOLossConfig:
     """The loss options, with TRL 1.16's names and defaults (`beta=0.0` loads no reference model)."""
@@ -164,8 +175,7 @@ class GRPOLossConfig:
 
     def options(self) -> dict[str, float]:
         """The parameters of the loss types that have their own (sapo, vespo)."""
-        names = ("sapo_temperature_pos", "sapo_temperature_neg", "vespo_k_pos", "vespo_lambda_pos")
-        return {name: float(getattr(self, name)) for name in (*names, "vespo_k_neg", "vespo_lambda_neg")}
+        return {name: float(getattr(self, name)) for name in LOSS_TYPE_OPTIONS}
 
 
 @dataclass
