@@ -100,6 +100,19 @@ def test_deepspeed_on_two_processes_updates_like_one_process_and_resumes(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp-cpu", "zero3", "fsdp"])
+def test_one_row_per_completion_reaches_the_weights_of_the_shared_prefix(
+    engine, configs, one_process, tmp_path
+):
+    """The one-process run shares each prompt among its G completions (the default); 2 processes
+    scoring one row per completion reach the same weights, so the two layouts give the same
+    gradients under each engine."""
+    out = tmp_path / "run"
+    launch(out, "grpo", configs["grpo"], engine, 2, "per_device_train_batch_size=1", "shared_prefix=false")
+    assert_same_weights(out, one_process / "grpo")
+
+
+@pytest.mark.slow
 def test_a_nan_loss_under_zero3_skips_the_update_and_counts_it(configs, tiny_models, tmp_path):
     out = tmp_path / "run"
     launch(

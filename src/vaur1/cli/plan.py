@@ -141,7 +141,13 @@ def show(plan: dict) -> None:
         f"videos: {plan['visual_tokens_per_video']} visual tokens at most"
         + (f" ({mean:.0f} on average)" if mean is not None else "")
         + f" [{plan['videos']}]; {plan['sequences_per_micro_batch']} sequence(s) of "
-        f"{plan['sequence_tokens']} tokens per micro-batch",
+        f"{plan['sequence_tokens']} tokens per micro-batch"
+        + (
+            f"; scored as {plan['shared_prefix_rows']} row(s) of {plan['shared_prefix_tokens']} tokens, "
+            "each prompt shared by its completions"
+            if plan["shared_prefix_rows"]
+            else ""
+        ),
         markup=False,
     )
     table = Table(

@@ -151,11 +151,19 @@ def output_layer(model: Any) -> torch.nn.Module:
 
 @contextlib.contextmanager
 def target_logprobs(
-    model: Any, targets: torch.Tensor, temperature: float = 1.0, ignore_index: int | None = None
+    model: Any,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    ignore_index: int | None = None,
+    positions: torch.Tensor | None = None,
 ) -> Iterator[TargetLogprobs]:
     """For one forward call of `model` with `logits_to_keep = L + 1`: the fp32 log-probs and entropies
     of `targets` (B, L), token t of a row predicted from the position before it. Targets equal to
-    `ignore_index` get log-prob 0 (mask them in the loss)."""
+    `ignore_index` get log-prob 0 (mask them in the loss).
+
+    With `positions` (B, L), the call keeps every position (`logits_to_keep=0`) and target [b, t] is
+    predicted from the state at flat index `positions[b, t]` of the (rows x length) output, wherever
+    it is (the shared-prefix layout of `vaur1.model.shared_prefix`)."""
     head = output_layer(model)
     result = TargetLogprobs()
     ignored = None if ignore_index is None else targets == ignore_index
@@ -163,12 +171,16 @@ def target_logprobs(
 
     def forward(hidden: torch.Tensor) -> torch.Tensor:
         length = safe.shape[1]
-        if hidden.shape[1] != length + 1:
+        if positions is not None:
+            states = hidden.reshape(-1, hidden.shape[-1])[positions]
+        elif hidden.shape[1] != length + 1:
             raise ValueError(
                 f"call the model with logits_to_keep={length + 1}, got {hidden.shape[1]} positions"
             )
+        else:
+            states = hidden[:, :-1]
         logps, entropies = linear_target_logprobs(
-            hidden[:, :-1], head.weight, safe, getattr(head, "bias", None), temperature
+            states, head.weight, safe, getattr(head, "bias", None), temperature
         )
         if ignored is not None:
             logps = logps.masked_fill(ignored, 0.0)

@@ -21,6 +21,9 @@ from vaur1.plan.workload import Model, describe_model, trainable_parameters, wor
 from vaur1.video.spec import VideoSpec
 
 GPU_RUNTIME_BYTES = 600 * 2**20  # CUDA context, cuBLAS workspaces and kernels, per GPU process
+# On a CPU: the modeling code, tokenizer and processor that load with the model (after the run's memory
+# baseline) and the kernels' first-call state, measured at 126-153 MiB beside a tiny model's weights
+CPU_RUNTIME_BYTES = 150 * 2**20
 MORE_GPUS = (2, 4, 8, 16, 32, 64)
 ENGINE_CONFIGS = {
     "ddp": "accelerate/ddp",
@@ -56,7 +59,7 @@ def make_plan(
     model = describe_model(cfg.model)
     videos = survey(cfg.video, cfg.data, files, size, seconds)
     start = Setting(workload(job, cfg, model, videos.tokens(cfg.video), device), cfg.video, engine, gpus)
-    runtime = GPU_RUNTIME_BYTES if device == "gpu" else 0
+    runtime = GPU_RUNTIME_BYTES if device == "gpu" else CPU_RUNTIME_BYTES
     chosen = estimate(start.work, engine, gpus)
     total = chosen.total + runtime
     breakdown = {**chosen.breakdown(), "runtime": runtime}
@@ -74,6 +77,9 @@ def make_plan(
         "videos": videos.basis,
         "sequence_tokens": start.work.prompt_tokens + start.work.new_tokens,
         "sequences_per_micro_batch": start.work.rows,
+        # GRPO's log-prob passes with the shared prefix: one row per prompt group, of this many tokens
+        "shared_prefix_rows": start.work.scored_rows if start.work.packs_groups else None,
+        "shared_prefix_tokens": start.work.scored_sequence if start.work.packs_groups else None,
         "engine": engine,
         "gpus": gpus,
         "device": device,

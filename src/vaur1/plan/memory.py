@@ -75,6 +75,7 @@ class Workload:
     lora_dropout: bool  # LoRA with dropout keeps a dropped-out copy of each target's input
     padding_mask: bool  # sdpa attention (not flash_attention_2) given a padding mask
     vision_trains: bool  # gradients flow into the vision tower (not frozen, not LoRA without vision targets)
+    shared_prefix: bool = False  # GRPO's log-prob passes score each prompt once for its G completions
 
     @property
     def compute_bytes(self) -> int:
@@ -87,6 +88,21 @@ class Workload:
     @property
     def rows(self) -> int:
         return self.prompts * self.samples
+
+    @property
+    def packs_groups(self) -> bool:
+        """The shared-prefix layout is in use: it needs the block mask, which flash-attention does not take."""
+        return self.shared_prefix and self.padding_mask and self.samples > 1
+
+    @property
+    def scored_rows(self) -> int:
+        """Rows of the log-prob passes: one per prompt group when it shares its prompt."""
+        return self.prompts if self.packs_groups else self.rows
+
+    @property
+    def scored_sequence(self) -> int:
+        """Tokens per row of the log-prob passes: the prompt, then one or all G completions."""
+        return self.prompt_tokens + (self.samples if self.packs_groups else 1) * self.new_tokens
 
     def trainable_in_fp32(self, engine: Engine) -> bool:
         """vaur1 upcasts trainable bf16/fp16 weights to fp32 where no engine keeps master weights
@@ -218,19 +234,27 @@ def output_block(work: Workload, rows: int, targets: int) -> int:
 
 def reference_pass(work: Workload, engine: Engine) -> dict[str, int]:
     """GRPO's old/reference log-probs: one no-gradient forward over the rollout."""
-    tokens = work.rows * (work.prompt_tokens + work.new_tokens)
-    return {
+    tokens = work.scored_rows * work.scored_sequence
+    out = {
         "inputs": video_inputs(work, work.prompts),
         "visual": vision_forward(work, engine, work.prompts, with_grad=False),
         "activations": forward_transient(work, tokens),
         "logits": output_block(work, work.rows, work.new_tokens),
     }
+    if work.packs_groups:
+        out["block_mask"] = block_mask(work)
+    return out
+
+
+def block_mask(work: Workload) -> int:
+    """The shared-prefix layout's boolean (rows, 1, S, S) mask, built once per pass."""
+    return work.scored_rows * work.scored_sequence**2
 
 
 def update(work: Workload, engine: Engine, gpus: int) -> dict[str, int]:
     """One micro-batch's forward and backward, with the gradients it fills."""
     s = work.shapes
-    tokens = work.rows * (work.prompt_tokens + work.new_tokens)
+    tokens = work.scored_rows * work.scored_sequence
     layer = layer_activations(work, engine, tokens)
     if work.gradient_checkpointing:
         # the layers' inputs, and one layer recomputed at a time in backward
@@ -248,12 +272,11 @@ def update(work: Workload, engine: Engine, gpus: int) -> dict[str, int]:
         gradients = _sharded(gradients, gpus, True)
     elif engine == "zero3_offload":
         gradients = 0
-    if work.padding_mask and work.rows > 1:
-        # sdpa turns the boolean padding mask into an additive one in each layer and keeps it for
-        # backward: rows x S x S per layer (flash_attention_2 unpads instead and keeps none)
-        sequence = work.prompt_tokens + work.new_tokens
+    if work.padding_mask and (work.scored_rows > 1 or work.packs_groups):
+        # sdpa turns the boolean padding (or block) mask into an additive one in each layer and keeps
+        # it for backward: rows x S x S per layer (flash_attention_2 unpads instead and keeps none)
         kept = 1 if work.gradient_checkpointing else s.layers
-        activations += kept * work.rows * sequence**2 * work.compute_bytes
+        activations += kept * work.scored_rows * work.scored_sequence**2 * work.compute_bytes
     out = {
         "gradients": gradients,
         "inputs": video_inputs(work, work.prompts),
@@ -261,6 +284,8 @@ def update(work: Workload, engine: Engine, gpus: int) -> dict[str, int]:
         "activations": activations,
         "logits": output_block(work, work.rows, work.new_tokens),
     }
+    if work.packs_groups:
+        out["block_mask"] = block_mask(work)
     if engine == "zero3_offload" or (engine in ("zero3", "fsdp") and gpus > 1):
         out["gathered_weights"] = (
             2 * s.largest_layer_parameters * work.weight_bytes

@@ -134,4 +134,5 @@ def workload(job: Job, cfg: Any, model: Model, visual_tokens: int, device: str =
         padding_mask=padding_mask,
         vision_trains=not cfg.model.freeze_vision
         and (not lora or bool(cfg.model.lora.vision_target_modules)),
+        shared_prefix=grpo and cfg.shared_prefix,
     )

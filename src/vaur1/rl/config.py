@@ -70,6 +70,10 @@ class GRPOTrainConfig(SessionConfig):
     # Draw each prompt's G samples from a generator seeded by (run.seed, step, slot in the global
     # batch): rollouts then do not depend on how prompts are spread over processes or batched.
     seed_rollouts_per_prompt: bool = False
+    # Score each prompt's G completions in one row, the prompt computed once (`vaur1.model.shared_prefix`):
+    # the same log-probs and gradients for a fraction of the work. Used with sdpa and eager attention;
+    # flash-attention takes no block mask and keeps one row per completion.
+    shared_prefix: bool = True
 
     def validate(self) -> None:
         super().validate()

@@ -12,6 +12,7 @@ from vaur1.errors import VaurError
 from vaur1.layout import Checkpoint
 from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
 from vaur1.model.logprobs import target_logprobs
+from vaur1.model.shared_prefix import pack_groups, shares_prefix
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.rollout import Rollout, video_features
 from vaur1.train.distributed import fsdp_shard_frozen
@@ -20,14 +21,33 @@ from vaur1.train.session import Session
 REFERENCE_STATE = "reference_model"  # the checkpoint file name of a mixed reference's weights
 
 
-def completion_logps(model, rollout: Rollout, temperature: float, entropy: bool = False):
+def completion_logps(
+    model, rollout: Rollout, temperature: float, entropy: bool = False, shared_prefix: bool = True
+):
     """Per-token log-probs (rows, L) in fp32 of the rollout's completions under `model`, from one forward
     pass over the rollout's prompts, videos and completions; with `entropy`, also each position's entropy.
 
     Logits are divided by the sampling temperature first, as in TRL: the log-probs are those of the
     distribution the completions were sampled from. The output layer runs in fp32 whatever the engine
     (`vaur1.model.logprobs`), so the ratio and the KL are not differences of bf16 numbers.
+
+    With `shared_prefix` (and an attention kernel that takes a block mask) each prompt is computed
+    once for its G completions (`vaur1.model.shared_prefix`); positions past a completion's end then
+    hold 0, where the unshared pass holds the log-prob of the padding token (masked either way).
     """
+    if shared_prefix and shares_prefix(model):
+        packed = pack_groups(
+            model, rollout.inputs, rollout.completion_ids, rollout.completion_mask, rollout.num_generations
+        )
+        videos = {"video": video_features(model, rollout, per_row=False)}
+        with target_logprobs(
+            model, rollout.completion_ids, temperature, positions=packed.positions
+        ) as result:
+            model(**packed.inputs, mm_encoder_outputs=videos, logits_to_keep=0, use_cache=False)
+        kept = rollout.completion_mask.bool()
+        logps = result.logps.masked_fill(~kept, 0.0)
+        entropies = result.entropies.masked_fill(~kept, 0.0) if entropy else None
+        return logps, entropies
     length = rollout.completion_ids.shape[1]
     videos = {"video": video_features(model, rollout)}
     with target_logprobs(model, rollout.completion_ids, temperature) as result:
@@ -50,6 +70,7 @@ class Reference:
 
         self.session = session
         self.model = None
+        self.shared_prefix = cfg.shared_prefix
         self.sync_steps = cfg.loss.ref_model_sync_steps if cfg.loss.sync_ref_model else 0
         self.alpha = cfg.loss.ref_model_mixup_alpha
         distributed = session.accelerator.distributed_type
@@ -113,10 +134,10 @@ class Reference:
 
     def logps(self, rollout: Rollout, temperature: float) -> torch.Tensor:
         if self.model is not None:
-            return completion_logps(self.model, rollout, temperature)[0]
+            return completion_logps(self.model, rollout, temperature, shared_prefix=self.shared_prefix)[0]
         policy = self.session.accelerator.unwrap_model(self.session.model)
         with policy.disable_adapter():
-            return completion_logps(policy, rollout, temperature)[0]
+            return completion_logps(policy, rollout, temperature, shared_prefix=self.shared_prefix)[0]
 
 
 def _zero3(session: Session) -> bool:

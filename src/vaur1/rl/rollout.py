@@ -219,9 +219,10 @@ def shape_overlong(
     return shaped
 
 
-def video_features(model, rollout: Rollout):
+def video_features(model, rollout: Rollout, per_row: bool = True):
     """The vision tower's output for the rollout's videos, run once per prompt and shared by its G rows:
-    what a forward pass over `rollout.inputs` takes as `mm_encoder_outputs={"video": ...}`.
+    what a forward pass over `rollout.inputs` takes as `mm_encoder_outputs={"video": ...}` (with
+    `per_row=False`, each video once: what the shared-prefix pass takes).
 
     Encoding each video once instead of G times is the same computation, gradients included (they
     add up over the rows), for a G-th of the vision cost. `model` may be wrapped (DDP, PEFT).
@@ -233,7 +234,7 @@ def video_features(model, rollout: Rollout):
     features = model.model.get_video_features(
         rollout.videos["pixel_values_videos"], rollout.videos["video_grid_thw"], return_dict=True
     )
-    group = rollout.num_generations
+    group = rollout.num_generations if per_row else 1
     features.pooler_output = tuple(video for video in features.pooler_output for _ in range(group))
     if getattr(features, "deepstack_features", None):  # Qwen3-VL: per-layer features of each video
         features.deepstack_features = [

@@ -29,6 +29,7 @@ backward and optimizer step) and `time/step` (all of it), plus
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import time
@@ -38,6 +39,7 @@ from typing import Any
 
 import torch
 
+from vaur1.model.shared_prefix import shares_prefix
 from vaur1.model.vllm_engine import policy_weights
 from vaur1.rl import dynamic, temporal
 from vaur1.rl.config import GRPOTrainConfig
@@ -50,6 +52,8 @@ from vaur1.rl.vllm_rollout import corrects_sampling, rollout_engine, sampling_co
 from vaur1.train.distributed import policy_for_generation
 from vaur1.train.sampler import Item
 from vaur1.train.session import Session, timed
+
+LOG = logging.getLogger("vaur1.train")
 
 SAMPLES_PER_LOG = 8  # completions written to samples.jsonl when completions are logged
 
@@ -203,7 +207,9 @@ def add_reference_logps(session: Session, cfg: GRPOTrainConfig, batches: list[Ba
     with torch.no_grad(), session.accelerator.autocast():
         for batch in batches:
             if cfg.loss.num_iterations > 1 or corrects_sampling(cfg):
-                batch.old_logps = completion_logps(session.model, batch.rollout, temperature)[0]
+                batch.old_logps = completion_logps(
+                    session.model, batch.rollout, temperature, shared_prefix=cfg.shared_prefix
+                )[0]
             if reference is not None:
                 batch.ref_logps = reference.logps(batch.rollout, temperature)
     return sampling_correction(session, cfg, batches) if corrects_sampling(cfg) else {}
@@ -221,7 +227,11 @@ def update(session: Session, cfg: GRPOTrainConfig, batches: list[Batch], normali
         rollout = batch.rollout
         with accelerator.accumulate(session.model), accelerator.autocast():
             logps, entropies = completion_logps(
-                session.model, rollout, cfg.sampling.temperature, entropy=True
+                session.model,
+                rollout,
+                cfg.sampling.temperature,
+                entropy=True,
+                shared_prefix=cfg.shared_prefix,
             )
             entropy_mask = high_entropy_tokens(session, loss_cfg, rollout, entropies)
             loss, stats = policy_loss(
@@ -314,6 +324,8 @@ def train(cfg: GRPOTrainConfig) -> Path:
         cfg, kind="grpo", mode=cfg.mode, steps_per_cycle=cfg.loss.num_iterations, draws_per_cycle=draws
     ) as session:
         reference = Reference(session, cfg) if cfg.loss.beta > 0 else None
+        if cfg.shared_prefix and not shares_prefix(session.model):
+            LOG.info("log-probs: one row per completion (the attention kernel takes no shared-prefix mask)")
         engine = rollout_engine(session, cfg) if cfg.rollout.backend == "vllm" else None
         try:
             return _loop(session, cfg, reference, engine)
