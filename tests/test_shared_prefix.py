@@ -96,16 +96,31 @@ def test_the_packed_rows_hold_each_prompt_once_and_no_padding(tiny_models, synth
     rollout = uneven_rollout(model, processor, examples, videos)
     packed = pack_groups(model, rollout.inputs, rollout.completion_ids, rollout.completion_mask, GROUP)
     prompts = [int(rollout.inputs["attention_mask"][row, :-TOKENS].sum()) for row in (0, GROUP)]
-    completions = rollout.completion_mask.sum(dim=1).view(2, GROUP).sum(dim=1).tolist()
-    width = max(p + c for p, c in zip(prompts, completions, strict=True))
+    completions = rollout.completion_mask.sum(dim=1).view(2, GROUP)
+    width = max(p + int(c.sum()) for p, c in zip(prompts, completions, strict=True))
     assert packed.inputs["input_ids"].shape == (2, width)
-    unshared = rollout.inputs["input_ids"].numel()
-    assert packed.tokens == 2 * width < unshared
-    # a completion's token sees the prompt and its own earlier tokens, never another completion
-    mask = packed.inputs["attention_mask"][0, 0]
-    first, second = prompts[0], prompts[0] + int(rollout.completion_mask[0].sum())
-    assert mask[second, : prompts[0]].all() and mask[second, second]
-    assert not mask[second, first:second].any()
+    assert packed.tokens == 2 * width < rollout.inputs["input_ids"].numel()
+    layout = packed.inputs["shared_prefix_layout"]
+    assert layout.prompts == prompts
+    # completion i of group g lies right after the prompt and the completions before it
+    for group, prompt in enumerate(prompts):
+        start = prompt
+        for i, size in enumerate(completions[group].tolist()):
+            assert layout.suffix_index[group, i, :size].tolist() == list(range(start, start + size))
+            assert layout.suffix_valid[group, i].sum() == size
+            start += size
+
+
+def test_ordinary_calls_through_the_grouped_attention_are_the_kernel_itself(tiny_models, synth_bench):
+    model, processor = load_tiny(tiny_models["qwen2_5_vl"])
+    examples, videos = two_prompts(synth_bench, processor)
+    rollout = uneven_rollout(model, processor, examples, videos)
+    before = completion_logps(model, rollout, 1.0, shared_prefix=False)[0]
+    completion_logps(model, rollout, 1.0)  # switches the language model to the grouped function
+    assert model.model.language_model.config._attn_implementation == "vaur1_grouped_sdpa"
+    assert torch.equal(completion_logps(model, rollout, 1.0, shared_prefix=False)[0], before)
+    saved = model.config.to_dict()
+    assert "vaur1_grouped" not in str(saved)
 
 
 def test_lora_and_gradient_checkpointing_keep_it_exact(tiny_models, synth_bench):
@@ -121,5 +136,6 @@ def test_lora_and_gradient_checkpointing_keep_it_exact(tiny_models, synth_bench)
 
 def test_flash_attention_keeps_one_row_per_completion(tiny_models):
     model, _ = load_tiny(tiny_models["qwen2_vl"])
-    model.config._attn_implementation = "flash_attention_2"  # the flag alone: it is never run here
+    model.model.language_model.config._attn_implementation = "flash_attention_2"  # the flag alone: never run
+
     assert not shares_prefix(model)

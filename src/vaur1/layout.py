@@ -33,7 +33,9 @@ CONFIG = "config.yaml"
 RUN_INFO = "run_info.json"
 MODEL_VIDEO_SPEC = "vaur1_video_spec.yaml"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-DEFAULT_DEMO_OUT = "runs/demo"
+DEFAULT_DEMO_OUT = "runs/demo"  # `vaur1 demo`; its GRPO model is what `vaur1 analyze` uses by default
+QUICK_DEMO_OUT = "runs/demo-quick"  # `vaur1 demo --quick`
+FULL_DEMO_OUT = "runs/demo-full"  # `vaur1 demo --full`
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`vaur1 demo [--quick] [--out DIR] [key=value ...]`: the whole pipeline end to end on a CPU."""
+"""`vaur1 demo [--quick | --full] [--out DIR] [key=value ...]`: the whole pipeline end to end on a CPU."""
 
 from __future__ import annotations
 
@@ -14,8 +14,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "split and writes OUT/report.{md,html,json}. Finished stages are reused by the next run; a "
         "changed setting redoes the stages that read it. Settings: vaur1 config show demo.",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer clips and steps (the CI smoke test)")
-    parser.add_argument("--out", help="output folder (default runs/demo; runs/demo-quick with --quick)")
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument(
+        "--quick", action="store_true", help="fewer clips and steps: a smoke test of every stage"
+    )
+    preset.add_argument(
+        "--full", action="store_true", help="the long version: SFT until patience stops it, 300 GRPO steps"
+    )
+    parser.add_argument(
+        "--out",
+        help="output folder (default runs/demo; runs/demo-quick with --quick, runs/demo-full with --full)",
+    )
     parser.add_argument("--seed", type=int, help="seed of the data, the model and training (default 0)")
     parser.add_argument(
         "overrides",
@@ -36,5 +45,5 @@ def run_demo_command(args: argparse.Namespace) -> int:
         for key, value in (("out", args.out), ("seed", args.seed))
         if value is not None
     ]
-    run_demo(load_demo_config(quick=args.quick, overrides=[*flags, *args.overrides]))
+    run_demo(load_demo_config(quick=args.quick, overrides=[*flags, *args.overrides], full=args.full))
     return 0

@@ -18,13 +18,12 @@ from typing import Any
 
 from vaur1.config import apply_overrides, from_dict, merge, to_dict
 from vaur1.errors import ConfigError
-from vaur1.layout import DEFAULT_DEMO_OUT, DemoRun
+from vaur1.layout import DEFAULT_DEMO_OUT, FULL_DEMO_OUT, QUICK_DEMO_OUT, DemoRun
 from vaur1.prompts import PromptConfig
 from vaur1.video.spec import VideoSpec
 from vaur1.vocab import SCORED_TASKS, check_mode
 
 TASKS = list(SCORED_TASKS)
-QUICK_OUT = "runs/demo-quick"
 SFT_TARGET = {"direct": "answer", "think": "cot"}  # the SFT target that matches each prompt mode
 SHORT_PROMPTS = {
     "qa_think": "{question}\n{options}\nThink in <think> </think>, then give the letter in <answer> </answer>.",
@@ -180,7 +179,7 @@ class DemoConfig:
 
 # `--quick`: fewer clips and steps, for the CI smoke test; the same stages and code paths.
 QUICK: list[str] = [
-    f"out={QUICK_OUT}",
+    f"out={QUICK_DEMO_OUT}",
     "data.n=36",
     "data.extra_test=0",
     "sft.per_device_train_batch_size=4",
@@ -197,9 +196,25 @@ QUICK: list[str] = [
 ]
 
 
-def load_demo_config(quick: bool = False, overrides: list[str] | None = None) -> DemoConfig:
-    """The defaults, then the `--quick` preset, then dotted overrides; validated."""
-    data = apply_overrides(to_dict(DemoConfig()), [*(QUICK if quick else []), *(overrides or [])])
+# `--full`: the long version, with the budgets of the measured runs in docs/performance.md: SFT until
+# patience stops it (up to 6,000 steps) and 300 GRPO steps; about 15-25 minutes on 2 cores.
+FULL: list[str] = [
+    f"out={FULL_DEMO_OUT}",
+    "sft.run.max_steps=6000",
+    "grpo.run.max_steps=300",
+    "grpo.run.save_steps=50",
+    "grpo.validation.eval_steps=50",
+]
+
+
+def load_demo_config(
+    quick: bool = False, overrides: list[str] | None = None, full: bool = False
+) -> DemoConfig:
+    """The defaults, then the `--quick` or `--full` preset, then dotted overrides; validated."""
+    if quick and full:
+        raise ConfigError("--quick and --full: choose one")
+    preset = QUICK if quick else FULL if full else []
+    data = apply_overrides(to_dict(DemoConfig()), [*preset, *(overrides or [])])
     return from_dict(DemoConfig, data)
 
 

@@ -241,14 +241,7 @@ def reference_pass(work: Workload, engine: Engine) -> dict[str, int]:
         "activations": forward_transient(work, tokens),
         "logits": output_block(work, work.rows, work.new_tokens),
     }
-    if work.packs_groups:
-        out["block_mask"] = block_mask(work)
     return out
-
-
-def block_mask(work: Workload) -> int:
-    """The shared-prefix layout's boolean (rows, 1, S, S) mask, built once per pass."""
-    return work.scored_rows * work.scored_sequence**2
 
 
 def update(work: Workload, engine: Engine, gpus: int) -> dict[str, int]:
@@ -272,11 +265,17 @@ def update(work: Workload, engine: Engine, gpus: int) -> dict[str, int]:
         gradients = _sharded(gradients, gpus, True)
     elif engine == "zero3_offload":
         gradients = 0
-    if work.padding_mask and (work.scored_rows > 1 or work.packs_groups):
-        # sdpa turns the boolean padding (or block) mask into an additive one in each layer and keeps
-        # it for backward: rows x S x S per layer (flash_attention_2 unpads instead and keeps none)
-        kept = 1 if work.gradient_checkpointing else s.layers
-        activations += kept * work.scored_rows * work.scored_sequence**2 * work.compute_bytes
+    kept = 1 if work.gradient_checkpointing else s.layers
+    if work.packs_groups:
+        # the completions' attention keeps, per layer, each completion's copy of the prompt's keys and
+        # values and its (L, P + L) mask, which sdpa turns into an additive one
+        copies = work.samples * work.prompt_tokens * 2 * s.kv_dim * element_bytes(work, engine)
+        masks = work.samples * work.new_tokens * (work.prompt_tokens + work.new_tokens) * work.compute_bytes
+        activations += kept * work.prompts * int(copies + masks)
+    elif work.padding_mask and work.rows > 1:
+        # sdpa turns the boolean padding mask into an additive one in each layer and keeps it for
+        # backward: rows x S x S per layer (flash_attention_2 unpads instead and keeps none)
+        activations += kept * work.rows * work.scored_sequence**2 * work.compute_bytes
     out = {
         "gradients": gradients,
         "inputs": video_inputs(work, work.prompts),
@@ -284,8 +283,6 @@ def update(work: Workload, engine: Engine, gpus: int) -> dict[str, int]:
         "activations": activations,
         "logits": output_block(work, work.rows, work.new_tokens),
     }
-    if work.packs_groups:
-        out["block_mask"] = block_mask(work)
     if engine == "zero3_offload" or (engine in ("zero3", "fsdp") and gpus > 1):
         out["gathered_weights"] = (
             2 * s.largest_layer_parameters * work.weight_bytes

@@ -12,7 +12,7 @@ from vaur1.errors import VaurError
 from vaur1.layout import Checkpoint
 from vaur1.model.load import LoraConfig, load_model, resolve_checkpoint
 from vaur1.model.logprobs import target_logprobs
-from vaur1.model.shared_prefix import pack_groups, shares_prefix
+from vaur1.model.shared_prefix import pack_groups, shares_prefix, use_grouped_attention
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.rollout import Rollout, video_features
 from vaur1.train.distributed import fsdp_shard_frozen
@@ -36,6 +36,7 @@ def completion_logps(
     hold 0, where the unshared pass holds the log-prob of the padding token (masked either way).
     """
     if shared_prefix and shares_prefix(model):
+        use_grouped_attention(model)
         packed = pack_groups(
             model, rollout.inputs, rollout.completion_ids, rollout.completion_mask, rollout.num_generations
         )
