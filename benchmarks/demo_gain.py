@@ -1,6 +1,6 @@
 """RFT vs SFT in miniature: `vaur1 demo` for several seeds, and GRPO's gain over SFT alone.
 
-    .venv/bin/python benchmarks/demo_gain.py [--seeds 0 1 2] [--out runs/demo-gain] [--quick] [key=value ...]
+    .venv/bin/python benchmarks/demo_gain.py [--seeds 0 1 2] [--out runs/demo-gain] [--quick | --full] [key=value ...]
 
 Each seed runs the whole demo (data, model, SFT with early stopping, GRPO, evaluation) in its own
 folder, OUT/seed-N, through `vaur1.demo.run_demo`; finished stages are reused, so a rerun only
@@ -45,7 +45,9 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/demo-gain")
-    parser.add_argument("--quick", action="store_true", help="the --quick preset (a smoke test, no claim)")
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="the --quick preset (a smoke test, no claim)")
+    preset.add_argument("--full", action="store_true", help="the --full preset (the long version)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings for every seed")
     args = parser.parse_args()
 
@@ -53,7 +55,7 @@ def main() -> None:
     scores = {}  # seed -> (SFT's, GRPO's) test sample scores
     for seed in args.seeds:
         out = Path(args.out) / f"seed-{seed}"
-        cfg = load_demo_config(args.quick, [*args.overrides, f"seed={seed}", f"out={out}"])
+        cfg = load_demo_config(args.quick, [*args.overrides, f"seed={seed}", f"out={out}"], full=args.full)
         started = time.perf_counter()
         report = run_demo(cfg)
         results[seed] = {

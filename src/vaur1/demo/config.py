@@ -49,13 +49,13 @@ def _sft_section() -> dict[str, Any]:
         # 2e-3 learnt the text but never looked at the video; constant after warm-up, so a stop by
         # patience ends no schedule early
         "optim": {"learning_rate": 5e-4, "lr_scheduler": "constant", "warmup_steps": 10},
-        # a cap on the wall time; patience normally stops SFT first (a 4000-step cap stopped one of
-        # three seeds while its validation score was still rising)
-        "run": {"max_steps": 6000, "save_steps": 200},
+        # the demo's time budget: SFT reads the video (CLS above the constant answer) after ~1,500-2,000
+        # steps; `--full` lets it run until patience stops it (up to 6,000 steps), which scores higher
+        "run": {"max_steps": 2400, "save_steps": 400},
         # both signals: a constant answer scores well early, so the score alone stops SFT before it has
         # learnt anything while the loss keeps falling; and patience counts only once SFT reads the video
         "validation": {
-            "eval_steps": 200,
+            "eval_steps": 400,
             "patience": 3,
             "patience_metrics": ["mean_accuracy", "val_loss"],
             "patience_after_reading": True,
@@ -80,9 +80,10 @@ def _grpo_section() -> dict[str, Any]:
         # 1e-4 for 60 steps left the SFT model unchanged (KL 0.01); 3e-4 for 200 steps collapsed one of
         # three seeds' TAG answers (KL 0.6: it stopped after the start time)
         "optim": {"learning_rate": 2e-4, "lr_scheduler": "constant"},
-        "run": {"max_steps": 300, "save_steps": 50},
+        # the demo's time budget (`--full`: 300 steps, scored every 50)
+        "run": {"max_steps": 60, "save_steps": 20},
         # checkpoints scored on the val split, as SFT's are; the best one is GRPO's model
-        "validation": {"eval_steps": 50},
+        "validation": {"eval_steps": 20},
         # the paper's rewards; `format` stands for the format reward of the demo's mode (`mode_rewards`)
         "rewards": {
             "qa": {"format": 1.0, "accuracy": 1.0},
@@ -196,11 +197,14 @@ QUICK: list[str] = [
 ]
 
 
-# `--full`: the long version, with the budgets of the measured runs in docs/performance.md: SFT until
-# patience stops it (up to 6,000 steps) and 300 GRPO steps; about 15-25 minutes on 2 cores.
+# `--full`: the long version, with the budgets of the seed runs in docs/performance.md: SFT until
+# patience stops it (up to 6,000 steps, scored every 200) and 300 GRPO steps (scored every 50); 15-25
+# minutes on 2 cores.
 FULL: list[str] = [
     f"out={FULL_DEMO_OUT}",
     "sft.run.max_steps=6000",
+    "sft.run.save_steps=200",
+    "sft.validation.eval_steps=200",
     "grpo.run.max_steps=300",
     "grpo.run.save_steps=50",
     "grpo.validation.eval_steps=50",
