@@ -164,11 +164,18 @@ def test_quick_demo_runs_reports_reuses_and_redoes_only_changed_stages(tmp_path)
 
 def test_settings_and_errors(tmp_path):
     quick = load_demo_config(quick=True, overrides=["grpo.rewards.tag={format: 1.0, iou: 2.0}"])
-    full = load_demo_config()
-    assert quick.out == "runs/demo-quick" and full.out == "runs/demo"
-    assert quick.data.n < full.data.n and quick.grpo["rewards"]["tag"] == {"format": 1.0, "iou": 2.0}
-    assert quick.video == full.video  # a partial override would keep the other VideoSpec defaults
-    assert quick.data.extra_test == 0 and full.data.extra_test > 0
+    default = load_demo_config()
+    assert quick.out == "runs/demo-quick" and default.out == "runs/demo"
+    assert quick.data.n < default.data.n and quick.grpo["rewards"]["tag"] == {"format": 1.0, "iou": 2.0}
+    assert quick.video == default.video  # a partial override would keep the other VideoSpec defaults
+    assert quick.data.extra_test == 0 and default.data.extra_test > 0
+    # --full: the same demo with the long budgets, in its own folder; an override still wins
+    full = load_demo_config(full=True, overrides=["grpo.run.max_steps=250"])
+    assert full.out == "runs/demo-full" and full.data == default.data and full.video == default.video
+    assert full.sft["run"]["max_steps"] > default.sft["run"]["max_steps"]
+    assert (full.grpo["run"]["max_steps"], default.grpo["run"]["max_steps"]) == (250, 60)
+    with pytest.raises(ConfigError, match="--quick and --full"):
+        load_demo_config(quick=True, full=True)
     with pytest.raises(ConfigError, match="split_ratio"):
         load_demo_config(overrides=["data.split_ratio=0.8"])
     with pytest.raises(ConfigError, match="torch_threads: need at least 1, got 0"):

@@ -23,6 +23,7 @@ from train_helpers import (
     grpo_config,
     killed_after,
     read_jsonl,
+    rollout_of,
     same_weights,
 )
 from vaur1.data import DataConfig
@@ -34,7 +35,7 @@ from vaur1.rewards import RewardConfig, score
 from vaur1.rl import reference as reference_module
 from vaur1.rl import trainer as trainer_module
 from vaur1.rl.objectives import policy_loss
-from vaur1.rl.rollout import collect, prompt_inputs, rollout_seed
+from vaur1.rl.rollout import prompt_inputs, rollout_seed
 from vaur1.rl.trainer import completion_logps, train
 from vaur1.train.common import TrainingAborted
 from vaur1.video.cache import CachedDecoder
@@ -50,21 +51,6 @@ def examples_and_videos(bench: Path, tasks: list[str], count: int):
     examples = data.load()
     decoder = CachedDecoder(VideoSpec(**TINY_VIDEO), None)
     return examples, [decoder.get(data.roots().resolve(example)) for example in examples]
-
-
-def rollout_of(model, processor, examples, videos, group: int = 3, seeds=None, tokens: int = 6):
-    sampling = SamplingConfig(max_new_tokens=tokens, num_return_sequences=group, seed=None if seeds else 0)
-    return collect(
-        model,
-        processor,
-        examples,
-        videos,
-        mode="think",
-        prompts=PromptConfig(**SHORT_PROMPTS),
-        sampling=sampling,
-        rewards=RewardConfig(),
-        seeds=seeds,
-    )
 
 
 def test_the_policy_loss_reaches_the_vision_tower_through_the_rollouts_own_video(tiny_models, synth_bench):

@@ -10,14 +10,11 @@ import pytest
 import torch
 
 from model_fixtures import checkpointing_on, load_tiny, make_video
-from train_helpers import SHORT_PROMPTS
+from train_helpers import rollout_of
 from vaur1.data import DataConfig
-from vaur1.model import ARCHS, LoraConfig, SamplingConfig, append_completions
+from vaur1.model import ARCHS, LoraConfig, append_completions
 from vaur1.model.shared_prefix import pack_groups, shares_prefix
-from vaur1.prompts import PromptConfig
-from vaur1.rewards import RewardConfig
 from vaur1.rl.reference import completion_logps
-from vaur1.rl.rollout import collect
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,17 +24,7 @@ TOKENS = 7
 
 def uneven_rollout(model, processor, examples, videos):
     """A rollout whose completions end at different lengths (1 to TOKENS tokens), as real ones do."""
-    sampling = SamplingConfig(max_new_tokens=TOKENS, num_return_sequences=GROUP, seed=0)
-    rollout = collect(
-        model,
-        processor,
-        examples,
-        videos,
-        mode="think",
-        prompts=PromptConfig(**SHORT_PROMPTS),
-        sampling=sampling,
-        rewards=RewardConfig(),
-    )
+    rollout = rollout_of(model, processor, examples, videos, group=GROUP, tokens=TOKENS)
     rows = rollout.completion_ids.shape[0]
     lengths = torch.tensor([1 + (row * 5) % TOKENS for row in range(rows)])
     mask = (torch.arange(TOKENS)[None, :] < lengths[:, None]).long()

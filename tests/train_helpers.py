@@ -191,3 +191,24 @@ def killed_after(step: int) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
         patch.setattr(session_module.Session, "log", log_then_die)
         yield
+
+
+def rollout_of(model, processor, examples, videos, group: int = 3, seeds=None, tokens: int = 6):
+    """`collect` in think mode with the short prompts: `group` sampled completions of `tokens` tokens."""
+    from vaur1.model import SamplingConfig
+    from vaur1.prompts import PromptConfig
+    from vaur1.rewards import RewardConfig
+    from vaur1.rl.rollout import collect
+
+    sampling = SamplingConfig(max_new_tokens=tokens, num_return_sequences=group, seed=None if seeds else 0)
+    return collect(
+        model,
+        processor,
+        examples,
+        videos,
+        mode="think",
+        prompts=PromptConfig(**SHORT_PROMPTS),
+        sampling=sampling,
+        rewards=RewardConfig(),
+        seeds=seeds,
+    )
