@@ -110,7 +110,7 @@ def _post(url: str, clip: bytes, results: list, index: int) -> None:
 def test_a_busy_server_answers_the_page_says_busy_and_stops_on_sigterm(eval_model: Path, clip: bytes) -> None:
     port = free_port()
     command = [str(VAUR1), "serve", "--model", f"tiny={eval_model}", "--port", str(port), "--device", "cpu"]
-    command += ["--mode", "think", "--max-new-tokens", "1024", "--queue", "1"]
+    command += ["--mode", "think", "--max-new-tokens", "4096", "--queue", "1"]  # ~10 s of analysis
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:

@@ -106,6 +106,7 @@ GRPO_ONLY: frozenset[str] = frozenset(
         "num_generations",
         "max_completion_length",
         "seed_rollouts_per_prompt",
+        "shared_prefix",
     }
 )
 
