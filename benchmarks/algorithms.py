@@ -37,7 +37,7 @@ FAMILIES: dict[str, list[str]] = {
         "grpo.loss.epsilon=3e-4",
         "grpo.loss.epsilon_high=4e-4",
     ],
-    "cispo": ["grpo.loss.loss_type=cispo"],
+    "cispo": ["grpo.loss.loss_type=cispo", "grpo.loss.epsilon_high=5.0"],
     "sapo": ["grpo.loss.loss_type=sapo"],
     "dapo+dynamic": [
         "grpo.loss.loss_type=dapo",

@@ -331,6 +331,13 @@ def test_loss_config_defaults_are_trl_and_validation_names_the_key():
         from_dict(GRPOLossConfig, {"num_iterations": 0})
     with pytest.raises(ConfigError, match="beta"):
         from_dict(GRPOLossConfig, {"beta": -1})
+    # CISPO's epsilon_high is the ratio's cap: left at epsilon (0.2) it would scale every token down
+    for cap in (None, 0.28):
+        with pytest.raises(
+            ConfigError, match=f"cispo caps the importance ratio at loss.epsilon_high, which is {cap}"
+        ):
+            from_dict(GRPOLossConfig, {"loss_type": "cispo", "epsilon_high": cap})
+    from_dict(GRPOLossConfig, {"loss_type": "cispo", "epsilon_high": 5.0})
 
 
 # ---------------------------------------------------------------- TRL cross-check

@@ -93,6 +93,13 @@ class GRPOLossConfig:
             raise ConfigError(
                 "loss.loss_type luspo needs loss.importance_sampling_level: sequence (its paper's setup)"
             )
+        # CISPO's epsilon_high caps the ratio itself, not its distance from 1: left at null it is epsilon
+        # (0.2), which weighs every on-policy token's gradient by 0.2
+        if self.loss_type == "cispo" and (self.epsilon_high is None or self.epsilon_high < 1):
+            raise ConfigError(
+                f"loss.loss_type cispo caps the importance ratio at loss.epsilon_high, which is "
+                f"{self.epsilon_high} (null means epsilon); set a cap of at least 1 (ScaleRL uses 5.0)"
+            )
         if self.loss_type == "vespo" and self.importance_sampling_level != "token":
             raise ConfigError(
                 "loss.loss_type vespo computes its own sequence weight: keep importance_sampling_level token"
