@@ -7,6 +7,7 @@ frame a decoder returned.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -50,8 +51,14 @@ def write_stamped_video(
     size: tuple[int, int] = (64, 48),
     gop: int = 12,
     faststart: bool = False,
+    rotation: int = 0,
+    times: list[float] | None = None,
 ) -> Path:
-    """An H.264 mp4 (with B-frames) of `num_frames` stamped frames at `fps`, `size` = (width, height)."""
+    """An H.264 mp4 (with B-frames) of `num_frames` stamped frames at `fps`, `size` = (width, height).
+
+    `rotation`: a display matrix turning the pictures counter-clockwise by that many degrees, as a phone
+    writes one (-90: stored landscape, shown portrait). `times`: each frame's presentation time in
+    seconds (a variable frame rate, in milliseconds), in place of `fps`'s even spacing."""
     width, height = size
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as container:
@@ -59,8 +66,14 @@ def write_stamped_video(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = gop
         stream.options = {"crf": "12", "bframes": "3", "threads": "1"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
         for number in range(num_frames):
             frame = av.VideoFrame.from_ndarray(stamp(number, height, width), format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[number] * 1000), Fraction(1, 1000)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

@@ -114,6 +114,7 @@ def run_probe(args: argparse.Namespace) -> int:
         "duration": info.duration,
         "height": info.height,
         "width": info.width,
+        "rotation": info.rotation,
         "keyframes": info.keyframes,
         "size_bytes": info.size_bytes,
         "spec": to_dict(spec),
@@ -132,7 +133,10 @@ def run_probe(args: argparse.Namespace) -> int:
     console = Console()
     table = Table(title=escape(info.path), show_header=False)
     table.add_row("codec", info.codec)
-    table.add_row("source", f"{info.width}x{info.height}, {info.fps:g} fps, {info.num_frames_total} frames")
+    turned = f", turned {info.rotation} degrees clockwise" if info.rotation else ""
+    table.add_row(
+        "source", f"{info.width}x{info.height}{turned}, {info.fps:g} fps, {info.num_frames_total} frames"
+    )
     table.add_row("duration", f"{info.duration:.3f} s")
     table.add_row("keyframes", str(info.keyframes))
     table.add_row("spec", escape(spec.describe()))

@@ -10,6 +10,10 @@ With `threads > 1` the targets are cut into contiguous runs at keyframe boundari
 decoded twice) and each run is decoded on its own file handle; PyAV releases the GIL while it
 decodes. In DataLoader workers, which already decode one video each, keep threads at 1.
 
+Files are read as a player shows them: a display matrix (every phone video has one) turns the
+frames upright, a variable-frame-rate stream is sampled by presentation time rather than by frame
+index, and a video's duration runs from its first frame's timestamp to the end of its last frame.
+
 Every failure is a `VideoError` naming the file and the reason. There is no fallback: no other
 decoder is tried and the whole video is never decoded behind the caller's back.
 """
@@ -20,7 +24,7 @@ import bisect
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from av.video.reformatter import VideoReformatter
 
 from vaur1.errors import VaurError, VideoError
 from vaur1.video.frames import DecodedVideo
-from vaur1.video.spec import VideoSpec
+from vaur1.video.spec import VideoSpec, variable_rate
 
 _SWSCALE = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA"}
 
@@ -82,6 +86,7 @@ class VideoInfo:
     width: int
     keyframes: int
     size_bytes: int
+    rotation: int = 0  # degrees the stored pictures are turned clockwise for display; height/width are shown
 
 
 @dataclass(frozen=True)
@@ -90,9 +95,17 @@ class _FrameTable:
     keyframes: list[int]  # indices of keyframes, ascending
     time_base: Fraction
     fps: float
+    end_pts: int  # where the last frame ends: its timestamp plus its duration
 
     def seconds(self, index: int) -> float:
         return float((self.pts[index] - self.pts[0]) * self.time_base)
+
+    def times(self) -> list[float]:
+        return [float((p - self.pts[0]) * self.time_base) for p in self.pts]
+
+    @property
+    def duration(self) -> float:
+        return float((self.end_pts - self.pts[0]) * self.time_base)
 
     def keyframe_at_or_before(self, index: int) -> int:
         """The last keyframe at or before frame `index` (frame 0 when there is none)."""
@@ -135,6 +148,7 @@ def _frame_table(
 ) -> _FrameTable:
     pts: list[int] = []
     keyframe_pts: list[int] = []
+    end_pts: int | None = None  # the latest end a packet declares (pts + duration)
     packets = 0
     deadline = limits.deadline()
     try:
@@ -151,6 +165,8 @@ def _frame_table(
             if timestamp is None:
                 raise VideoError(f"{path}: packets without timestamps, frames cannot be located exactly")
             pts.append(timestamp)
+            if packet.duration:
+                end_pts = max(end_pts or timestamp, timestamp + packet.duration)
             if packet.is_keyframe:
                 keyframe_pts.append(timestamp)
     except av.FFmpegError as err:
@@ -175,7 +191,37 @@ def _frame_table(
         fps = (len(pts) - 1) / float((pts[-1] - pts[0]) * time_base)
     else:
         raise VideoError(f"{path}: unknown frame rate")
-    return _FrameTable(pts=pts, keyframes=keyframes, time_base=time_base, fps=fps)
+    if end_pts is None or end_pts <= pts[-1]:
+        # packets without durations: the last frame lasts as long as the typical gap between frames
+        gap = int(np.median(np.diff(pts))) if len(pts) > 1 else round(1 / (fps * time_base))
+        end_pts = pts[-1] + max(gap, 1)
+    table = _FrameTable(pts=pts, keyframes=keyframes, time_base=time_base, fps=fps, end_pts=end_pts)
+    if variable_rate(table.times()):
+        # the header's average rate comes from a duration muxers compute in different ways; the
+        # frames' own mean rate keeps frames / fps equal to the duration, which sampling counts on
+        table = replace(table, fps=len(pts) / table.duration)
+    return table
+
+
+def _seek(container: av.container.InputContainer, stream: av.VideoStream, table: _FrameTable, keyframe: int):
+    """Packets from `keyframe` on, the decoder emptied of what it held."""
+    container.seek(table.pts[keyframe], stream=stream, backward=True, any_frame=False)
+    stream.codec_context.flush_buffers()
+    return container.demux(stream)
+
+
+def _display_rotation(
+    container: av.container.InputContainer, stream: av.VideoStream, table: _FrameTable, path: Path
+) -> int:
+    """Clockwise degrees (0, 90, 180, 270) that turn the stored pictures upright, from the display matrix
+    the decoder attaches to the first frame (PyAV reads it nowhere else). Mirroring is not applied."""
+    try:
+        for packet in _seek(container, stream, table, 0):
+            for frame in stream.codec_context.decode(packet):
+                return (-round(frame.rotation / 90) * 90) % 360
+    except av.FFmpegError as err:
+        raise VideoError(f"{path}: the first frame cannot be decoded ({_reason(err)})") from None
+    raise VideoError(f"{path}: the first frame cannot be decoded")
 
 
 def _read_table(
@@ -184,19 +230,24 @@ def _read_table(
     stream = container.streams.video[0]
     limits.check_size(path, stream.codec_context.width, stream.codec_context.height)
     table = _frame_table(container, stream, path, limits)
+    height, width = stream.codec_context.height, stream.codec_context.width
+    if height <= 0 or width <= 0:
+        raise VideoError(f"{path}: the video stream has no frame size")
+    rotation = _display_rotation(container, stream, table, path)
+    if rotation in (90, 270):
+        height, width = width, height
     info = VideoInfo(
         path=str(path),
         codec=stream.codec_context.name,
         fps=table.fps,
         num_frames_total=len(table.pts),
-        duration=table.seconds(len(table.pts) - 1) + 1.0 / table.fps,
-        height=stream.codec_context.height,
-        width=stream.codec_context.width,
+        duration=table.duration,
+        height=height,
+        width=width,
         keyframes=len(table.keyframes),
         size_bytes=path.stat().st_size,
+        rotation=rotation,
     )
-    if info.height <= 0 or info.width <= 0:
-        raise VideoError(f"{path}: the video stream has no frame size")
     limits.check_length(path, info.num_frames_total, info.duration)
     return table, info
 
@@ -233,9 +284,11 @@ def _pyav_frames(
     spec: VideoSpec,
     deadline: float = float("inf"),
     limits: DecodeLimits = DEFAULT_LIMITS,
+    rotation: int = 0,
 ) -> dict[int, np.ndarray]:
-    """{index: HxWx3 uint8 frame} for the distinct, ascending frame indices `targets`."""
-    height, width = size
+    """{index: HxWx3 uint8 frame, upright} for the distinct, ascending frame indices `targets`; `size` is
+    the upright size, the pictures are scaled in their stored orientation and then turned."""
+    height, width = size[::-1] if rotation in (90, 270) else size
     interpolation = _SWSCALE[spec.interpolation]
     index_of = {p: i for i, p in enumerate(table.pts)}
     wanted = {table.pts[i] for i in targets}
@@ -248,10 +301,8 @@ def _pyav_frames(
 
     def seek(keyframe: int):
         nonlocal fed
-        container.seek(table.pts[keyframe], stream=stream, backward=True, any_frame=False)
-        codec.flush_buffers()
         fed = keyframe - 1
-        return container.demux(stream)
+        return _seek(container, stream, table, keyframe)
 
     def decode_until(target: int) -> str:
         nonlocal fed
@@ -265,7 +316,7 @@ def _pyav_frames(
                     image = reformatter.reformat(
                         frame, width=width, height=height, format="rgb24", interpolation=interpolation
                     )
-                    out[index] = image.to_ndarray()
+                    out[index] = upright(image.to_ndarray(), rotation)
                 if frame.pts is not None and frame.pts > table.pts[target] and target not in out:
                     return "overshot"
             fed = max(fed, index_of.get(packet.pts, fed))
@@ -297,6 +348,13 @@ def _pyav_frames(
     return out
 
 
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """An HxWxC picture turned `rotation` degrees clockwise (a multiple of 90)."""
+    if rotation == 0:
+        return image
+    return np.ascontiguousarray(np.rot90(image, k=-rotation // 90))
+
+
 def _runs(table: _FrameTable, targets: list[int], parts: int) -> list[list[int]]:
     """`targets` cut into at most `parts` contiguous runs of similar size, only between keyframe groups."""
     groups: dict[int, list[int]] = {}
@@ -320,10 +378,11 @@ def _pyav_frames_threaded(
     threads: int,
     deadline: float,
     limits: DecodeLimits,
+    rotation: int,
 ) -> dict[int, np.ndarray]:
     def decode_run(run: list[int]) -> dict[int, np.ndarray]:
         with _open(path) as container:
-            return _pyav_frames(container, path, table, run, size, spec, deadline, limits)
+            return _pyav_frames(container, path, table, run, size, spec, deadline, limits, rotation)
 
     out: dict[int, np.ndarray] = {}
     with ThreadPoolExecutor(threads) as pool:
@@ -333,9 +392,9 @@ def _pyav_frames_threaded(
 
 
 def _torchcodec_frames(
-    path: Path, targets: list[int], size: tuple[int, int], spec: VideoSpec
+    path: Path, targets: list[int], size: tuple[int, int], spec: VideoSpec, rotation: int
 ) -> dict[int, np.ndarray]:
-    """The same frames through torchcodec's exact-seek decoder, resized with torch."""
+    """The same frames through torchcodec's exact-seek decoder, resized with torch and turned upright."""
     import torch
     from torchcodec.decoders import VideoDecoder
 
@@ -344,11 +403,12 @@ def _torchcodec_frames(
         batch = decoder.get_frames_at(indices=targets).data
     except (RuntimeError, ValueError, IndexError) as err:
         raise VideoError(f"{path}: torchcodec cannot decode ({_reason(err)})") from None
+    stored = size[::-1] if rotation in (90, 270) else size
     resized = torch.nn.functional.interpolate(
-        batch.float(), size=size, mode=spec.interpolation, antialias=spec.interpolation != "area"
+        batch.float(), size=stored, mode=spec.interpolation, antialias=spec.interpolation != "area"
     )
     images = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return dict(zip(targets, images, strict=True))
+    return {target: upright(image, rotation) for target, image in zip(targets, images, strict=True)}
 
 
 def decode(
@@ -365,19 +425,22 @@ def decode(
     check_decoder(spec.decoder)
     with _open(path) as container:
         table, info = _read_table(container, path, limits)
-        indices = spec.sample_indices(info.num_frames_total, info.fps)
+        indices = spec.sample_indices(info.num_frames_total, info.fps, table.times())
         padded = spec.padded_count(len(indices)) - len(indices)
         try:
             size = spec.output_size(info.height, info.width, len(indices) + padded)
         except ValueError as err:
             raise VideoError(f"{path}: {err}") from None
         targets = sorted(set(indices))
+        rotation = info.rotation
         if spec.decoder == "torchcodec":
-            images = _torchcodec_frames(path, targets, size, spec)
+            images = _torchcodec_frames(path, targets, size, spec, rotation)
         elif threads > 1 and len(table.keyframes) > 1:
-            images = _pyav_frames_threaded(path, table, targets, size, spec, threads, deadline, limits)
+            images = _pyav_frames_threaded(
+                path, table, targets, size, spec, threads, deadline, limits, rotation
+            )
         else:
-            images = _pyav_frames(container, path, table, targets, size, spec, deadline, limits)
+            images = _pyav_frames(container, path, table, targets, size, spec, deadline, limits, rotation)
     indices = indices + [indices[-1]] * padded
     frames = np.empty((len(indices), *size, 3), dtype=np.uint8)
     for slot, index in enumerate(indices):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,7 +37,7 @@ Decoder = Literal["pyav", "torchcodec"]
 Interpolation = Literal["bicubic", "bilinear", "area"]
 
 MAX_ASPECT_RATIO = 200  # Qwen's smart_resize refuses more extreme frames
-SPEC_VERSION = 1  # bump when the meaning of a field changes, so cached frames are not reused
+SPEC_VERSION = 2  # bump when the meaning of a field changes, so cached frames are not reused
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: float) -> tuple[int, int]:
@@ -56,6 +57,26 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
+
+
+def variable_rate(times: Sequence[float]) -> bool:
+    """Whether frames at these presentation times (seconds, ascending) come at a variable rate: a gap
+    more than 10% away from the median gap (a muxer's rounding of a constant rate stays within it)."""
+    if len(times) < 3:
+        return False
+    gaps = np.diff(np.asarray(times, dtype=float))
+    median = float(np.median(gaps))
+    return median > 0 and float(np.abs(gaps - median).max()) > 0.1 * median
+
+
+def _nearest_frames(times: np.ndarray, count: int) -> list[int]:
+    """For `count` instants evenly spread from the first frame's time to the last's, the nearest frame
+    to each (the earlier one on a tie); distinct instants may share a frame where frames are sparse."""
+    instants = np.linspace(times[0], times[-1], count)
+    after = np.clip(np.searchsorted(times, instants), 1, len(times) - 1)
+    before = after - 1
+    nearer_before = instants - times[before] <= times[after] - instants
+    return np.where(nearer_before, before, after).astype(int).tolist()
 
 
 @dataclass(frozen=True)
@@ -119,11 +140,21 @@ class VideoSpec:
             wanted = min(max(wanted, self.min_frames), self.max_frames)
         return max(1, min(wanted, num_frames_total))
 
-    def sample_indices(self, num_frames_total: int, fps: float) -> list[int]:
-        """Source frame indices, uniform over the whole video (no padding; see `padded_count`)."""
+    def sample_indices(
+        self, num_frames_total: int, fps: float, times: Sequence[float] | None = None
+    ) -> list[int]:
+        """Source frame indices, uniform over the whole video (no padding; see `padded_count`).
+
+        With the frames' presentation `times` (seconds) and a variable frame rate, uniform in time: the
+        frame nearest each of `count` evenly spaced instants, so a stretch where the camera recorded
+        fewer frames is not skipped over. A constant rate gives the same frames either way; it is
+        computed by index. `fps` is then the frames' mean rate over the video (frames / duration).
+        """
         if num_frames_total < 1:
             return []
         count = self.frame_count(num_frames_total, fps)
+        if times is not None and variable_rate(times):
+            return _nearest_frames(np.asarray(times, dtype=float), count)
         return np.round(np.linspace(0, num_frames_total - 1, count)).astype(int).tolist()
 
     def padded_count(self, count: int) -> int:
