@@ -11,6 +11,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -24,6 +25,7 @@ from vaur1.config import save_config
 from vaur1.layout import EvalRun
 from vaur1.model import SamplingConfig, build_inputs, generate, load_model, processor_factor
 from vaur1.model.load import ModelConfig, resolve_dtype
+from vaur1.parse import ANSWER_OPEN, TAG_LABELS
 from vaur1.video.decode import decode
 from vaur1.video.spec import VideoSpec
 
@@ -211,7 +213,8 @@ def test_auto_dtype_is_the_checkpoints_on_both_backends(dtype, tiny_models, synt
     caplog.clear()  # the copy above was loaded through load_model too
     with caplog.at_level("INFO", logger="vaur1.model"):
         hf = load_generator(ModelConfig(name_or_path=str(model_dir)), one_token, SPEC, "hf")
-        engine = load_generator(ModelConfig(name_or_path=str(model_dir)), one_token, SPEC, "vllm").engine
+        vllm = load_generator(ModelConfig(name_or_path=str(model_dir)), one_token, SPEC, "vllm")
+        engine = vllm.engine
     try:
         resolved = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dtype:")]
         assert resolved == [f"dtype: {name} (auto: the checkpoint's config.json)"] * 2
@@ -226,6 +229,10 @@ def test_auto_dtype_is_the_checkpoints_on_both_backends(dtype, tiny_models, synt
         theirs = torch.log_softmax(logits + allowed, dim=-1).gather(1, sampled.completion_ids[:, :1])
         tolerance = 1e-3 if dtype == torch.float32 else 0.05
         assert (sampled.logps[:, :1] - theirs).abs().max() < tolerance
+        # a scan's P(anomaly): the same text, tokens and renormalisation on both backends
+        scores = [g.label_probabilities(prompts, videos, ANSWER_OPEN, TAG_LABELS) for g in (hf, vllm)]
+        assert np.abs(np.array(scores[0]) - np.array(scores[1])).max() < tolerance
+        assert np.allclose(np.array(scores[1]).sum(axis=1), 1.0)
     finally:
         engine.close()
 

@@ -24,6 +24,7 @@ from vaur1.model.generate import SamplingConfig
 from vaur1.model.load import ModelConfig
 from vaur1.parse import (
     NO_ANOMALY,
+    TAG_LABELS,
     answer_text,
     extract_class,
     glue_text,
@@ -81,7 +82,7 @@ def read_outputs(raw: dict[str, str]) -> dict[str, Any]:
     label = tag_prediction(tag, "tagged")
     anomaly_class = extract_class(answer_text(parse_completion(raw["cls"]), "tagged"))
     if label is not None:
-        anomaly = label == "Anomaly"
+        anomaly = label == TAG_LABELS[0]
     else:
         # the TAG answer states nothing readable: the class answer is the only other word on it
         anomaly = None if anomaly_class is None else anomaly_class != NORMAL

@@ -57,6 +57,8 @@ NO_ANOMALY: tuple[float, float] = (-1.0, -1.0)
 
 Interval = tuple[float, float]
 TagLabel = Literal["Anomaly", "Normal"]
+TAG_LABELS: tuple[TagLabel, TagLabel] = ("Anomaly", "Normal")  # TAG's two answers
+ANSWER_OPEN = "<answer>"  # how an answer block opens in the format the prompts ask for
 
 # possessive: `<` and 20,000 spaces took 38 s with two adjacent plain `\s*`
 _TAG = re.compile(r"<\s*+(/?)\s*+(think|answer|glue)\s*+>", re.IGNORECASE)

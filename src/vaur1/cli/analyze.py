@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaur1.cli.video import add_spec_options, spec_from_args
+from vaur1.eval.scan_config import ScanConfig
 from vaur1.vocab import MODES
 
 
@@ -36,8 +37,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="also write OUT/<video>.html: the frames, the interval on a timeline, the answers",
     )
+    scan = parser.add_argument_group(
+        "scanning long videos",
+        "A video longer than a window, whose frames a single pass of the VideoSpec would space wider than "
+        "a window's, is scanned automatically (said on screen): windows of --window seconds every --stride "
+        "seconds, each through the TAG and CLS prompts in direct mode, scored with P(anomaly) and merged "
+        "into events (docs/guide.md, 'Scanning long videos').",
+    )
+    scan.add_argument(
+        "--scan",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="scan every video (--no-scan: never; default: the long ones)",
+    )
+    scan.add_argument(
+        "--window", type=float, default=ScanConfig.window, help="seconds per window (default %(default)s)"
+    )
+    scan.add_argument(
+        "--stride",
+        type=float,
+        default=ScanConfig.stride,
+        help="seconds between windows (default %(default)s)",
+    )
+    scan.add_argument(
+        "--threshold",
+        type=float,
+        default=ScanConfig.threshold,
+        help="a window scoring this is anomalous (default %(default)s)",
+    )
+    scan.add_argument(
+        "--batch", type=int, default=ScanConfig.batch, help="windows per model call (default %(default)s)"
+    )
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        help="a YAML file with the prompts the model was trained on (a `prompts:` mapping, e.g. the demo's demo.yaml)",
+    )
     add_spec_options(parser)
     parser.set_defaults(func=run_analyze)
+
+
+def load_prompts(path: Path | None):
+    """The PromptConfig of --prompts: the file's `prompts:` mapping, or the file itself as one."""
+    from vaur1.config import from_dict, read_yaml
+    from vaur1.prompts import PromptConfig
+
+    if path is None:
+        return PromptConfig()
+    data = read_yaml(path)
+    fields = data.get("prompts", data) if isinstance(data, dict) else None
+    if not isinstance(fields, dict):
+        from vaur1.errors import ConfigError
+
+        raise ConfigError(
+            f"{path}: not a mapping of prompts (PromptConfig's fields, or a `prompts:` key holding them)"
+        )
+    return from_dict(PromptConfig, fields)
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -46,42 +101,119 @@ def run_analyze(args: argparse.Namespace) -> int:
     from vaur1.analyze import AnalyzeOptions, analyze_frames, default_model, expand_videos
     from vaur1.errors import VaurError
     from vaur1.eval.generators import load_generator
+    from vaur1.eval.scan import needs_scan
     from vaur1.model.load import ModelConfig, hide_transformers_progress
-    from vaur1.video.decode import decode
+    from vaur1.video.decode import decode, probe
     from vaur1.video.spec import read_model_spec
 
     hide_transformers_progress()
     videos = expand_videos(args.videos)
     model = ModelConfig(name_or_path=args.model or default_model(), device=args.device)
     spec = spec_from_args(args, base=read_model_spec(model.name_or_path))
-    options = AnalyzeOptions(mode=args.mode)
+    options = AnalyzeOptions(mode=args.mode, prompts=load_prompts(args.prompts))
     options.sampling = replace(options.sampling, max_new_tokens=args.max_new_tokens)
     options.sampling.validate()
+    scan = ScanConfig(window=args.window, stride=args.stride, batch=args.batch, threshold=args.threshold)
+    scan.validate()
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     generator = None
     results, failed = [], 0
     for number, video in enumerate(videos, start=1):
-        # a spinner on a terminal (stderr, so that --json stays clean); nothing when piped
-        with err.status(f"analyzing {video.name} ({number} of {len(videos)})"):
-            if generator is None and video.is_file():
-                generator = load_generator(model, options.sampling, spec, args.backend)
-            try:
-                frames = decode(video, spec)
-                result = analyze_frames(frames, model, spec, options, generator=generator)
-            except VaurError as error:
-                if len(videos) == 1:
-                    raise
-                err.print(f"[bold red]error:[/] {error}")
-                failed += 1
-                continue
+        try:
+            info = probe(video)
+            scanned = args.scan if args.scan is not None else needs_scan(info.duration, spec, scan.window)
+            if scanned and args.scan is None:
+                err.print(
+                    f"{video.name}: {info.duration:.0f} s is longer than one pass of the VideoSpec covers at "
+                    f"a window's spacing: scanned in windows of {scan.window:g} s every {scan.stride:g} s "
+                    "(--no-scan: one pass)"
+                )
+            if generator is None:
+                with err.status("loading the model"):
+                    generator = load_generator(model, options.sampling, spec, args.backend)
+            if scanned:
+                result = scan_with_progress(
+                    video, generator, spec, scan, options.prompts, err, number, len(videos)
+                )
+            else:
+                # a spinner on a terminal (stderr, so that --json stays clean); nothing when piped
+                with err.status(f"analyzing {video.name} ({number} of {len(videos)})"):
+                    frames = decode(video, spec)
+                    result = analyze_frames(frames, model, spec, options, generator=generator)
+        except VaurError as error:
+            if len(videos) == 1:
+                raise
+            err.print(f"[bold red]error:[/] {error}")
+            failed += 1
+            continue
         results.append(result)
         if args.out is not None:
-            write_page(result, frames, args.out)
+            write_scan_page(result, spec, args.out) if scanned else write_page(result, frames, args.out)
         if not args.json:
-            print_result(result)
+            print_scan(result) if scanned else print_result(result)
     if args.json:
         print(json.dumps(results[0] if len(videos) == 1 else results, indent=2, ensure_ascii=False))
     return 2 if failed else 0
+
+
+def scan_with_progress(
+    video: Path, generator, spec, scan, prompts, err: Console, number: int, total: int
+) -> dict:
+    """`scan_video` with a progress bar and its ETA on stderr (a terminal only)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vaur1.eval.scan import scan_video
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(f"scanning {video.name} ({number} of {total}): windows", total=None)
+
+        def advance(done: int, windows: int) -> None:
+            progress.update(task, completed=done, total=windows)
+
+        return scan_video(video, generator, spec, scan, prompts, on_progress=advance)
+
+
+def write_scan_page(result: dict, spec, out: Path) -> Path:
+    """OUT/<video>.html for a scan: the score over time, the events and a strip of each event's frames."""
+    from vaur1.eval.scan_page import scan_page
+    from vaur1.files import write_text
+    from vaur1.video.windows import Window, decode_windows
+
+    events = [Window(event["start"], event["end"]) for event in result["events"]]
+    frames = {
+        i: part.video for i, part in enumerate(decode_windows(result["video"], spec, events)) if part.video
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    return write_text(out / f"{Path(result['video']).stem}.html", scan_page(result, frames))
+
+
+def print_scan(result: dict) -> None:
+    """The events of a scan, one row each, under a line that says what was scanned."""
+    scored = [w for w in result["windows"] if w["score"] is not None]
+    table = Table(title=f"{result['video']}: {len(result['events'])} event(s)")
+    for column in ("event", "start", "end", "class", "score", "windows"):
+        table.add_column(column)
+    for index, event in enumerate(result["events"], start=1):
+        table.add_row(
+            str(index),
+            f"{event['start']:.1f} s",
+            f"{event['end']:.1f} s",
+            event["class"] or "-",
+            f"{event['score']:.3f}",
+            str(event["windows"]),
+        )
+    console = Console()
+    console.print(table)
+    highest = max((w["score"] for w in scored), default=None)
+    console.print(
+        f"{len(result['windows'])} windows of {result['window']:g} s every {result['stride']:g} s over "
+        f"{result['duration']:.0f} s: {len(scored)} scored"
+        + (f", highest score {highest:.3f}" if highest is not None else "")
+        + f", {result['skipped_windows']} not decodable (threshold {result['threshold']:g})",
+        highlight=False,
+        markup=False,
+    )
 
 
 def write_page(result: dict, frames, out: Path) -> Path:

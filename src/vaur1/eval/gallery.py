@@ -43,7 +43,7 @@ def right(score: dict[str, Any] | None) -> bool | None:
     return None
 
 
-def _thumbnails(video: Any) -> list[tuple[float, str]]:
+def thumbnails(video: Any) -> list[tuple[float, str]]:
     """(timestamp, base64 JPEG) for up to THUMBNAILS of the frames."""
     from PIL import Image
 
@@ -107,7 +107,7 @@ def write_gallery(run_dirs: list[str | Path], out: str | Path) -> Path:
         if path not in strips:
             try:
                 video = decoder.get(path)
-                strips[path] = (_thumbnails(video), float(video.duration))
+                strips[path] = (thumbnails(video), float(video.duration))
             except VideoError as err:
                 strips[path] = str(err)
         for mode in cfg.modes:
@@ -157,7 +157,7 @@ def analysis_page(result: dict[str, Any], video: Any) -> str:
     escape = html.escape
     figures = "".join(
         f'<figure><img alt="{stamp:.1f} s" src="data:image/jpeg;base64,{jpeg}"><figcaption>{stamp:.1f} s</figcaption></figure>'
-        for stamp, jpeg in _thumbnails(video)
+        for stamp, jpeg in thumbnails(video)
     )
     anomaly = {True: "yes", False: "no", None: "unreadable (see the raw output)"}[result["anomaly"]]
     interval = result["interval"]

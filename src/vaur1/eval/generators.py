@@ -48,6 +48,23 @@ def check_spec_fits(spec: VideoSpec, processor) -> None:
         )
 
 
+def label_tokens(tokenizer, prefix: str, labels: Sequence[str]) -> tuple[str, list[int]]:
+    """The text to start the assistant's turn with and each label's first token after it: the tokens
+    `prefix + label` share for every label, then the first one in which they part. A tokenizer may
+    merge the prefix's last characters with a label (Qwen's `>An`), so the shared text can be shorter
+    than `prefix`; every label must part on a token of its own."""
+    encoded = [tokenizer.encode(prefix + label, add_special_tokens=False) for label in labels]
+    shared = 0
+    while all(len(ids) > shared for ids in encoded) and len({ids[shared] for ids in encoded}) == 1:
+        shared += 1
+    firsts = [ids[shared] if len(ids) > shared else None for ids in encoded]
+    if None in firsts or len(set(firsts)) != len(firsts):
+        raise VaurError(
+            f"the tokenizer does not tell the labels {list(labels)} apart by a token after {prefix!r}"
+        )
+    return tokenizer.decode(encoded[0][:shared]), firsts
+
+
 class HFGenerator:
     """Batched transformers generation with the model and processor of `vaur1.model`."""
 
@@ -65,6 +82,24 @@ class HFGenerator:
             Generation(text, int(tokens), bool(truncated))
             for text, tokens, truncated in zip(out.texts, out.lengths, out.truncated, strict=True)
         ]
+
+    def label_probabilities(
+        self,
+        conversations: Sequence[list[dict]],
+        videos: Sequence[DecodedVideo],
+        prefix: str,
+        labels: Sequence[str],
+    ) -> list[list[float]]:
+        """Per prompt, each label's probability as the answer after `prefix`: the softmax, over the labels'
+        first tokens only, of the model's logits where the first of them would be generated."""
+        import torch
+
+        text, tokens = label_tokens(self.processor.tokenizer, prefix, labels)
+        inputs = build_inputs(self.processor, conversations, videos, assistant_prefix=text)
+        inputs = inputs.to(next(self.model.parameters()).device)
+        with torch.no_grad():
+            logits = self.model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, tokens]
+        return torch.softmax(logits.double(), dim=-1).tolist()
 
 
 class VllmGenerator:
@@ -88,6 +123,20 @@ class VllmGenerator:
             dtype=resolve_dtype(model.dtype, checkpoint.model),
             seed=sampling.seed or 0,
         )
+
+    def label_probabilities(
+        self,
+        conversations: Sequence[list[dict]],
+        videos: Sequence[DecodedVideo],
+        prefix: str,
+        labels: Sequence[str],
+    ) -> list[list[float]]:
+        """As `HFGenerator.label_probabilities`, from the engine's next-token log-probs."""
+        import math
+
+        text, tokens = label_tokens(self.processor.tokenizer, prefix, labels)
+        rows = self.engine.next_token_logprobs(conversations, videos, text, tokens)
+        return [[math.exp(value) for value in row] for row in rows]
 
     def __call__(
         self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]

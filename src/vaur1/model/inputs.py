@@ -51,8 +51,10 @@ def build_inputs(
     conversations: Sequence[list[dict]],
     videos: Sequence[DecodedVideo],
     add_generation_prompt: bool = True,
+    assistant_prefix: str = "",
 ):
-    """Batched, left-padded model inputs for `conversations[i]` with `videos[i]`.
+    """Batched, left-padded model inputs for `conversations[i]` with `videos[i]`; `assistant_prefix` is
+    text the assistant's turn starts with (the model continues after it).
 
     Each conversation holds exactly one `{"type": "video"}` content item, where the video goes in
     the prompt. Returns a `BatchFeature` of torch tensors: input_ids, attention_mask,
@@ -69,7 +71,7 @@ def build_inputs(
     texts = processor.apply_chat_template(
         messages, add_generation_prompt=add_generation_prompt, tokenize=False
     )
-    return _process(processor, texts, videos)
+    return _process(processor, [text + assistant_prefix for text in texts], videos)
 
 
 def build_sft_inputs(processor, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]):

@@ -160,8 +160,11 @@ class VllmEngine:
         self.allowed = [token for token in range(vocabulary) if token not in placeholders]
         self.sleeping = False
 
-    def requests(self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]) -> list[dict]:
-        """One vLLM request per prompt: the chat text and the VideoSpec's frames, not resampled or resized."""
+    def requests(
+        self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo], assistant_prefix: str = ""
+    ) -> list[dict]:
+        """One vLLM request per prompt: the chat text (with the text the assistant's turn starts with) and
+        the VideoSpec's frames, not resampled or resized."""
         if len(conversations) != len(videos):
             raise VaurError(
                 f"{len(conversations)} conversations but {len(videos)} videos; give one video each"
@@ -176,7 +179,7 @@ class VllmEngine:
                 )
         return [
             {
-                "prompt": text,
+                "prompt": text + assistant_prefix,
                 "multi_modal_data": {"video": (video.frames, video_request_metadata(video, self.processor))},
                 "mm_processor_kwargs": {"do_sample_frames": False, "do_resize": False},
             }
@@ -237,6 +240,36 @@ class VllmEngine:
         )
         truncated = [self.end_of_turn not in row.token_ids for row in rows]
         return VllmSamples(ids, mask, texts, logps * mask, truncated)
+
+    def next_token_logprobs(
+        self,
+        conversations: Sequence[list[dict]],
+        videos: Sequence[DecodedVideo],
+        assistant_prefix: str,
+        tokens: Sequence[int],
+    ) -> list[list[float]]:
+        """Per prompt, the log-probs of `tokens` as the next token after `assistant_prefix`, renormalised
+        over `tokens` (the engine returns them with the other tokens masked out)."""
+        from vllm import SamplingParams
+
+        self.wake_up()
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=1.0,
+            allowed_token_ids=list(tokens),
+            logprobs=len(tokens),
+            seed=0,
+            detokenize=False,
+        )
+        outputs = self.llm.generate(
+            self.requests(conversations, videos, assistant_prefix), params, use_tqdm=False
+        )
+        rows = []
+        for output in outputs:
+            step = output.outputs[0].logprobs[0]
+            chosen = torch.tensor([step[token].logprob for token in tokens], dtype=torch.float64)
+            rows.append(torch.log_softmax(chosen, dim=0).tolist())
+        return rows
 
     def push_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> float:
         """Load new weights (checkpoint names, e.g. from `policy_weights`) into the running engine.

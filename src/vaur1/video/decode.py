@@ -21,8 +21,10 @@ decoder is tried and the whole video is never decoded behind the caller's back.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -102,6 +104,11 @@ class _FrameTable:
 
     def times(self) -> list[float]:
         return [float((p - self.pts[0]) * self.time_base) for p in self.pts]
+
+    @functools.cached_property
+    def index_of(self) -> dict[int, int]:
+        """Frame index by timestamp."""
+        return {p: i for i, p in enumerate(self.pts)}
 
     @property
     def duration(self) -> float:
@@ -290,7 +297,7 @@ def _pyav_frames(
     the upright size, the pictures are scaled in their stored orientation and then turned."""
     height, width = size[::-1] if rotation in (90, 270) else size
     interpolation = _SWSCALE[spec.interpolation]
-    index_of = {p: i for i, p in enumerate(table.pts)}
+    index_of = table.index_of
     wanted = {table.pts[i] for i in targets}
     out: dict[int, np.ndarray] = {}
     reformatter = VideoReformatter()  # keeps one swscale context: a fresh one per frame costs ~10x
@@ -409,6 +416,31 @@ def _torchcodec_frames(
     )
     images = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return {target: upright(image, rotation) for target, image in zip(targets, images, strict=True)}
+
+
+@contextlib.contextmanager
+def open_video(
+    path: Path, limits: DecodeLimits = DEFAULT_LIMITS
+) -> Iterator[tuple[av.container.InputContainer, _FrameTable, VideoInfo]]:
+    """An open file with its frame table read, for `read_frames` calls on it (see vaur1.video.windows)."""
+    with _open(path) as container:
+        table, info = _read_table(container, path, limits)
+        yield container, table, info
+
+
+def read_frames(
+    container: av.container.InputContainer,
+    path: Path,
+    table: _FrameTable,
+    info: VideoInfo,
+    spec: VideoSpec,
+    targets: list[int],
+    size: tuple[int, int],
+    limits: DecodeLimits = DEFAULT_LIMITS,
+) -> dict[int, np.ndarray]:
+    """{index: upright frame of `size`} for the ascending, distinct frame indices `targets` of an open
+    file, in one pass (each call has the decode time limit of its own)."""
+    return _pyav_frames(container, path, table, targets, size, spec, limits.deadline(), limits, info.rotation)
 
 
 def decode(
