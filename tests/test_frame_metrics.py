@@ -64,3 +64,21 @@ def test_a_set_of_videos_is_pooled_and_its_intervals_resample_videos():
     assert (result["instants"], result["anomalous_instants"], result["uncovered_instants"]) == (18, 3, 4)
     low, high = result["frame_auc_ci"]
     assert low <= result["frame_auc"] <= high and low < high
+
+
+def test_events_match_one_to_one_by_iou():
+    from vaur1.eval.frame_metrics import event_metrics, matched_events
+
+    truth = [(10.0, 20.0), (50.0, 52.0)]
+    # (12, 22) has IoU 8/12 with the first; (9, 21) 10/12: the better pair is taken, the other is left
+    assert matched_events([(12.0, 22.0), (9.0, 21.0)], truth, 0.5) == 1
+    assert matched_events([(49.0, 53.0)], truth, 0.5) == 1 and matched_events([(49.0, 53.0)], truth, 0.6) == 0
+    result = event_metrics([[(12.0, 22.0), (49.0, 53.0), (80.0, 90.0)], []], [truth, []])
+    assert result == {
+        "known_events": 2,
+        "predicted_events": 3,
+        "recall@0.3": 100.0,
+        "precision@0.3": 66.67,
+        "recall@0.5": 100.0,
+        "precision@0.5": 66.67,
+    }

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 
@@ -178,3 +179,81 @@ def test_analyze_scans_a_long_recording_into_windows_and_events(eval_model, reco
     assert "anomaly" in whole and "windows" not in whole
     table = run_cli("analyze", video, *flags, "--scan", check=True).stdout
     assert "21 windows of 16 s every 8 s over 176 s: 21 scored" in " ".join(table.split())
+
+
+def test_eval_scan_scores_recordings_against_their_events_and_continues_a_killed_run(
+    eval_model, recordings, tmp_path
+):
+    out = tmp_path / "scored"
+    flags = [
+        "--model",
+        str(eval_model),
+        "--recordings",
+        str(recordings),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    flags += [
+        "--num-frames",
+        "4",
+        "--min-pixels",
+        "784",
+        "--max-pixels",
+        "3136",
+        "--window",
+        "16",
+        "--stride",
+        "16",
+    ]
+    run_cli("eval", "scan", *flags, "--max-new-tokens", "4", check=True)
+    metrics = json.loads((out / "scan_metrics.json").read_text())
+    assert (metrics["videos"], metrics["instants"], metrics["known_events"]) == (2, 2 * 176, 2)
+    assert metrics["anomalous_instants"] == sum(
+        len(range(int(np.ceil(s)), int(np.ceil(e))))
+        for s, e, _ in read_events(recordings / "events.csv")["recording_000.mp4"]["events"]
+    )
+    assert 0 <= metrics["frame_auc"] <= 100 and metrics["frame_auc_ci"] is not None
+    scans = (out / "scans.jsonl").read_text().splitlines()
+    assert len(scans) == 2
+    # a rerun scans nothing again: the recorded scans are read back
+    (recordings / "videos" / "recording_001.mp4").rename(tmp_path / "moved.mp4")
+    try:
+        marked = {**json.loads(scans[0]), "marker": "read back, not scanned again"}
+        (out / "scans.jsonl").write_text(json.dumps(marked) + "\n")
+        again = run_cli("eval", "scan", *flags, "--max-new-tokens", "4")
+        assert (
+            again.returncode == 2
+            and "recording_001.mp4 are in the events table but not among" in again.stderr
+        )
+    finally:
+        (tmp_path / "moved.mp4").rename(recordings / "videos" / "recording_001.mp4")
+    rerun = run_cli("eval", "scan", *flags, "--max-new-tokens", "4", check=True)
+    lines = (out / "scans.jsonl").read_text().splitlines()
+    assert "frame AUC" in rerun.stdout and len(lines) == 2 and "read back, not scanned again" in lines[0]
+
+
+def test_data_synth_long_writes_recordings_and_their_events(tmp_path):
+    result = run_cli(
+        "data",
+        "synth",
+        "--long",
+        "--out",
+        str(tmp_path / "r"),
+        "--recordings",
+        "1",
+        "--minutes",
+        "3",
+        "--events",
+        "1",
+        check=True,
+    )
+    table = read_events(tmp_path / "r" / "events.csv")
+    ((name, entry),) = table.items()
+    ((start, end, kind),) = entry["events"]
+    assert f"{name}: 176 s; {start:g}-{end:g} s {kind}" in result.stdout
+    too_many = run_cli(
+        "data", "synth", "--long", "--out", str(tmp_path / "x"), "--minutes", "3", "--events", "9"
+    )
+    assert too_many.returncode != 0 and "has room for" in too_many.stderr

@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vaur1.cli.scanning import add_scan_options, load_prompts, scan_config, scan_with_progress
 from vaur1.cli.video import add_spec_options, spec_from_args
-from vaur1.eval.scan_config import ScanConfig
 from vaur1.vocab import MODES
 
 
@@ -37,62 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="also write OUT/<video>.html: the frames, the interval on a timeline, the answers",
     )
-    scan = parser.add_argument_group(
-        "scanning long videos",
-        "A video longer than a window, whose frames a single pass of the VideoSpec would space wider than "
-        "a window's, is scanned automatically (said on screen): windows of --window seconds every --stride "
-        "seconds, each through the TAG and CLS prompts in direct mode, scored with P(anomaly) and merged "
-        "into events (docs/guide.md, 'Scanning long videos').",
-    )
-    scan.add_argument(
-        "--scan",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="scan every video (--no-scan: never; default: the long ones)",
-    )
-    scan.add_argument(
-        "--window", type=float, default=ScanConfig.window, help="seconds per window (default %(default)s)"
-    )
-    scan.add_argument(
-        "--stride",
-        type=float,
-        default=ScanConfig.stride,
-        help="seconds between windows (default %(default)s)",
-    )
-    scan.add_argument(
-        "--threshold",
-        type=float,
-        default=ScanConfig.threshold,
-        help="a window scoring this is anomalous (default %(default)s)",
-    )
-    scan.add_argument(
-        "--batch", type=int, default=ScanConfig.batch, help="windows per model call (default %(default)s)"
-    )
-    parser.add_argument(
-        "--prompts",
-        type=Path,
-        help="a YAML file with the prompts the model was trained on (a `prompts:` mapping, e.g. the demo's demo.yaml)",
-    )
+    add_scan_options(parser)
     add_spec_options(parser)
     parser.set_defaults(func=run_analyze)
-
-
-def load_prompts(path: Path | None):
-    """The PromptConfig of --prompts: the file's `prompts:` mapping, or the file itself as one."""
-    from vaur1.config import from_dict, read_yaml
-    from vaur1.prompts import PromptConfig
-
-    if path is None:
-        return PromptConfig()
-    data = read_yaml(path)
-    fields = data.get("prompts", data) if isinstance(data, dict) else None
-    if not isinstance(fields, dict):
-        from vaur1.errors import ConfigError
-
-        raise ConfigError(
-            f"{path}: not a mapping of prompts (PromptConfig's fields, or a `prompts:` key holding them)"
-        )
-    return from_dict(PromptConfig, fields)
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -113,8 +60,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     options = AnalyzeOptions(mode=args.mode, prompts=load_prompts(args.prompts))
     options.sampling = replace(options.sampling, max_new_tokens=args.max_new_tokens)
     options.sampling.validate()
-    scan = ScanConfig(window=args.window, stride=args.stride, batch=args.batch, threshold=args.threshold)
-    scan.validate()
+    scan = scan_config(args)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     generator = None
     results, failed = [], 0
@@ -154,24 +100,6 @@ def run_analyze(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results[0] if len(videos) == 1 else results, indent=2, ensure_ascii=False))
     return 2 if failed else 0
-
-
-def scan_with_progress(
-    video: Path, generator, spec, scan, prompts, err: Console, number: int, total: int
-) -> dict:
-    """`scan_video` with a progress bar and its ETA on stderr (a terminal only)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from vaur1.eval.scan import scan_video
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task(f"scanning {video.name} ({number} of {total}): windows", total=None)
-
-        def advance(done: int, windows: int) -> None:
-            progress.update(task, completed=done, total=windows)
-
-        return scan_video(video, generator, spec, scan, prompts, on_progress=advance)
 
 
 def write_scan_page(result: dict, spec, out: Path) -> Path:

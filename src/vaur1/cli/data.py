@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split-ratio", default="0.8", help="0.8 (train/test) or 0.7,0.1,0.2 (train/val/test)"
     )
     synth.add_argument(
-        "--size", type=_size, default=(160, 120), metavar="WxH", help="frame size (default 160x120)"
+        "--size", type=_size, metavar="WxH", help="frame size (default 160x120; --long: 112x84, the demo's)"
     )
     synth.add_argument(
         "--duration",
@@ -58,6 +58,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="M more clips for the test split alone (train and val stay those of the N split clips)",
     )
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    long = synth.add_argument_group(
+        "long recordings",
+        "--long writes camera recordings of --minutes each instead of clips: one scene without a cut, "
+        "--events anomalies at known times with normal footage around them (the last recording normal "
+        "throughout), listed in OUT/events.csv; for `vaur1 analyze --scan` and `vaur1 eval scan`.",
+    )
+    long.add_argument("--long", action="store_true", help="write long recordings instead of clips")
+    long.add_argument("--recordings", type=int, default=2, help="how many (default 2)")
+    long.add_argument("--minutes", type=float, default=10.0, help="length of each (default 10)")
+    long.add_argument("--events", type=int, default=3, help="anomalies per recording (default 3)")
     synth.set_defaults(func=run_synth)
 
     export = data.add_parser(
@@ -117,12 +127,14 @@ def run_synth(args: argparse.Namespace) -> int:
     from vaur1.bench.synth import generate_synthvau
 
     started = time.perf_counter()
+    if args.long:
+        return _synth_long(args, started)
     out = generate_synthvau(
         args.out,
         n=args.n,
         seed=args.seed,
         split_ratio=args.split_ratio,
-        size=args.size,
+        size=args.size or (160, 120),
         duration=args.duration,
         fps=args.fps,
         workers=args.workers,
@@ -136,6 +148,29 @@ def run_synth(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     clips = args.n + args.extra_test
     console.print(f"SynthVAU: {clips} clips in {out} ({seconds:.1f} s)", highlight=False, markup=False)
+    return 0
+
+
+def _synth_long(args: argparse.Namespace, started: float) -> int:
+    import time
+
+    from vaur1.bench.synth_long import EVENTS_CSV, generate_recordings, read_events
+
+    out = generate_recordings(
+        args.out,
+        count=args.recordings,
+        minutes=args.minutes,
+        events=args.events,
+        seed=args.seed,
+        size=args.size or (112, 84),
+        fps=args.fps,
+    )
+    console = Console()
+    for name, entry in read_events(out / EVENTS_CSV).items():
+        times = ", ".join(f"{start:g}-{end:g} s {kind}" for start, end, kind in entry["events"]) or "normal"
+        console.print(f"{name}: {entry['duration']:g} s; {times}", highlight=False, markup=False)
+    seconds = time.perf_counter() - started
+    console.print(f"{args.recordings} recordings in {out} ({seconds:.1f} s)", highlight=False, markup=False)
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vaur1.cli.eval_scan import register_scan
 from vaur1.errors import VaurError
 from vaur1.vocab import HEADLINE_METRICS, MODES, SCORED_TASKS, TASKS, task_metrics
 
@@ -65,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     baselines.set_defaults(func=run_baselines)
 
     register_run(commands)
+    register_scan(commands)
 
 
 def run_metrics(args: argparse.Namespace) -> int:

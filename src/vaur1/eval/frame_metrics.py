@@ -153,3 +153,41 @@ def frame_metrics(
         "anomalous_instants": int(labels.sum()),
         "uncovered_instants": int(sum(int((~v.covered).sum()) for v in videos)),
     }
+
+
+def interval_iou(a: Interval, b: Interval) -> float:
+    overlap = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return overlap / union if union > 0 else 0.0
+
+
+def matched_events(predicted: Sequence[Interval], truth: Sequence[Interval], threshold: float) -> int:
+    """How many known events a predicted event matches at IoU >= threshold, each used once (pairs taken
+    in order of IoU, highest first)."""
+    pairs = sorted(
+        ((interval_iou(p, t), i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth)),
+        reverse=True,
+    )
+    used_predicted, used_truth = set(), set()
+    for iou, i, j in pairs:
+        if iou < threshold:
+            break
+        if i not in used_predicted and j not in used_truth:
+            used_predicted.add(i)
+            used_truth.add(j)
+    return len(used_truth)
+
+
+def event_metrics(
+    predicted: Sequence[Sequence[Interval]], truth: Sequence[Sequence[Interval]], thresholds=(0.3, 0.5)
+) -> dict:
+    """Event recall (known events found) and precision (events that are known ones) in points, per IoU
+    threshold, over videos whose predicted and known events are listed alike."""
+    known = sum(len(t) for t in truth)
+    found = sum(len(p) for p in predicted)
+    result: dict = {"known_events": known, "predicted_events": found}
+    for threshold in thresholds:
+        matched = sum(matched_events(p, t, threshold) for p, t in zip(predicted, truth, strict=True))
+        result[f"recall@{threshold}"] = percent(matched / known) if known else None
+        result[f"precision@{threshold}"] = percent(matched / found) if found else None
+    return result
