@@ -73,10 +73,13 @@ def test_events_match_one_to_one_by_iou():
     # (12, 22) has IoU 8/12 with the first; (9, 21) 10/12: the better pair is taken, the other is left
     assert matched_events([(12.0, 22.0), (9.0, 21.0)], truth, 0.5) == 1
     assert matched_events([(49.0, 53.0)], truth, 0.5) == 1 and matched_events([(49.0, 53.0)], truth, 0.6) == 0
+    assert matched_events([(20.0, 30.0)], truth, 0.0) == 0  # touching is no overlap
     result = event_metrics([[(12.0, 22.0), (49.0, 53.0), (80.0, 90.0)], []], [truth, []])
     assert result == {
         "known_events": 2,
         "predicted_events": 3,
+        "recall@overlap": 100.0,
+        "precision@overlap": 66.67,
         "recall@0.3": 100.0,
         "precision@0.3": 66.67,
         "recall@0.5": 100.0,

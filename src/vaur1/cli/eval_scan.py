@@ -106,10 +106,10 @@ def print_metrics(metrics: dict) -> None:
     table.add_row("frame AUC", _with_ci(metrics, "frame_auc"))
     table.add_row("frame AP", _with_ci(metrics, "frame_ap"))
     table.add_row("video AUC", _with_ci(metrics, "video_auc"))
-    for iou in (0.3, 0.5):
+    for iou in ("overlap", 0.3, 0.5):
         recall, precision = metrics[f"recall@{iou}"], metrics[f"precision@{iou}"]
         table.add_row(
-            f"events at IoU {iou}",
+            "events overlapping" if iou == "overlap" else f"events at IoU {iou}",
             f"recall {'-' if recall is None else f'{recall:.2f}'}, precision {'-' if precision is None else f'{precision:.2f}'}",
         )
     table.add_row(

@@ -162,15 +162,15 @@ def interval_iou(a: Interval, b: Interval) -> float:
 
 
 def matched_events(predicted: Sequence[Interval], truth: Sequence[Interval], threshold: float) -> int:
-    """How many known events a predicted event matches at IoU >= threshold, each used once (pairs taken
-    in order of IoU, highest first)."""
+    """How many known events a predicted event matches at IoU >= threshold (threshold 0: any overlap),
+    each used once (pairs taken in order of IoU, highest first)."""
     pairs = sorted(
         ((interval_iou(p, t), i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth)),
         reverse=True,
     )
     used_predicted, used_truth = set(), set()
     for iou, i, j in pairs:
-        if iou < threshold:
+        if iou < threshold or iou == 0:
             break
         if i not in used_predicted and j not in used_truth:
             used_predicted.add(i)
@@ -179,15 +179,17 @@ def matched_events(predicted: Sequence[Interval], truth: Sequence[Interval], thr
 
 
 def event_metrics(
-    predicted: Sequence[Sequence[Interval]], truth: Sequence[Sequence[Interval]], thresholds=(0.3, 0.5)
+    predicted: Sequence[Sequence[Interval]], truth: Sequence[Sequence[Interval]], thresholds=(0.0, 0.3, 0.5)
 ) -> dict:
     """Event recall (known events found) and precision (events that are known ones) in points, per IoU
-    threshold, over videos whose predicted and known events are listed alike."""
+    threshold (0: any overlap, keyed `overlap`), over videos whose predicted and known events are listed
+    alike."""
     known = sum(len(t) for t in truth)
     found = sum(len(p) for p in predicted)
     result: dict = {"known_events": known, "predicted_events": found}
     for threshold in thresholds:
         matched = sum(matched_events(p, t, threshold) for p, t in zip(predicted, truth, strict=True))
-        result[f"recall@{threshold}"] = percent(matched / known) if known else None
-        result[f"precision@{threshold}"] = percent(matched / found) if found else None
+        name = "overlap" if threshold == 0 else threshold
+        result[f"recall@{name}"] = percent(matched / known) if known else None
+        result[f"precision@{name}"] = percent(matched / found) if found else None
     return result
