@@ -145,3 +145,47 @@ def test_a_busy_server_answers_the_page_says_busy_and_stops_on_sigterm(eval_mode
 def test_serve_refuses_a_port_out_of_range() -> None:
     result = run_cli("serve", "--port", "99999", "--model", "x")
     assert result.returncode == 2 and "99999 is not a port (1-65535)" in result.stderr
+
+
+def test_a_long_video_is_scanned_in_the_background_behind_a_page_of_its_own(
+    eval_model: Path, tmp_path
+) -> None:
+    from vaur1.bench.synth_long import generate_recordings
+    from vaur1.eval.scan_config import ScanConfig
+    from vaur1.video.spec import VideoSpec
+
+    folder = generate_recordings(tmp_path / "long", count=1, minutes=3, events=1, seed=0)
+    video = (folder / "videos" / "recording_000.mp4").read_bytes()
+    options = AnalyzeOptions(mode="direct")
+    options.sampling.max_new_tokens = 4
+    spec = VideoSpec(fps=None, num_frames=4, min_pixels=784, max_pixels=3136)
+    app = build_app(
+        {"tiny": str(eval_model)},
+        lambda _: spec,
+        options,
+        device="cpu",
+        scan=ScanConfig(window=32, stride=32),
+    )
+    client = TestClient(app, base_url="http://127.0.0.1")
+    body, kind = multipart(video, "camera.mp4")
+    started = client.post("/analyze", content=body, headers={"content-type": kind}, follow_redirects=False)
+    # answered at once with the scan's own page, which refreshes itself until the timeline is there
+    assert started.status_code == 303 and started.headers["location"].startswith("/scans/")
+    key = started.headers["location"].removeprefix("/scans/")
+    assert len(key) >= 20
+    first = client.get(started.headers["location"])
+    assert first.status_code == 200 and "camera.mp4" in first.text
+    deadline = time.time() + 120
+    page = first.text
+    while "<polyline" not in page and time.time() < deadline:
+        assert 'http-equiv="refresh"' in page and "<progress" in page
+        time.sleep(0.5)
+        page = client.get(started.headers["location"]).text
+    assert "<polyline" in page and "6 windows of 32 s every 32 s" in page, page[:2000]
+    assert client.get("/scans/not-a-scan").status_code == 404
+    from vaur1.serve import ScanJob, progress_page
+
+    running = progress_page(ScanJob("camera.mp4", done=3, total=10))
+    assert (
+        'http-equiv="refresh"' in running and 'value="3" max="10"' in running and "3 of 10 windows" in running
+    )

@@ -4,8 +4,11 @@
     uvicorn.run(app, host="127.0.0.1", port=7860)
 
 The page shows the same view as `vaur1 analyze --out`: the frames the model saw, the predicted
-interval on a timeline, the answers and every raw output. Each model is loaded once, on its first
-video, and kept. A file that is not a readable video gets an error page with the one-line reason.
+interval on a timeline, the answers and every raw output. A video `vaur1 analyze` would scan (longer
+than a window, see `vaur1.eval.scan.needs_scan`) is scanned in the background instead: the upload is
+answered at once with a page of its own (an unguessable address) that shows the windows done and
+refreshes itself until the timeline is ready. Each model is loaded once, on its first video, and
+kept. A file that is not a readable video gets an error page with the one-line reason.
 
 It is safe to leave running on a shared machine: an upload is streamed to disk and refused (413)
 past `ServeLimits.max_upload_bytes`, form fields are small, decoding has limits (`DecodeLimits`),
@@ -21,6 +24,7 @@ import asyncio
 import html
 import queue
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -33,6 +37,7 @@ from urllib.parse import urlsplit
 from vaur1.analyze import AnalyzeOptions, analyze_frames
 from vaur1.errors import VaurError
 from vaur1.eval.gallery import analysis_page
+from vaur1.eval.scan_config import ScanConfig
 from vaur1.model.load import ModelConfig
 from vaur1.video.decode import DecodeLimits
 
@@ -49,6 +54,7 @@ class ServeLimits:
         4  # analyses queued behind the one running (at least 1); more are told the server is busy
     )
     decode: DecodeLimits = field(default_factory=lambda: DecodeLimits(timeout_s=300.0))
+    kept_scans: int = 32  # finished scans whose pages are kept (the oldest go first)
 
 
 _FORM = """<!DOCTYPE html>
@@ -117,6 +123,45 @@ def _settle(future: asyncio.Future, result: Any, error: Exception | None) -> Non
         future.set_result(result)
 
 
+@dataclass
+class ScanJob:
+    """A scan running in the background: what its page shows."""
+
+    shown: str
+    done: int = 0
+    total: int | None = None
+    page: str | None = None  # the finished timeline
+    error: str | None = None
+
+
+class ScanJobs:
+    """The background scans by id; the oldest finished ones are forgotten past `kept`."""
+
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self.jobs: dict[str, ScanJob] = {}
+
+    def add(self, shown: str) -> tuple[str, ScanJob]:
+        finished = [key for key, job in self.jobs.items() if job.page is not None or job.error is not None]
+        for key in finished[: max(0, len(finished) - self.kept + 1)]:
+            del self.jobs[key]
+        key = secrets.token_urlsafe(16)
+        self.jobs[key] = ScanJob(shown)
+        return key, self.jobs[key]
+
+
+def progress_page(job: ScanJob) -> str:
+    """The page of a scan still running: windows done, refreshed every 2 s."""
+    done = f"{job.done} of {job.total} windows" if job.total else "reading the video"
+    value = f'value="{job.done}" max="{job.total}"' if job.total else ""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">'
+        f"<title>vaur1 scan: {html.escape(job.shown)}</title></head><body><h1>scanning {html.escape(job.shown)}</h1>"
+        f'<p><progress id="progress" {value}></progress> {done}</p>'
+        "<p>This page refreshes itself; the timeline appears here when the scan ends.</p></body></html>"
+    )
+
+
 def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
     """The names a request may use for this server: loopback, the address it listens on (unless that is
     every address) and any named."""
@@ -143,13 +188,15 @@ def build_app(
     device: str | None = None,
     limits: ServeLimits | None = None,
     hosts: Sequence[str] = LOOPBACK_HOSTS,
+    scan: ScanConfig | None = None,
 ):
     """The Starlette app serving `models` (name -> checkpoint); `spec_of(checkpoint)` gives the
-    VideoSpec a model was trained with; `hosts` are the host names requests may carry."""
+    VideoSpec a model was trained with; `hosts` are the host names requests may carry; `scan` how long
+    videos are scanned."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse
+    from starlette.responses import HTMLResponse, RedirectResponse, Response
     from starlette.routing import Route
 
     from vaur1.eval.generators import load_generator
@@ -159,6 +206,9 @@ def build_app(
     limits = limits or ServeLimits()
     loaded: dict[str, Any] = {}
     worker = AnalysisWorker(limits.max_waiting)
+    scans = ScanJobs(limits.kept_scans)
+    scan_settings = scan or ScanConfig()
+    scan_settings.validate()
     names = set(allowed_hosts("", hosts))
 
     def page(message: str, status: int) -> HTMLResponse:
@@ -178,6 +228,66 @@ def build_app(
         frames = decode(path, spec, limits=limits.decode)
         result = analyze_frames(frames, ModelConfig(name_or_path=models[name]), spec, options, generator)
         return analysis_page({**result, "video": shown}, frames)
+
+    def scan(name: str, folder: Path, path: Path, job: ScanJob) -> None:
+        """The background job: the scan, its page, and the upload's folder removed whatever happens."""
+        from vaur1.eval.scan import scan_video
+        from vaur1.eval.scan_page import scan_page
+        from vaur1.video.windows import Window, decode_windows
+
+        try:
+            generator, spec = generator_for(name)
+
+            def advance(done: int, total: int) -> None:
+                job.done, job.total = done, total
+
+            result = scan_video(
+                path,
+                generator,
+                spec,
+                scan_settings,
+                options.prompts,
+                limits=limits.decode,
+                on_progress=advance,
+            )
+            events = [Window(event["start"], event["end"]) for event in result["events"]]
+            frames = {
+                i: p.video for i, p in enumerate(decode_windows(path, spec, events)) if p.video is not None
+            }
+            back = '<p><a href="/">analyze another video</a></p>'
+            job.page = scan_page({**result, "video": job.shown}, frames).replace("<body>", f"<body>{back}", 1)
+        except VaurError as err:
+            job.error = str(err).replace(str(path), job.shown)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def needs_scan_for(name: str, path: Path) -> bool:
+        from vaur1.eval.scan import needs_scan
+        from vaur1.video.decode import probe
+
+        return needs_scan(probe(path, limits.decode).duration, spec_of(models[name]), scan_settings.window)
+
+    async def start_scan(name: str, upload, shown: str, suffix: str) -> Response:
+        folder = Path(tempfile.mkdtemp(prefix="vaur1-scan-"))
+        path = folder / f"upload{suffix}"
+        await asyncio.to_thread(shutil.move, upload, path)  # out of the request's folder, removed on return
+        key, job = scans.add(shown)
+        if worker.submit(lambda: scan(name, folder, path, job)) is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            del scans.jobs[key]
+            return page(f"busy: {limits.max_waiting} videos are waiting; try again in a minute", 503)
+        return RedirectResponse(f"/scans/{key}", status_code=303)
+
+    async def scan_status(request: Request) -> HTMLResponse:
+        refused = foreign(request)
+        if refused is not None:
+            return refused
+        job = scans.jobs.get(request.path_params["key"])
+        if job is None:
+            return page("error: no such scan (finished scans are kept for a while, then forgotten)", 404)
+        if job.error is not None:
+            return page(f"error: {html.escape(job.error)}", 400)
+        return HTMLResponse(job.page if job.page is not None else progress_page(job))
 
     def foreign(request: Request) -> HTMLResponse | None:
         """A refusal for a request that names another host, or posts from another site's page."""
@@ -226,6 +336,12 @@ def build_app(
                 return page(f"error: {html.escape(str(err))}", 413)
             except HTTPException as err:  # Starlette's answer to a field past max_part_size, a bad body
                 return page(f"error: {html.escape(str(err.detail))}", err.status_code)
+            try:
+                long_video = await asyncio.to_thread(needs_scan_for, name, path)
+            except VaurError as err:
+                return page(f"error: {html.escape(str(err).replace(str(path), shown))}", 400)
+            if long_video:
+                return await start_scan(name, path, shown, suffix)
             future = worker.submit(lambda: analysis(name, path, shown))
             if future is None:
                 return page(f"busy: {limits.max_waiting} videos are waiting; try again in a minute", 503)
@@ -237,4 +353,10 @@ def build_app(
         back = '<p><a href="/">analyze another video</a></p>'
         return HTMLResponse(result.replace("<body>", f"<body>{back}", 1))
 
-    return Starlette(routes=[Route("/", index), Route("/analyze", analyze, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/analyze", analyze, methods=["POST"]),
+            Route("/scans/{key}", scan_status),
+        ]
+    )

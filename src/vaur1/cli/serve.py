@@ -6,6 +6,8 @@ import argparse
 
 from rich.console import Console
 
+from vaur1.cli.scanning import add_scan_options, load_prompts, scan_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -46,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="per prompt (default 1024)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    add_scan_options(parser, automatic=False)
     parser.set_defaults(func=run_serve)
 
 
@@ -85,7 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.max_upload_gb <= 0 or args.queue < 1 or args.decode_timeout <= 0:
         raise VaurError("--max-upload-gb and --decode-timeout must be positive, --queue at least 1")
     check_device(args.device, "--device")
-    options = AnalyzeOptions(mode=args.mode)
+    options = AnalyzeOptions(mode=args.mode, prompts=load_prompts(args.prompts))
     options.sampling = replace(options.sampling, max_new_tokens=args.max_new_tokens)
     limits = ServeLimits(
         max_upload_bytes=int(args.max_upload_gb * 1024**3),
@@ -93,7 +96,15 @@ def run_serve(args: argparse.Namespace) -> int:
         decode=DecodeLimits(timeout_s=args.decode_timeout),
     )
     hosts = allowed_hosts(args.host, args.allow_host)
-    app = build_app(models, model_video_spec, options, device=args.device, limits=limits, hosts=hosts)
+    app = build_app(
+        models,
+        model_video_spec,
+        options,
+        device=args.device,
+        limits=limits,
+        hosts=hosts,
+        scan=scan_config(args),
+    )
     Console(stderr=True).print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/")
     # SIGTERM ends the server within seconds: requests still waiting for a model are cut after 3 s,
     # and the worker thread, a daemon, ends with the process
