@@ -257,3 +257,39 @@ def test_data_synth_long_writes_recordings_and_their_events(tmp_path):
         "data", "synth", "--long", "--out", str(tmp_path / "x"), "--minutes", "3", "--events", "9"
     )
     assert too_many.returncode != 0 and "has room for" in too_many.stderr
+
+
+def test_eval_run_scan_scores_the_tag_videos_at_the_frame_level_beside_the_paper_metrics(
+    eval_synth, eval_model, tmp_path
+):
+    import eval_helpers
+
+    run_dir = tmp_path / "run"
+    # the clips last 2-3 s and their events under a second: 8 instants a second
+    flags = [
+        "--tasks",
+        "tag",
+        "--mode",
+        "direct",
+        "--scan",
+        "scan.frame_rate=8",
+        "scan.window=1",
+        "scan.stride=1",
+    ]
+    run_cli(*eval_helpers.cli_args(eval_synth, eval_model, run_dir, *flags), check=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    scan = metrics["scan"]
+    assert (scan["videos"], scan["unscanned"], scan["unreadable"], scan["window"]) == (3, 0, 0, 1.0)
+    assert list(scan["by_source"]) == ["synth"] and scan["by_source"]["synth"] == scan["all"]
+    # the frame labels are the TAG intervals: two anomalous clips and a normal one
+    lines = [json.loads(line) for line in (run_dir / "scans.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(len(line["windows"]) >= 2 for line in lines)
+    assert scan["all"]["instants"] == sum(int(np.ceil(line["duration"] * 8)) for line in lines)
+    assert 0 < scan["all"]["anomalous_instants"] < scan["all"]["instants"]
+    assert scan["all"]["frame_auc"] is not None and metrics["tasks"]["tag"]["direct"]["miou"] is not None
+    assert "Frame-level anomaly detection (scan)" in (run_dir / "report.md").read_text()
+    # other windows over the same scans: refused, nothing mixed
+    again = run_cli(
+        *eval_helpers.cli_args(eval_synth, eval_model, run_dir, *flags[:-2], "scan.window=2", "scan.stride=1")
+    )
+    assert again.returncode != 0 and "scan.window=1.0, this run has 2.0" in again.stderr

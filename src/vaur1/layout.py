@@ -105,6 +105,8 @@ class EvalRun:
     sample_scores = property(lambda self: self.root / "sample_scores.jsonl")
     reasoning_scores = property(lambda self: self.root / "reasoning_scores.jsonl")
     judge_cache = property(lambda self: self.root / "judge_cache.jsonl")
+    SCANS = "scans.jsonl"  # one scan (`vaur1.eval.scan`) a line, of `eval run --scan` and `eval scan`
+    scans = property(lambda self: self.root / EvalRun.SCANS)
     # report.md (+ report_files/), report.html and report.json
     report = property(lambda self: self.root / "report")
 

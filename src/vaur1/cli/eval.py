@@ -249,6 +249,12 @@ def register_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--workers", type=int, help="video decoding worker processes (default 2)")
     run.add_argument("--cache-dir", help="frame cache folder (default $XDG_CACHE_HOME/vaur1/frames)")
     _add_judge_options(run)
+    run.add_argument(
+        "--scan",
+        action="store_true",
+        help="also scan each TAG video in windows and score the window scores at the frame level (AUC / AP, "
+        "per source) beside the paper's metrics; scan.window, scan.stride, ... set the scan",
+    )
     run.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. video.fps=2")
     run.set_defaults(func=run_eval_command)
 
@@ -355,6 +361,10 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
     hide_transformers_progress()  # our own bar shows the progress
     cfg = load_eval_config(args.config, args.overrides, eval_flags(args))
+    if args.scan and cfg.scan is None:  # a config's or an override's scan settings stay
+        from vaur1.eval.scan_config import ScanConfig
+
+        cfg.scan = ScanConfig()
     metrics = run_eval(cfg)
     _print_summary(metrics, Path(cfg.out))
     return 0

@@ -83,7 +83,7 @@ def run_scan_command(args: argparse.Namespace) -> int:
         "stride": cfg.stride,
         "threshold": cfg.threshold,
         "spec": spec.describe(),
-        **score_scans(scans, table),
+        **score_scans(scans, table, cfg.frame_rate),
     }
     write_text(args.out / SCAN_METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
     print_metrics(metrics)

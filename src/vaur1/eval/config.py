@@ -26,6 +26,7 @@ from vaur1.config import load_config, merge
 from vaur1.data import DataConfig
 from vaur1.errors import ConfigError, VaurError
 from vaur1.eval.judge import JudgeConfig
+from vaur1.eval.scan_config import ScanConfig
 from vaur1.model.generate import SamplingConfig
 from vaur1.model.load import ModelConfig
 from vaur1.model.vllm_engine import VllmConfig
@@ -65,6 +66,8 @@ class EvalConfig:
     backend: Backend = "hf"  # hf (transformers generate) or vllm (the same outputs, through a vLLM engine)
     vllm: VllmConfig = field(default_factory=VllmConfig)  # the engine's settings with backend vllm
     judge: JudgeConfig | None = None  # VAU-Eval over an OpenAI-compatible endpoint; None: no judge
+    # also scan the TAG videos in windows and score them at the frame level (AUC / AP); None: no scan
+    scan: ScanConfig | None = None
     offline_scorer: bool = True  # MiniLM + ROUGE-L on the reasoning task, reported under its own name
     resamples: int = 1000  # bootstrap resamples for the 95% intervals
     bootstrap_seed: int = 0  # seed of the bootstrap resamples
@@ -81,6 +84,8 @@ class EvalConfig:
         self.sampling.validate()
         if self.judge is not None:
             self.judge.validate()
+        if self.scan is not None:
+            self.scan.validate()
         if not self.modes:
             raise ConfigError("modes: give at least one of think, direct")
         for mode in self.modes:

@@ -339,6 +339,45 @@ def paired_table(runs: list[Run]) -> Table | None:
     return Table(f"Paired differences against {reference.name} (points)", header, rows, note)
 
 
+SCAN_ROWS = (("frame_auc", "Frame AUC"), ("frame_ap", "Frame AP"), ("video_auc", "Video AUC"))
+
+
+def scan_table(runs: list[Run]) -> Table | None:
+    """`eval run --scan`: frame-level detection, as anomaly-detection papers report it."""
+    scanned = [(run.metrics or {}).get("scan") for run in runs]
+    if not any(scanned):
+        return None
+    sources = ["all", *sorted({s for block in scanned if block for s in block["by_source"]})]
+    rows = []
+    for source in sources:
+        for key, label in SCAN_ROWS:
+            cells = []
+            for block in scanned:
+                part = (
+                    None
+                    if block is None
+                    else (block["all"] if source == "all" else block["by_source"].get(source))
+                )
+                cells.append("–" if part is None else _value(part[key], part[f"{key}_ci"]))
+            rows.append([source, label, *cells])
+    counts = [
+        "–"
+        if block is None
+        else f"{block['videos']} videos ({block['unreadable']} unreadable, {block['unscanned']} not scanned), "
+        f"windows of {block['window']:g} s every {block['stride']:g} s"
+        for block in scanned
+    ]
+    rows.append(["all", "scanned", *counts])
+    note = (
+        "Each video scanned in windows; an instant's score (scan.frame_rate instants a second, 1 by default) is "
+        "the mean P(anomaly) of the windows covering it, its label 1 inside the TAG interval. Intervals resample "
+        "videos."
+    )
+    return Table(
+        "Frame-level anomaly detection (scan)", ["source", "metric", *[run.name for run in runs]], rows, note
+    )
+
+
 def video_error_table(runs: list[Run]) -> Table | None:
     rows = [
         [run.name, entry["split"], entry["video"], str(entry["items"]), entry["reason"] or ""]
@@ -452,7 +491,13 @@ def tables(runs: list[Run], papers: list[PaperTable] | None = None) -> list[Tabl
     papers = paper_layout(runs) if papers is None else papers
     found = [mismatch_table(runs), *paper_layout_tables(papers), overview_table(runs)]
     found += [task_table(runs, task) for task in SCORED_TASKS]
-    found += [paired_table(runs), judge_table(runs), offline_table(runs), video_error_table(runs)]
+    found += [
+        scan_table(runs),
+        paired_table(runs),
+        judge_table(runs),
+        offline_table(runs),
+        video_error_table(runs),
+    ]
     return [t for t in found if t is not None]
 
 

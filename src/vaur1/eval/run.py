@@ -31,14 +31,17 @@ from typing import Any
 from vaur1.bench import split_files
 from vaur1.bench.tasks import Example
 from vaur1.config import load_config, read_yaml, to_dict
+from vaur1.console import ProgressBar
 from vaur1.errors import ConfigError, VaurError
 from vaur1.eval.config import EvalConfig, check_backend, check_offline_scorer, load_examples
+from vaur1.eval.generators import load_generator
 from vaur1.eval.infer import Generator, InferenceSummary, run_inference
 from vaur1.eval.metrics import score_sample, summarize
 from vaur1.eval.offline_scorer import OfflineScorer
 from vaur1.eval.predictions import VIDEO_ERROR, item_key, read_predictions
 from vaur1.eval.reasoning import score_reasoning
 from vaur1.eval.report import write_report
+from vaur1.eval.scan_run import check_recorded, recorded_scans, scan_items, scan_metrics, scan_run
 from vaur1.files import write_json, write_jsonl
 from vaur1.layout import EvalRun
 from vaur1.runinfo import write_run_metadata
@@ -135,7 +138,11 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
     with claim_run(run_dir, "eval"):
         check_resumable(run_dir, cfg)
         write_run_metadata(run_dir, cfg, split_files(cfg.data.bench, cfg.splits))
+        if cfg.scan is not None and generator is None:  # one model for the items and the scans
+            generator = load_generator(cfg.model, cfg.sampling, cfg.video, cfg.backend, cfg.vllm)
         inference = run_inference(cfg, examples, run_dir, generator, progress)
+        if cfg.scan is not None:
+            run_scans(cfg, examples, run_dir, generator, progress)
         metrics = score_run(cfg, examples, run_dir, inference, bench_rows)
         write_run_report(run_dir)
     if metrics["items"]["predicted"] == 0:
@@ -144,6 +151,17 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
             "(listed under video_errors in metrics.json)"
         )
     return metrics
+
+
+def run_scans(cfg: EvalConfig, examples: list[Example], run_dir: Path, generator, progress: bool) -> None:
+    """`--scan`: every TAG video scanned into RUN_DIR/scans.jsonl (those already there kept)."""
+    check_recorded(cfg, EvalRun(run_dir))
+    recorded = recorded_scans(EvalRun(run_dir))
+    videos = sum(1 for item in scan_items(examples) if item.key not in recorded)
+    if videos == 0:
+        return
+    with ProgressBar(videos, enabled=progress, description="scan", unit="video") as bar:
+        scan_run(cfg, examples, EvalRun(run_dir), generator, lambda done, _: bar.update(done))
 
 
 def write_run_report(run_dir: Path) -> None:
@@ -286,6 +304,8 @@ def score_run(
         "timing": _timing(predictions, inference),
         "tasks": tasks,
     }
+    if cfg.scan is not None:
+        metrics["scan"] = scan_metrics(cfg, examples, EvalRun(run_dir))
     run = EvalRun(run_dir)
     write_jsonl(run.sample_scores, sample_lines)
     write_jsonl(run.reasoning_scores, reasoning_lines)

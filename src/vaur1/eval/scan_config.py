@@ -14,6 +14,7 @@ class ScanConfig:
     stride: float = 16.0  # seconds between window starts (at most the window)
     batch: int = 4  # windows per model call (two prompts each)
     threshold: float = 0.5  # a window scoring at least this is anomalous
+    frame_rate: float = 1.0  # instants per second at which frame-level AUC / AP are computed
 
     def validate(self) -> None:
         if not (self.window > 0 and self.stride > 0):
@@ -26,5 +27,7 @@ class ScanConfig:
             )
         if self.batch < 1:
             raise ConfigError(f"scan.batch must be at least 1, got {self.batch}")
+        if not self.frame_rate > 0:
+            raise ConfigError(f"scan.frame_rate must be positive, got {self.frame_rate}")
         if not 0 <= self.threshold <= 1:
             raise ConfigError(f"scan.threshold must be in [0, 1], got {self.threshold}")

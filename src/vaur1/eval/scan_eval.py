@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from vaur1.errors import VaurError
+from vaur1.eval.bootstrap import RESAMPLES, SEED
 from vaur1.eval.frame_metrics import VideoFrames, event_metrics, frame_labels, frame_metrics, frame_scores
 from vaur1.eval.scan import scan_video
 from vaur1.eval.scan_config import ScanConfig
 from vaur1.files import read_jsonl
+from vaur1.layout import EvalRun
 from vaur1.prompts import PromptConfig
 from vaur1.video.spec import VideoSpec
 
-SCANS_JSONL = "scans.jsonl"
+SCANS_JSONL = EvalRun.SCANS
 SCAN_METRICS_JSON = "scan_metrics.json"
 
 
@@ -62,10 +64,20 @@ def scan_recordings(
 
 def score_scans(scans: list[dict[str, Any]], table: dict[str, dict], rate: float = 1.0) -> dict[str, Any]:
     """Frame AUC / AP, video AUC and event recall / precision of the scans (see the module docstring)."""
+    known = [[(start, end) for start, end, _ in table[Path(scan["video"]).name]["events"]] for scan in scans]
+    return score_against(scans, known, rate)
+
+
+def score_against(
+    scans: list[dict[str, Any]],
+    truths: list[list[tuple[float, float]]],
+    rate: float = 1.0,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> dict[str, Any]:
+    """The metrics of scans whose known anomaly intervals are `truths[i]` (empty: a normal video)."""
     frames, video_scores, video_labels, predicted, truth = [], [], [], [], []
-    for scan in scans:
-        entry = table[Path(scan["video"]).name]
-        known = [(start, end) for start, end, _ in entry["events"]]
+    for scan, known in zip(scans, truths, strict=True):
         windows = [(w["start"], w["end"], w["score"]) for w in scan["windows"]]
         duration = float(scan["duration"])
         frames.append(VideoFrames(frame_labels(duration, known, rate), frame_scores(duration, windows, rate)))
@@ -75,7 +87,7 @@ def score_scans(scans: list[dict[str, Any]], table: dict[str, dict], rate: float
         predicted.append([(event["start"], event["end"]) for event in scan["events"]])
         truth.append(known)
     return {
-        **frame_metrics(frames, video_scores, video_labels),
+        **frame_metrics(frames, video_scores, video_labels, resamples, seed),
         **event_metrics(predicted, truth),
         "skipped_windows": sum(scan["skipped_windows"] for scan in scans),
         "rate": rate,
