@@ -78,6 +78,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="length of videos the plan cannot see (default: the spec's worst case)",
     )
+    parser.add_argument(
+        "--scan",
+        action="store_true",
+        help="eval: also plan scanning long videos (the config's scan settings, else the defaults)",
+    )
+    parser.add_argument(
+        "--gpu-kind",
+        default="h100",
+        help="the GPU a scan's speed is estimated for: h100 (default), h200, a100 or l40s",
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     parser.set_defaults(func=run_plan)
 
@@ -117,6 +127,8 @@ def run_plan(args: argparse.Namespace) -> int:
         files=args.video,
         size=args.video_size,
         seconds=args.video_seconds,
+        scan=args.scan,
+        gpu_kind=args.gpu_kind,
     )
     if args.json:
         print(json.dumps(plan, indent=2))
@@ -171,6 +183,15 @@ def show(plan: dict) -> None:
         console.print(f"  {lead}: {change['change']} ({gib(change['total'])}): {change['how']}", markup=False)
     if not plan["fits"] and not plan["suggestions"]:
         console.print("  no single change makes it fit: combine them, or use GPUs with more memory")
+    scan = plan["scan"]
+    if scan is not None:
+        console.print(
+            f"scan: windows of {scan['window']:g} s every {scan['stride']:g} s, {scan['visual_tokens_per_window']} "
+            f"visual tokens each, {scan['windows_per_call']} per call: {gib(scan['peak_bytes'])} at the peak; "
+            f"about {scan['video_minutes_per_minute_estimate']:.0f} video-minutes per minute on one "
+            f"{scan['gpu'].upper()} (a roofline estimate, not measured)",
+            markup=False,
+        )
     cache = plan["frame_cache"]
     if cache["bytes"] is not None:
         line = f"frame cache: {cache['bytes'] / 1e9:.1f} GB for {cache['videos']} videos (cache.max_gb {cache['limit_bytes'] / 1e9:g})"

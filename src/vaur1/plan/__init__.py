@@ -16,6 +16,7 @@ from typing import Any
 
 from vaur1.model.load import LoraConfig
 from vaur1.plan.memory import ENGINES, Engine, Estimate, Job, Workload, estimate
+from vaur1.plan.scan import scan_plan
 from vaur1.plan.videos import REFERENCE_SIZE, VideoSurvey, survey
 from vaur1.plan.workload import Model, describe_model, trainable_parameters, workload
 from vaur1.video.spec import VideoSpec
@@ -54,8 +55,11 @@ def make_plan(
     files: list[str] | None = None,
     size: tuple[int, int] = REFERENCE_SIZE,
     seconds: float | None = None,
+    scan: bool = False,
+    gpu_kind: str = "h100",
 ) -> dict[str, Any]:
-    """The plan of a loaded config (`GRPOTrainConfig`, `SFTTrainConfig` or `EvalConfig`) as one dict."""
+    """The plan of a loaded config (`GRPOTrainConfig`, `SFTTrainConfig` or `EvalConfig`) as one dict; for
+    an eval config with a scan (or `scan`), the scan's memory per call and estimated speed too."""
     model = describe_model(cfg.model)
     videos = survey(cfg.video, cfg.data, files, size, seconds)
     start = Setting(workload(job, cfg, model, videos.tokens(cfg.video), device), cfg.video, engine, gpus)
@@ -65,7 +69,9 @@ def make_plan(
     breakdown = {**chosen.breakdown(), "runtime": runtime}
     breakdown["total"] = breakdown.pop("total") + runtime
     cache_bytes = videos.cache_bytes(cfg.video)
+    scanning = job == "eval" and (scan or cfg.scan is not None)
     return {
+        "scan": scan_plan(cfg, model, size, gpu_kind, runtime) if scanning else None,
         "job": job,
         "model": model.source,
         "dtype": str(model.dtype).removeprefix("torch."),
