@@ -337,3 +337,29 @@ def test_under_top_k_the_correction_weighs_each_token_by_the_policys_kept_mass(
     assert ((ratios - kept).abs() / kept).max() < 0.06
     assert abs(ratios.mean() / kept.mean() - 1) < 0.02
     assert kept.max() < 0.9  # on this random model most of the mass lies outside the top 50
+
+
+@pytest.mark.slow
+def test_a_scan_is_the_same_on_vllm_as_on_transformers(tiny_models, tmp_path):
+    """Windows, greedy answers, P(anomaly) and events of a long recording, on both backends."""
+    from vaur1.bench.synth_long import generate_recordings
+    from vaur1.eval.generators import load_generator
+    from vaur1.eval.scan import scan_video
+    from vaur1.eval.scan_config import ScanConfig
+
+    model_dir = perturbed(tiny_models["qwen2_5_vl"], tmp_path / "model", seed=7)
+    video = (
+        generate_recordings(tmp_path / "long", count=1, minutes=3, events=1) / "videos" / "recording_000.mp4"
+    )
+    cfg = ScanConfig(window=32, stride=32, batch=3, threshold=0.5)
+    scans = {}
+    for backend in ("hf", "vllm"):
+        generator = load_generator(ModelConfig(name_or_path=str(model_dir)), GREEDY, SPEC, backend)
+        try:
+            scans[backend] = scan_video(video, generator, SPEC, cfg)
+        finally:
+            if backend == "vllm":
+                generator.engine.close()
+    hf, vllm = scans["hf"]["windows"], scans["vllm"]["windows"]
+    assert [w["raw"] for w in hf] == [w["raw"] for w in vllm] and len(hf) == 6
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(hf, vllm, strict=True)) < 1e-3
