@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaur1.bench.schema import NORMAL
 from vaur1.bench.tasks import Example
 from vaur1.errors import VaurError
 from vaur1.eval.config import EVAL_DEFAULTS
@@ -22,16 +21,7 @@ from vaur1.eval.reasoning import reasoning_parts
 from vaur1.layout import DemoRun
 from vaur1.model.generate import SamplingConfig
 from vaur1.model.load import ModelConfig
-from vaur1.parse import (
-    NO_ANOMALY,
-    TAG_LABELS,
-    answer_text,
-    extract_class,
-    glue_text,
-    parse_completion,
-    parse_interval,
-    tag_prediction,
-)
+from vaur1.parse import read_tag_and_class
 from vaur1.prompts import Mode, PromptConfig, build_messages
 from vaur1.video.decode import decode
 from vaur1.video.frames import DecodedVideo
@@ -78,22 +68,12 @@ class AnalyzeOptions:
 def read_outputs(raw: dict[str, str]) -> dict[str, Any]:
     """anomaly, class, interval, description and reasoning from the three outputs, by the one parser."""
     # only the answer format is read: an output without it is unreadable, never a guess from free text
-    tag = parse_completion(raw["tag"])
-    label = tag_prediction(tag, "tagged")
-    anomaly_class = extract_class(answer_text(parse_completion(raw["cls"]), "tagged"))
-    if label is not None:
-        anomaly = label == TAG_LABELS[0]
-    else:
-        # the TAG answer states nothing readable: the class answer is the only other word on it
-        anomaly = None if anomaly_class is None else anomaly_class != NORMAL
-    interval = parse_interval(glue_text(tag, "tagged"))
-    if anomaly is False or interval is None or interval == NO_ANOMALY or interval[1] <= interval[0]:
-        interval = None
+    reading = read_tag_and_class(raw["tag"], raw["cls"])
     description, analysis = reasoning_parts(raw["reasoning"])
     return {
-        "anomaly": anomaly,
-        "class": anomaly_class,
-        "interval": list(interval) if interval is not None else None,
+        "anomaly": reading.anomaly,
+        "class": reading.anomaly_class,
+        "interval": list(reading.interval) if reading.interval is not None else None,
         "description": description,
         "reasoning": analysis,
     }

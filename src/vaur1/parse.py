@@ -396,3 +396,28 @@ def is_strict_format(text: str, task: str, mode: FormatMode) -> bool:
     if any(not content.strip() for content in contents.values()):
         return False
     return "glue" not in contents or _valid_strict_glue(contents["glue"])
+
+
+@dataclass(frozen=True)
+class VideoReading:
+    """What a model's TAG and CLS answers (answer format only) say of one video."""
+
+    anomaly: bool | None  # None: neither answer is readable on it
+    anomaly_class: str | None
+    interval: Interval | None  # in the video's seconds; None for no anomaly or no readable interval
+
+
+def read_tag_and_class(tag_text: str, cls_text: str) -> VideoReading:
+    """The one reading `vaur1 analyze` and a scan's windows share: the TAG answer says whether there is
+    an anomaly (or, unreadable, the class answer does), the CLS answer which, the TAG `<glue>` when."""
+    tag = parse_completion(tag_text)
+    label = tag_prediction(tag, "tagged")
+    anomaly_class = extract_class(answer_text(parse_completion(cls_text), "tagged"))
+    if label is not None:
+        anomaly = label == TAG_LABELS[0]
+    else:
+        anomaly = None if anomaly_class is None else anomaly_class != NORMAL
+    interval = parse_interval(glue_text(tag, "tagged"))
+    if anomaly is not True or interval is None or interval == NO_ANOMALY or interval[1] <= interval[0]:
+        interval = None
+    return VideoReading(anomaly, anomaly_class, interval)

@@ -35,17 +35,7 @@ from typing import Any
 from vaur1.bench.schema import NORMAL
 from vaur1.bench.tasks import Example
 from vaur1.eval.scan_config import ScanConfig
-from vaur1.parse import (
-    ANSWER_OPEN,
-    NO_ANOMALY,
-    TAG_LABELS,
-    answer_text,
-    extract_class,
-    glue_text,
-    parse_completion,
-    parse_interval,
-    tag_prediction,
-)
+from vaur1.parse import ANSWER_OPEN, TAG_LABELS, read_tag_and_class
 from vaur1.prompts import PromptConfig, build_messages
 from vaur1.video.decode import DEFAULT_LIMITS, DecodeLimits, probe
 from vaur1.video.spec import VideoSpec
@@ -88,14 +78,12 @@ class _Window:
 
 
 def _read_window(item: _Window, tag_text: str, cls_text: str) -> None:
-    tag = parse_completion(tag_text)
-    label = tag_prediction(tag, "tagged")
-    item.anomaly = None if label is None else label == TAG_LABELS[0]
-    item.anomaly_class = extract_class(answer_text(parse_completion(cls_text), "tagged"))
-    interval = parse_interval(glue_text(tag, "tagged"))
-    if item.anomaly and interval is not None and interval != NO_ANOMALY and interval[1] > interval[0]:
-        start = min(max(item.window.start + interval[0], item.window.start), item.window.end)
-        end = min(max(item.window.start + interval[1], item.window.start), item.window.end)
+    reading = read_tag_and_class(tag_text, cls_text)
+    item.anomaly, item.anomaly_class = reading.anomaly, reading.anomaly_class
+    if reading.interval is not None:  # window seconds -> video seconds, inside the window
+        start, end = (
+            min(max(item.window.start + t, item.window.start), item.window.end) for t in reading.interval
+        )
         item.interval = [round(start, 3), round(end, 3)] if end > start else None
     item.raw = {"tag": tag_text, "cls": cls_text}
 
