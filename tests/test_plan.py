@@ -332,33 +332,34 @@ def test_frame_cache_size_matches_the_filled_cache_and_warns(tmp_path: Path) -> 
 
 
 def test_an_eval_plan_with_a_scan_gives_its_memory_per_call_and_a_speed_estimate(tmp_path: Path) -> None:
+    from vaur1.eval.config import load_eval_config
+    from vaur1.plan import make_plan
+
+    data = {
+        "model": {"name_or_path": "Qwen/Qwen2.5-VL-3B-Instruct"},
+        "video": {"fps": None, "num_frames": 16},
+    }
     config = tmp_path / "eval.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model": {"name_or_path": "Qwen/Qwen2.5-VL-3B-Instruct"},
-                "video": {"fps": None, "num_frames": 16},
-            }
-        )
-    )
-    base = ["plan", "--config", str(config), "--job", "eval"]
-    assert json.loads(run_cli(*base, "--json", check=True).stdout)["scan"] is None
-    scan = json.loads(run_cli(*base, "--scan", "--json", check=True).stdout)["scan"]
-    plain = json.loads(run_cli(*base, "--json", check=True).stdout)
+    config.write_text(yaml.safe_dump(data))
+    cfg = load_eval_config(str(config))
+    plain = make_plan("eval", cfg)
+    assert plain["scan"] is None
+    scan = make_plan("eval", cfg, scan=True)["scan"]
     # three prompts a window, four windows a call: more sequences than eval's batch of 8 at once
     assert scan["windows_per_call"] == 4 and scan["peak_bytes"] > plain["per_gpu_bytes"]["total"]
     assert scan["visual_tokens_per_window"] == plain["visual_tokens_per_video"]  # 16 frames either way
-    wider = json.loads(run_cli(*base, "--scan", "--json", "scan.stride=32", check=True).stdout)["scan"]
+    wider = make_plan("eval", load_eval_config(str(config), ["scan.stride=32"]))["scan"]
     assert wider["video_minutes_per_minute_estimate"] == pytest.approx(
         2 * scan["video_minutes_per_minute_estimate"]
     )
-    a100 = json.loads(run_cli(*base, "--scan", "--gpu-kind", "a100", "--json", check=True).stdout)["scan"]
+    a100 = make_plan("eval", cfg, scan=True, gpu_kind="a100")["scan"]
     assert a100["seconds_per_call_estimate"] > scan["seconds_per_call_estimate"]
-    text = run_cli(*base, "--scan", check=True).stdout
+    base = ["plan", "--config", str(config), "--job", "eval", "--scan"]
+    text = run_cli(*base, check=True).stdout
     assert "video-minutes per minute on one H100 (a roofline estimate, not measured)" in " ".join(
         text.split()
     )
-    bad = run_cli(*base, "--scan", "--gpu-kind", "tpu")
+    bad = run_cli(*base, "--gpu-kind", "tpu")
     assert (
         bad.returncode == 2
         and "'tpu': the scan's speed is estimated for h100, h200, a100, l40s" in bad.stderr

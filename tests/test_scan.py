@@ -161,7 +161,18 @@ def test_long_recordings_list_their_events_apart_inside_normal_footage(recording
 def test_analyze_scans_a_long_recording_into_windows_and_events(eval_model, recordings, tmp_path):
     video = str(recordings / "videos" / "recording_000.mp4")
     flags = ["--model", str(eval_model), "--device", "cpu", "--num-frames", "4", "--min-pixels", "784"]
-    flags += ["--max-pixels", "3136", "--window", "16", "--stride", "8", "--threshold", "0"]
+    flags += [
+        "--max-pixels",
+        "3136",
+        "--window",
+        "16",
+        "--stride",
+        "8",
+        "--threshold",
+        "0",
+        "--max-new-tokens",
+        "4",
+    ]
     result = run_cli("analyze", video, *flags, "--json", "--out", str(tmp_path / "pages"), check=True)
     # longer than a window: scanned without being asked, and said so
     assert "scanned in windows of 16 s every 8 s" in result.stderr
