@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from train_helpers import synth_bench
 from vaur1.bench import load_bench
-from vaur1.errors import BenchFormatError
+from vaur1.errors import BenchFormatError, VaurError
 
 synth_bench = synth_bench
 
@@ -77,7 +77,7 @@ def test_a_dataset_without_the_columns_is_refused(tmp_path):
     from datasets import Dataset, DatasetDict
 
     DatasetDict({"train": Dataset.from_list([{"text": "a"}])}).save_to_disk(str(tmp_path / "other"))
-    with pytest.raises(Exception, match="not a VAU-Bench dataset"):
+    with pytest.raises(VaurError, match="not a VAU-Bench dataset"):
         load_bench(tmp_path / "other")
 
 

@@ -83,7 +83,14 @@ def test_run_predicts_every_item_once_and_writes_metrics_per_task_mode_and_sourc
     assert saved["video_errors"] == {"videos": 0, "items": 0, "list": []}
     for mode in ("direct", "think"):
         qa = saved["tasks"]["qa"][mode]
-        assert qa["n"] == 3 and 0 <= qa["accuracy"] <= 100 and len(qa["ci"]["accuracy"]) == 2
+        # the accuracy is the items' own verdicts (sample_scores.jsonl), not just a number in range
+        verdicts = [
+            line["correct"]
+            for line in map(json.loads, (run_dir / "sample_scores.jsonl").read_text().splitlines())
+            if line["task"] == "qa" and line["mode"] == mode
+        ]
+        assert qa["n"] == 3 and len(verdicts) == 3 and len(qa["ci"]["accuracy"]) == 2
+        assert qa["accuracy"] == round(100 * sum(verdicts) / 3, 2)
         assert set(qa["by_source"]) == {"synth"} and qa["by_source"]["synth"]["n"] == 3
         tag = saved["tasks"]["tag"][mode]
         assert (tag["n"], tag["n_normal"]) == (2, 1) and {"miou", "r@0.3", "r@0.5", "r@0.7"} <= set(tag)
@@ -318,7 +325,16 @@ def test_offline_scorer_reports_under_its_own_name(
     offline = metrics["tasks"]["reasoning"]["direct"]["offline"]
     assert offline["scorer"] == OFFLINE_SCORER_NAME and metrics["run"]["offline_scorer"] == offline["scorer"]
     assert offline["samples"] == 3 and offline["missing"] == 0
-    assert 0 < offline["description_rouge_l"] < 1 and -1 <= offline["description_similarity"] <= 1
+    # the summary is the mean of the items' own scores (reasoning_scores.jsonl)
+    items = [
+        line["offline"]
+        for line in map(json.loads, (run_dir / "reasoning_scores.jsonl").read_text().splitlines())
+        if line["mode"] == "direct"
+    ]
+    for metric in ("description_rouge_l", "description_similarity"):
+        values = [item[metric] for item in items]
+        assert len(values) == 3 and offline[metric] == pytest.approx(sum(values) / 3, abs=1e-4), metric
+    assert 0 < offline["description_rouge_l"] < 1
     assert "judge" not in metrics["tasks"]["reasoning"]["direct"]
     assert f"{OFFLINE_SCORER_NAME} (not VAU-Eval)" in (run_dir / "report.md").read_text()
 

@@ -18,7 +18,7 @@ from train_helpers import sft_config
 from vaur1.bench.reasoning import parse_reasoning
 from vaur1.config import load_config, save_config
 from vaur1.errors import ConfigError, VaurError
-from vaur1.parse import parse_completion, parse_interval
+from vaur1.parse import parse_completion, parse_interval, tag_prediction
 from vaur1.rl.config import GRPOTrainConfig
 
 # Each took 38-68 s before the patterns were made linear; a linear parser takes milliseconds. The
@@ -41,9 +41,12 @@ def test_no_input_makes_a_parser_quadratic(name):
 
 
 def test_huge_numbers_and_deep_nesting_in_a_completion_are_malformed_not_a_crash():
-    parse_interval("[" + "9" * 401 + ", 5]")  # no OverflowError
+    assert parse_interval("[" + "9" * 401 + ", 5]") is None  # no OverflowError, no interval
+    assert parse_interval("[1e400, 2]") is None and parse_interval("[2, 1e400]") is None  # inf is no time
     completion = parse_completion("<answer>" + "[" * 100_000 + "</answer><glue>[1e400, 2]</glue>")
-    assert completion is not None
+    # read up to MAX_CHARS: the answer is the brackets, the interval is not there, the TAG label unreadable
+    assert completion.answer_tagged and set(completion.answer) == {"["}
+    assert parse_interval(completion.glue) is None and tag_prediction(completion, "tagged") is None
 
 
 # pieces of tags, headings and intervals, joined at random and repeated

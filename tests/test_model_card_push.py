@@ -32,7 +32,9 @@ def test_every_export_has_a_model_card(trained):
     card = (TrainRun(trained).final / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
     assert header["library_name"] == "transformers" and "sft" in header["tags"]
-    assert ("## Video" in card and "4 frames" in card) or "frames" in card
+    # the VideoSpec it was trained with, as eval and analyze will read it back
+    video = card.split("## Video", 1)[1].split("##", 1)[0]
+    assert "2 frames, 784..784 px/frame" in video and "vaur1_video_spec.yaml" in video
     assert "| optim.learning_rate |" in card and "| optimizer steps run | 2 |" in card
 
 

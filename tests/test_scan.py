@@ -13,6 +13,7 @@ import torch
 from conftest import run_cli
 from vaur1.bench.synth_long import generate_recordings, read_events
 from vaur1.bench.tasks import Example
+from vaur1.errors import VaurError
 from vaur1.eval.generators import HFGenerator, label_tokens
 from vaur1.eval.scan import merge_events, needs_scan
 from vaur1.model.generate import SamplingConfig
@@ -79,7 +80,7 @@ def test_label_tokens_part_where_the_labels_do(eval_model):
     text, tokens = label_tokens(tokenizer, ANSWER_OPEN + " ", TAG_LABELS)
     assert text == ANSWER_OPEN
     assert tokens == [tokenizer.encode(ANSWER_OPEN + " " + label)[1] for label in TAG_LABELS]
-    with pytest.raises(Exception, match="does not tell the labels"):
+    with pytest.raises(VaurError, match="does not tell the labels"):
         label_tokens(tokenizer, ANSWER_OPEN, ["Normal", "Normal"])
 
 

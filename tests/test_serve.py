@@ -3,6 +3,7 @@ is not a video gets an error page. Chromium and its driver come from the test se
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VAUR1
+from conftest import VAUR1, run_cli
 from engine_helpers import free_port
 
 pytestmark = pytest.mark.browser
@@ -87,12 +88,19 @@ def upload(browser, url: str, path: Path) -> str:
 
 @pytest.mark.slow
 def test_a_person_uploads_a_video_and_reads_its_analysis(
-    server, browser, eval_synth: Path, tmp_path: Path
+    server, browser, eval_model: Path, eval_synth: Path, tmp_path: Path
 ) -> None:
     clip = sorted((eval_synth / "videos").iterdir())[0]
     text = upload(browser, server, clip)
     for field in ("anomaly", "class", "interval", "description", "raw output: tag", "raw output: reasoning"):
         assert field in text, field
+    # the page holds the model's own answers: those `vaur1 analyze` gives with the same settings
+    flags = ["--model", str(eval_model), "--max-new-tokens", "8", "--mode", "direct", "--device", "cpu"]
+    expected = json.loads(run_cli("analyze", str(clip), *flags, "--json", check=True).stdout)
+    shown = " ".join(text.split())
+    for task, output in expected["raw"].items():
+        assert " ".join(output.split()) in shown, (task, output)
+    assert f"anomaly {({True: 'yes', False: 'no', None: 'unreadable'})[expected['anomaly']]}" in shown
     assert browser.find_elements("css selector", ".strip img")  # the frames the model saw
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_text("just text")

@@ -179,7 +179,7 @@ def test_a_trl_style_yaml_loads_with_the_keys_vaur1_shares(tmp_path, caplog):
     assert cfg.optim.learning_rate == 3e-6 and cfg.loss.beta == 0.04 and cfg.run.report_to == ["tensorboard"]
     assert "ddp_timeout, logging_strategy" in caplog.text
     path.write_text(yaml.safe_dump({"learning_rate": 1e-6, "optim": {"learning_rate": 2e-6}}))
-    with pytest.raises(Exception, match="optim.learning_rate is set twice"):
+    with pytest.raises(ConfigError, match="optim.learning_rate is set twice"):
         load_training_config(GRPOTrainConfig, str(path), [])
 
 
