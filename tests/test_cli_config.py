@@ -88,3 +88,18 @@ def test_the_wheel_ships_every_config(tmp_path):
         assert f"vaur1/configs/{name}.yaml" in inside, name
     for name in ARCHITECTURES:  # vaur1 plan and model tiny --like read them offline
         assert f"vaur1/model/architectures/{name}.json" in inside, name
+
+
+def test_tables_print_whole_in_a_pipe(shared_bench):
+    """Not a terminal: rich would assume 80 columns and cut or fold keys; the output keeps them whole."""
+    shown = run_cli("config", "show", "grpo", check=True).stdout
+    line = next(row for row in shown.splitlines() if "model.attn_implementation" in row)
+    assert "flash_attention_2 where flash-attn is installed" in line  # key, value and help on one line
+    stats = run_cli("data", "stats", str(shared_bench), check=True).stdout
+    assert "test_ucf_crime.csv" in stats and "skipped" in stats and "…" not in stats
+    listed = run_cli("config", "list", check=True).stdout
+    assert (
+        "accelerate/zero2  DeepSpeed ZeRO-2 (optimizer states and gradients sharded) on one machine with 8 GPUs"
+        in listed
+    )
+    assert "(set num_processes to your GPU count)." in listed

@@ -9,6 +9,7 @@ handler, and a progress bar over steps or items (training, evaluation, analysis 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -30,6 +31,16 @@ from rich.text import Text
 from vaur1.files import json_safe
 
 console = Console(stderr=True)
+PIPE_WIDTH = 1000  # columns of a command's output when it is not a terminal
+
+
+def output_console(**options: Any) -> Console:
+    """A console for what a command prints on stdout. On a terminal it takes the terminal's width; in a
+    pipe or a file (where rich would assume 80 columns, or an exported $COLUMNS, and cut or fold tables
+    mid-key) it is wide enough that every table prints whole."""
+    if "width" not in options and not sys.stdout.isatty():
+        options["width"] = PIPE_WIDTH
+    return Console(**options)
 
 
 def setup_console_logging(is_main_process: bool = True, level: int = logging.INFO) -> logging.Logger:

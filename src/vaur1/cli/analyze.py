@@ -12,6 +12,7 @@ from rich.table import Table
 
 from vaur1.cli.scanning import add_scan_options, load_prompts, scan_config, scan_with_progress
 from vaur1.cli.video import add_spec_options, spec_from_args
+from vaur1.console import output_console
 from vaur1.vocab import MODES
 
 
@@ -131,7 +132,7 @@ def print_scan(result: dict) -> None:
             f"{event['score']:.3f}",
             str(event["windows"]),
         )
-    console = Console()
+    console = output_console()
     console.print(table)
     highest = max((w["score"] for w in scored), default=None)
     console.print(
@@ -171,4 +172,4 @@ def print_result(result: dict) -> None:
     }
     for key, value in shown.items():
         table.add_row(key, value)
-    Console().print(table)
+    output_console().print(table)

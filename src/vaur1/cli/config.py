@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
 from rich.table import Table
+
+from vaur1.console import output_console
 
 JOBS = {
     "grpo": ("vaur1.rl.config", "GRPOTrainConfig"),
@@ -56,12 +57,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_list(args: argparse.Namespace) -> int:
     from vaur1.config import SHIPPED, shipped_configs
 
-    console = Console(highlight=False)
+    console = output_console(highlight=False)
     for name in shipped_configs():
-        first = (SHIPPED / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[:1]
-        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        about = first_sentence((SHIPPED / f"{name}.yaml").read_text(encoding="utf-8"))
         console.print(f"[bold]{name}[/]  {about}")
     return 0
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a config file's leading comment (which may span lines), without a closing
+    colon that introduces a command."""
+    words: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("#") or not line.strip("# ") or line.startswith("#  "):
+            break  # the comment ended, or a blank comment line, or an indented command
+        words.append(line.lstrip("#").strip())
+    sentence = " ".join(words).split(". ")[0]
+    return sentence.rstrip(":").rstrip(".") + ("." if sentence else "")
 
 
 def job_config(job: str, config: str | None, overrides: list[str]):
@@ -98,7 +110,7 @@ def run_show(args: argparse.Namespace) -> int:
     for setting in found:
         value = json.dumps(setting.default) if not isinstance(setting.default, str) else setting.default
         table.add_row(setting.key, value if len(value) <= 60 else value[:57] + "...", setting.help)
-    Console().print(table)
+    output_console().print(table)
     return 0
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaur1.bench.loader import CLEANING_RULES
+from vaur1.console import output_console
 from vaur1.errors import ConfigError
 from vaur1.vocab import MODES
 
@@ -141,7 +142,7 @@ def run_synth(args: argparse.Namespace) -> int:
         extra_test=args.extra_test,
     )
     manifest = json.loads((out / "synthvau.json").read_text(encoding="utf-8"))
-    console = Console()
+    console = output_console()
     for split, counts in manifest["counts"].items():
         listed = ", ".join(f"{name} {count}" for name, count in counts.items())
         console.print(f"{split}.csv: {sum(counts.values())} clips ({listed})", highlight=False)
@@ -165,7 +166,7 @@ def _synth_long(args: argparse.Namespace, started: float) -> int:
         size=args.size or (112, 84),
         fps=args.fps,
     )
-    console = Console()
+    console = output_console()
     for name, entry in read_events(out / EVENTS_CSV).items():
         times = ", ".join(f"{start:g}-{end:g} s {kind}" for start, end, kind in entry["events"]) or "normal"
         console.print(f"{name}: {entry['duration']:g} s; {times}", highlight=False, markup=False)
@@ -182,7 +183,7 @@ def run_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    console = Console()
+    console = output_console()
     summary = Table(title="VAU-Bench files")
     for column in (
         "file",
@@ -238,7 +239,7 @@ def run_export(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VaurError(f"{out}: exists and is not an empty folder")
     bench = load_bench(args.bench, strict=args.strict)
-    console = Console(highlight=False)
+    console = output_console(highlight=False)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
     for report in bench.reports.values():  # what the export leaves out is said, never dropped silently
         for reason, count in report.skipped.items():

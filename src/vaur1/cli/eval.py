@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaur1.cli.eval_scan import register_scan
+from vaur1.console import output_console
 from vaur1.errors import VaurError
 from vaur1.vocab import HEADLINE_METRICS, MODES, SCORED_TASKS, TASKS, task_metrics
 
@@ -132,7 +133,7 @@ def run_baselines(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    console = Console(highlight=False)
+    console = output_console(highlight=False)
     where = (
         f"on {args.fit_on}"
         if args.fit_on
@@ -160,7 +161,7 @@ def run_baselines(args: argparse.Namespace) -> int:
 
 
 def _print_tables(task: str, result: dict) -> None:
-    console = Console(highlight=False)
+    console = output_console(highlight=False)
     table = Table(title=f"{task} metrics (%)")
     for column in ("source", "metric", "value", "95% interval"):
         table.add_column(column, justify="left" if column in ("source", "metric") else "right")
@@ -324,7 +325,7 @@ def eval_flags(args: argparse.Namespace) -> dict:
 
 
 def _print_summary(metrics: dict, run_dir: Path) -> None:
-    console = Console(highlight=False, soft_wrap=True)
+    console = output_console(highlight=False, soft_wrap=True)
     table = Table(title=f"{run_dir}")
     for column in ("task", "mode", "n", "headline", "95% interval"):
         table.add_column(column, justify="left" if column in ("task", "mode", "headline") else "right")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from vaur1.cli.scanning import add_scan_options, load_prompts, scan_config
 from vaur1.cli.video import add_spec_options, spec_from_args
+from vaur1.console import output_console
 
 
 def register_scan(commands: argparse._SubParsersAction) -> None:
@@ -118,4 +119,4 @@ def print_metrics(metrics: dict) -> None:
         f"not covered), {metrics['known_events']} known and {metrics['predicted_events']} predicted events, "
         f"{metrics['skipped_windows']} windows not decodable",
     )
-    Console().print(table)
+    output_console().print(table)

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from vaur1.console import output_console
 from vaur1.errors import VaurError
 from vaur1.vocab import ARCHITECTURES, ARCHS
 
@@ -78,7 +78,7 @@ def run_tiny(args: argparse.Namespace) -> int:
     else:
         build_tiny_model(args.arch, out, hidden_size=args.hidden_size, num_layers=args.layers, seed=args.seed)
     summary = checkpoint_info(str(out))
-    Console().print(
+    output_console().print(
         f"built {args.like or args.arch} in {out}: {summary['parameters']['total']:,} parameters, "
         f"vocabulary {summary['text']['vocab_size']}",
         highlight=False,
@@ -103,7 +103,7 @@ def run_info(args: argparse.Namespace) -> int:
                 table.add_row(f"{section}.{key}", _show(value))
         else:
             table.add_row(section, _show(values))
-    Console().print(table)
+    output_console().print(table)
     return 0
 
 

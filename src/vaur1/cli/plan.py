@@ -10,8 +10,9 @@ import argparse
 import json
 import re
 
-from rich.console import Console
 from rich.table import Table
+
+from vaur1.console import output_console
 
 ENGINE_NAMES = ("ddp", "zero2", "zero3", "zero3_offload", "fsdp")
 JOB_KEYS = {  # top-level keys only that job's config has (SFT: a training config without GRPO's)
@@ -142,7 +143,7 @@ def gib(value: float | None) -> str:
 
 
 def show(plan: dict) -> None:
-    console = Console(highlight=False)
+    console = output_console(highlight=False)
     console.print(
         f"[bold]{plan['job']}[/] with {plan['model']}: {plan['parameters'] / 1e9:.2f} B parameters "
         f"({plan['vision_parameters'] / 1e9:.2f} B vision), {plan['trainable_parameters'] / 1e9:.3f} B trainable, "

@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from rich.console import Console
+from vaur1.console import output_console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,7 +50,7 @@ def run_push(args: argparse.Namespace) -> int:
     write_model_card(model_dir, run.root, args.eval)
     api = HfApi(endpoint=args.endpoint)
     files, links = upload_files(model_dir)
-    console = Console(highlight=False, soft_wrap=True)
+    console = output_console(highlight=False, soft_wrap=True)
     for link in links:
         console.print(
             f"[yellow]skipped[/] {link}: a link (only regular files inside {model_dir} are uploaded)"

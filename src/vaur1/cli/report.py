@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from vaur1.console import output_console
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -47,7 +49,7 @@ def run_report(args: argparse.Namespace) -> int:
         from vaur1.eval.gallery import write_gallery
 
         written["gallery"] = write_gallery(args.run_dirs, Path(f"{out}_gallery.html"))
-    console = Console(highlight=False, soft_wrap=True)
+    console = output_console(highlight=False, soft_wrap=True)
     for kind, path in written.items():
         console.print(f"{kind}: {path}")
     return 0

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaur1.config import shown
+from vaur1.console import output_console
 from vaur1.errors import VaurError
 from vaur1.vocab import SCORED_TASKS
 
@@ -178,8 +179,8 @@ def _print_table(task: str, path: Path, results: list[dict], custom: list[str]) 
             continue
         cells = [f"{result['rewards'][n]:.3f}" if n in result["rewards"] else "-" for n in names]
         table.add_row(str(result["line"]), *cells, f"{result['total']:.3f}")
-    console = Console()
+    console = output_console()
     if not console.is_terminal:  # in a pipe or a file every column keeps its whole name
         needed = sum(max(len(name), 6) + 3 for name in ["line", *names, "total"]) + 1
-        console = Console(width=max(console.width, needed))
+        console = output_console(width=max(console.width, needed))
     console.print(table)

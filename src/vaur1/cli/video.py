@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
+from vaur1.console import output_console
 
 
 def _total_pixels(text: str) -> int | None:
@@ -130,7 +130,7 @@ def run_probe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    console = Console()
+    console = output_console()
     table = Table(title=escape(info.path), show_header=False)
     table.add_row("codec", info.codec)
     turned = f", turned {info.rotation} degrees clockwise" if info.rotation else ""
@@ -225,7 +225,7 @@ def run_cache(args: argparse.Namespace) -> int:
     owners: dict[str, str] = {}  # video path -> the first sample that names it
     for sample in bench.samples:
         owners.setdefault(str(roots.resolve(sample)), f"{sample.split}/{sample.id}")
-    console = Console()
+    console = output_console()
     console.print(f"{len(owners)} videos, spec: {spec.describe()}", highlight=False, markup=False)
     console.print(f"cache: {config.path} (limit {config.max_gb:g} GB)", highlight=False, markup=False)
     CachedDecoder(spec, config.path, config.max_bytes)  # checks the decoder and creates the folder

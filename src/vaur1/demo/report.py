@@ -231,10 +231,11 @@ def budget_table(report: dict[str, Any]) -> Table:
 def print_comparison(report: dict[str, Any], pages: Path) -> None:
     """The comparison and budget tables on standard output, then where the report is: the demo's
     last words. `pages` is the report's path without its suffix (report.md, .html and .json)."""
-    from rich.console import Console
     from rich.table import Table as RichTable
 
-    console = Console(highlight=False, soft_wrap=True)
+    from vaur1.console import output_console
+
+    console = output_console(highlight=False, soft_wrap=True)
     for table in (comparison_table(report), budget_table(report)):
         shown = RichTable(*table.header, title=table.title, caption=table.note)
         for row in table.rows:
