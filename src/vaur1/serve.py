@@ -232,8 +232,7 @@ def build_app(
     def scan(name: str, folder: Path, path: Path, job: ScanJob) -> None:
         """The background job: the scan, its page, and the upload's folder removed whatever happens."""
         from vaur1.eval.scan import scan_video
-        from vaur1.eval.scan_page import scan_page
-        from vaur1.video.windows import Window, decode_windows
+        from vaur1.eval.scan_page import event_frames, scan_page
 
         try:
             generator, spec = generator_for(name)
@@ -250,10 +249,7 @@ def build_app(
                 limits=limits.decode,
                 on_progress=advance,
             )
-            events = [Window(event["start"], event["end"]) for event in result["events"]]
-            frames = {
-                i: p.video for i, p in enumerate(decode_windows(path, spec, events)) if p.video is not None
-            }
+            frames = event_frames(path, spec, result, limits.decode)
             back = '<p><a href="/">analyze another video</a></p>'
             job.page = scan_page({**result, "video": job.shown}, frames).replace("<body>", f"<body>{back}", 1)
         except VaurError as err:

@@ -67,14 +67,16 @@ def run_analyze(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for number, video in enumerate(videos, start=1):
         try:
-            info = probe(video)
-            scanned = args.scan if args.scan is not None else needs_scan(info.duration, spec, scan.window)
-            if scanned and args.scan is None:
-                err.print(
-                    f"{video.name}: {info.duration:.0f} s is longer than one pass of the VideoSpec covers at "
-                    f"a window's spacing: scanned in windows of {scan.window:g} s every {scan.stride:g} s "
-                    "(--no-scan: one pass)"
-                )
+            scanned = args.scan
+            if scanned is None:  # the video's length decides, read only when it has to
+                duration = probe(video).duration
+                scanned = needs_scan(duration, spec, scan.window)
+                if scanned:
+                    err.print(
+                        f"{video.name}: {duration:.0f} s is longer than one pass of the VideoSpec covers at "
+                        f"a window's spacing: scanned in windows of {scan.window:g} s every {scan.stride:g} s "
+                        "(--no-scan: one pass)"
+                    )
             if generator is None:
                 with err.status("loading the model"):
                     generator = load_generator(model, options.sampling, spec, args.backend)
@@ -105,16 +107,12 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 def write_scan_page(result: dict, spec, out: Path) -> Path:
     """OUT/<video>.html for a scan: the score over time, the events and a strip of each event's frames."""
-    from vaur1.eval.scan_page import scan_page
+    from vaur1.eval.scan_page import event_frames, scan_page
     from vaur1.files import write_text
-    from vaur1.video.windows import Window, decode_windows
 
-    events = [Window(event["start"], event["end"]) for event in result["events"]]
-    frames = {
-        i: part.video for i, part in enumerate(decode_windows(result["video"], spec, events)) if part.video
-    }
     out.mkdir(parents=True, exist_ok=True)
-    return write_text(out / f"{Path(result['video']).stem}.html", scan_page(result, frames))
+    page = scan_page(result, event_frames(result["video"], spec, result))
+    return write_text(out / f"{Path(result['video']).stem}.html", page)
 
 
 def print_scan(result: dict) -> None:

@@ -37,9 +37,9 @@ from vaur1.bench.tasks import Example
 from vaur1.eval.scan_config import ScanConfig
 from vaur1.parse import ANSWER_OPEN, TAG_LABELS, read_tag_and_class
 from vaur1.prompts import PromptConfig, build_messages
-from vaur1.video.decode import DEFAULT_LIMITS, DecodeLimits, probe
+from vaur1.video.decode import DEFAULT_LIMITS, DecodeLimits
 from vaur1.video.spec import VideoSpec
-from vaur1.video.windows import Window, WindowFrames, decode_windows, scan_windows
+from vaur1.video.windows import Window, WindowFrames, open_windows, scan_windows
 
 
 def needs_scan(duration: float, spec: VideoSpec, window: float) -> bool:
@@ -154,23 +154,24 @@ def scan_video(
     cfg = cfg or ScanConfig()
     cfg.validate()
     prompts = prompts or PromptConfig()
-    info = probe(path, limits)
-    windows = scan_windows(info.duration, cfg.window, cfg.stride)
-    items = [_Window(window) for window in windows]
-    batch: list[WindowFrames] = []
-    done = 0
-    for part in decode_windows(path, spec, windows, batch=cfg.batch, limits=limits):
-        batch.append(part)
-        if len(batch) == cfg.batch or done + len(batch) == len(windows):
-            _score_batch(batch, items[done : done + len(batch)], generator, prompts)
-            done += len(batch)
-            batch = []
-            if on_progress is not None:
-                on_progress(done, len(windows))
+    with open_windows(path, limits) as reader:  # the file opened and its frame table read once
+        duration = reader.info.duration
+        windows = scan_windows(duration, cfg.window, cfg.stride)
+        items = [_Window(window) for window in windows]
+        batch: list[WindowFrames] = []
+        done = 0
+        for part in reader.frames(spec, windows, cfg.batch):
+            batch.append(part)
+            if len(batch) == cfg.batch or done + len(batch) == len(windows):
+                _score_batch(batch, items[done : done + len(batch)], generator, prompts)
+                done += len(batch)
+                batch = []
+                if on_progress is not None:
+                    on_progress(done, len(windows))
     records = [item.record() for item in items]
     return {
         "video": str(path),
-        "duration": round(info.duration, 3),
+        "duration": round(duration, 3),
         "window": cfg.window,
         "stride": cfg.stride,
         "threshold": cfg.threshold,

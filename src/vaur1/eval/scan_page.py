@@ -1,6 +1,6 @@
 """One scanned video as a self-contained HTML page: the score over time, the events, their frames.
 
-    write_text("camera.html", scan_page(result, {0: event_frames}))
+    write_text("camera.html", scan_page(result, event_frames("camera.mp4", spec, result)))
 
 The chart plots each window's P(anomaly) at the window's middle with the threshold as a dashed line;
 under it, the events (red) on the video's timeline, and the known anomalies (green) when they are
@@ -10,9 +10,13 @@ given; then a card per event with its time, class and score and a strip of its f
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 from vaur1.eval.gallery import thumbnails
+from vaur1.video.decode import DEFAULT_LIMITS, DecodeLimits
+from vaur1.video.spec import VideoSpec
+from vaur1.video.windows import Window, decode_windows
 
 WIDTH, HEIGHT = 960, 200
 
@@ -68,10 +72,20 @@ def _bar(start: float, end: float, duration: float, y: float, colour: str, label
     )
 
 
+def event_frames(
+    path: str | Path, spec: VideoSpec, result: dict[str, Any], limits: DecodeLimits = DEFAULT_LIMITS
+) -> dict[int, Any]:
+    """{event index: its decoded frames} for a scan's events (an event whose stretch does not decode is
+    shown without frames)."""
+    events = [Window(event["start"], event["end"]) for event in result["events"]]
+    parts = decode_windows(path, spec, events, limits=limits)
+    return {index: part.video for index, part in enumerate(parts) if part.video is not None}
+
+
 def scan_page(
-    result: dict[str, Any], event_frames: dict[int, Any], truth: list[tuple[float, float]] | None = None
+    result: dict[str, Any], frames: dict[int, Any], truth: list[tuple[float, float]] | None = None
 ) -> str:
-    """The page for `scan_video`'s result; `event_frames[i]` the decoded frames of event i."""
+    """The page for `scan_video`'s result; `frames[i]` the decoded frames of event i (`event_frames`)."""
     escape = html.escape
     title = escape(str(result["video"]))
     scored = sum(1 for w in result["windows"] if w["score"] is not None)
@@ -83,11 +97,11 @@ def scan_page(
     cards = []
     for index, event in enumerate(result["events"]):
         figures = ""
-        if index in event_frames:
+        if index in frames:
             figures = "".join(
                 f'<figure><img alt="" src="data:image/jpeg;base64,{jpeg}">'
                 f"<figcaption>{event['start'] + stamp:.1f} s</figcaption></figure>"
-                for stamp, jpeg in thumbnails(event_frames[index])
+                for stamp, jpeg in thumbnails(frames[index])
             )
         cards.append(
             f'<div class="card"><table><tr><th>event {index + 1}</th><td>{event["start"]:.1f} s - '

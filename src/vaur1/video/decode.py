@@ -102,8 +102,12 @@ class _FrameTable:
     def seconds(self, index: int) -> float:
         return float((self.pts[index] - self.pts[0]) * self.time_base)
 
-    def times(self) -> list[float]:
-        return [float((p - self.pts[0]) * self.time_base) for p in self.pts]
+    @functools.cached_property
+    def times(self) -> np.ndarray:
+        """Every frame's time in seconds from the first, as `seconds` gives it (exact integer products,
+        one correctly rounded division)."""
+        offsets = np.asarray(self.pts, dtype=np.int64) - self.pts[0]
+        return offsets * self.time_base.numerator / self.time_base.denominator
 
     @functools.cached_property
     def index_of(self) -> dict[int, int]:
@@ -203,7 +207,7 @@ def _frame_table(
         gap = int(np.median(np.diff(pts))) if len(pts) > 1 else round(1 / (fps * time_base))
         end_pts = pts[-1] + max(gap, 1)
     table = _FrameTable(pts=pts, keyframes=keyframes, time_base=time_base, fps=fps, end_pts=end_pts)
-    if variable_rate(table.times()):
+    if variable_rate(table.times):
         # the header's average rate comes from a duration muxers compute in different ways; the
         # frames' own mean rate keeps frames / fps equal to the duration, which sampling counts on
         table = replace(table, fps=len(pts) / table.duration)
@@ -457,7 +461,7 @@ def decode(
     check_decoder(spec.decoder)
     with _open(path) as container:
         table, info = _read_table(container, path, limits)
-        indices = spec.sample_indices(info.num_frames_total, info.fps, table.times())
+        indices = spec.sample_indices(info.num_frames_total, info.fps, table.times)
         padded = spec.padded_count(len(indices)) - len(indices)
         try:
             size = spec.output_size(info.height, info.width, len(indices) + padded)

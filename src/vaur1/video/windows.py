@@ -3,6 +3,8 @@
     windows = scan_windows(info.duration, window=32.0, stride=16.0)
     for part in decode_windows("camera.mp4", spec, windows):   # in order, a few windows at a time
         part.window, part.video   # or part.error: that stretch could not be decoded
+    with open_windows("camera.mp4") as reader:                 # the duration, then windows, one open
+        reader.frames(spec, scan_windows(reader.info.duration, 32.0, 16.0))
 
 The VideoSpec samples each window as it samples a whole clip (its fps or frame count, its pixel
 budget), and each window's timestamps start at 0, so a model trained on short clips sees what it
@@ -15,6 +17,7 @@ and reported with its error, and the scan goes on.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -69,17 +72,16 @@ def _window_frames(spec: VideoSpec, times: np.ndarray, window: Window) -> tuple[
     return inside, [inside.start + i for i in picked]
 
 
-def decode_windows(
-    path: str | Path,
-    spec: VideoSpec,
-    windows: Sequence[Window],
-    batch: int = 4,
-    limits: DecodeLimits = DEFAULT_LIMITS,
-) -> Iterator[WindowFrames]:
-    """Each window's frames under `spec`, in order (see the module docstring)."""
-    path = Path(path)
-    with open_video(path, limits) as (container, table, info):
-        times = np.asarray(table.times())
+class WindowReader:
+    """An open video, its frame table read once, whose windows are decoded in order."""
+
+    def __init__(self, container, table, info: VideoInfo, path: Path, limits: DecodeLimits) -> None:
+        self.container, self.table, self.info, self.path, self.limits = container, table, info, path, limits
+
+    def frames(self, spec: VideoSpec, windows: Sequence[Window], batch: int = 4) -> Iterator[WindowFrames]:
+        """Each window's frames under `spec`, in order (see the module docstring)."""
+        path, table, info, limits = self.path, self.table, self.info, self.limits
+        times = table.times
         for offset in range(0, len(windows), batch):
             chunk = windows[offset : offset + batch]
             picks = [_window_frames(spec, times, window) for window in chunk]
@@ -90,7 +92,7 @@ def decode_windows(
             for size in dict.fromkeys(sizes):  # one pass per frame size (the last window may differ)
                 wanted = sorted({i for (_, p), s in zip(picks, sizes, strict=True) if s == size for i in p})
                 try:
-                    decoded[size] = read_frames(container, path, table, info, spec, wanted, size, limits)
+                    decoded[size] = read_frames(self.container, path, table, info, spec, wanted, size, limits)
                 except VideoError:
                     decoded[size] = {}  # a bad stretch somewhere: each window below tries its own frames
             for window, (inside, indices), size in zip(chunk, picks, sizes, strict=True):
@@ -103,12 +105,32 @@ def decode_windows(
                 try:
                     if not all(i in images for i in indices):
                         images = read_frames(
-                            container, path, table, info, spec, sorted(set(indices)), size, limits
+                            self.container, path, table, info, spec, sorted(set(indices)), size, limits
                         )
                 except VideoError as err:
                     yield WindowFrames(window, None, str(err))
                     continue
                 yield WindowFrames(window, _clip(path, spec, times, info, window, inside, indices, images))
+
+
+@contextlib.contextmanager
+def open_windows(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> Iterator[WindowReader]:
+    """The video opened for its windows; `reader.info` holds its duration before any window is chosen."""
+    path = Path(path)
+    with open_video(path, limits) as (container, table, info):
+        yield WindowReader(container, table, info, path, limits)
+
+
+def decode_windows(
+    path: str | Path,
+    spec: VideoSpec,
+    windows: Sequence[Window],
+    batch: int = 4,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+) -> Iterator[WindowFrames]:
+    """Each window's frames under `spec`, in order (see the module docstring)."""
+    with open_windows(path, limits) as reader:
+        yield from reader.frames(spec, windows, batch)
 
 
 def _clip(
