@@ -2,7 +2,7 @@
 
 The answer comes from the real videos where the plan can see them (files given on the command
 line, or the benchmark's videos under `data.video_roots`: their headers and packet tables are read,
-no frame is decoded); otherwise from the VideoSpec's worst case for a reference frame size, which is
+and their first frame decoded for its display rotation); otherwise from the VideoSpec's worst case for a reference frame size, which is
 what a long video at that size costs (the longest video sets a run's peak).
 """
 
