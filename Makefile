@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint clean browser vllm lmms-eval trackio
+.PHONY: venv demo test test-fast lint docs clean browser vllm lmms-eval trackio
+
+# The documentation site (mkdocs.yml, docs/) into build/site; --strict fails on a broken link or API name.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +58,7 @@ test: $(STAMP) $(VLLM_STAMP) $(LMMS_STAMP) $(TRACKIO_STAMP) browser
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
+	$(MKDOCS)
 
 # The development loop: everything but what is slow by nature (end-to-end training runs, several
 # processes, vLLM engines, the browser, package resolution); `make test` runs those too.
@@ -63,6 +67,7 @@ test-fast: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests -m "$(FAST)"
+	$(MKDOCS)
 
 # The whole pipeline on a CPU (SynthVAU -> tiny Qwen2.5-VL -> SFT -> GRPO -> report), into runs/demo.
 demo: $(STAMP)
@@ -72,6 +77,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
+
+docs: $(STAMP)
+	$(MKDOCS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -25,7 +25,7 @@ from pathlib import Path
 import vaur1.model  # noqa: F401  (the torchvision shim, before transformers)
 from vaur1.demo import load_demo_config, run_demo
 from vaur1.eval.paired import paired_gain
-from vaur1.eval.report import load_run
+from vaur1.present.report import load_run
 from vaur1.runlock import claim_run
 
 FAMILIES: dict[str, list[str]] = {

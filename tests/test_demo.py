@@ -232,7 +232,8 @@ def test_a_new_tokenizer_corpus_rebuilds_the_model(monkeypatch):
 def test_the_constant_answer_level_is_the_most_common_class_share_of_val(tmp_path):
     import csv
 
-    from vaur1.demo.pipeline import run_data, split_examples
+    from vaur1.demo.config import split_examples
+    from vaur1.demo.pipeline import run_data
     from vaur1.eval.baselines import constant_class_accuracy
 
     cfg = load_demo_config(

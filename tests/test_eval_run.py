@@ -26,14 +26,15 @@ from vaur1.bench.tasks import TASKS
 from vaur1.cli import main
 from vaur1.errors import VaurError
 from vaur1.eval.config import EvalConfig, load_eval_config, load_examples
-from vaur1.eval.generators import check_spec_fits
 from vaur1.eval.infer import work_items
 from vaur1.eval.offline_scorer import OFFLINE_SCORER_NAME
 from vaur1.eval.predictions import PredictionStore, read_predictions
 from vaur1.eval.reasoning import reasoning_parts
-from vaur1.eval.run import rescore, run_eval, score_run
+from vaur1.eval.run import score_run
 from vaur1.layout import EvalRun
 from vaur1.model import build_tiny_model
+from vaur1.model.inputs import check_spec_fits
+from vaur1.present.evaluate import evaluate, rescore
 from vaur1.runinfo import write_run_metadata
 from vaur1.video.spec import VideoSpec
 
@@ -61,7 +62,7 @@ def test_run_predicts_every_item_once_and_writes_metrics_per_task_mode_and_sourc
     run_dir = tmp_path / "run"
     cfg = eval_helpers.make_config(eval_synth, eval_model, run_dir, **{"loader.num_workers": 1})
     assert cfg.modes == ["direct", "think"] and cfg.data.tasks == list(TASKS) and not cfg.sampling.do_sample
-    metrics = run_eval(cfg, progress=False)
+    metrics = evaluate(cfg, progress=False)
 
     lines = prediction_lines(run_dir)
     keys = [line["key"] for line in lines]
@@ -126,13 +127,13 @@ def test_run_predicts_every_item_once_and_writes_metrics_per_task_mode_and_sourc
     cut = data[-3][: len(data[-3]) // 2]
     EvalRun(run_dir).predictions.write_bytes(b"".join(data[:-3]) + cut)
     lost = {json.loads(line)["key"] for line in data[-3:]}
-    run_eval(cfg, progress=False)
+    evaluate(cfg, progress=False)
     again = prediction_lines(run_dir)
     assert [line["key"] for line in again][:-3] == keys[:-3]
     assert {line["key"] for line in again[-3:]} == lost and len(again) == len(keys)
 
     # Nothing left to do: the model is not even asked.
-    run_eval(cfg, generator=never_called, progress=False)
+    evaluate(cfg, generator=never_called, progress=False)
     assert len(prediction_lines(run_dir)) == len(keys)
 
 
@@ -152,7 +153,7 @@ def test_unreadable_video_is_counted_listed_and_kept_in_every_denominator(
         run_dir,
         **{"data.bench": str(bench), "data.tasks": ["qa", "cls"], "modes": ["direct"]},
     )
-    metrics = run_eval(cfg, progress=False)
+    metrics = evaluate(cfg, progress=False)
 
     lines = prediction_lines(run_dir)
     failed = [line for line in lines if line["status"] == "video_error"]
@@ -172,7 +173,7 @@ def test_unreadable_video_is_counted_listed_and_kept_in_every_denominator(
 
     # The video is repaired: a rerun tries its items again, and each item is still there once.
     broken.write_bytes(original)
-    metrics = run_eval(cfg, progress=False)
+    metrics = evaluate(cfg, progress=False)
     keys = [line["key"] for line in prediction_lines(run_dir)]
     assert len(keys) == len(set(keys)) == 6 and metrics["video_errors"]["videos"] == 0
 
@@ -379,9 +380,9 @@ def test_a_run_directory_refuses_predictions_of_another_setup(
         **{"data.tasks": ["reasoning"], "modes": ["direct"], "sampling.max_new_tokens": 99},
     )
     with pytest.raises(VaurError, match=r"sampling.max_new_tokens=12, this run has 99"):
-        run_eval(other, generator=never_called, progress=False)
+        evaluate(other, generator=never_called, progress=False)
     assert len(read_predictions(run_dir)) == 3
-    run_eval(cfg, generator=never_called, progress=False)  # the same setup resumes (here: nothing left)
+    evaluate(cfg, generator=never_called, progress=False)  # the same setup resumes (here: nothing left)
 
 
 def test_backend_and_video_spec_mismatches_are_clear_errors(
@@ -395,14 +396,14 @@ def test_backend_and_video_spec_mismatches_are_clear_errors(
     )
     cfg = eval_helpers.make_config(eval_synth, eval_model, tmp_path / "run", backend="vllm")
     with pytest.raises(VaurError, match="backend vllm: vLLM is not installed here"):
-        run_eval(cfg, progress=False)
+        evaluate(cfg, progress=False)
     monkeypatch.undo()
 
     judged = eval_helpers.make_config(
         eval_synth, eval_model, tmp_path / "judged", **{"judge.api_key_env": "VAUR1_TEST_UNSET_KEY"}
     )
     with pytest.raises(VaurError, match="export VAUR1_TEST_UNSET_KEY="):
-        run_eval(judged, generator=never_called, progress=False)
+        evaluate(judged, generator=never_called, progress=False)
     assert not (tmp_path / "judged").exists()  # refused before anything ran
 
     from transformers import AutoProcessor
@@ -452,7 +453,7 @@ def test_malformed_rows_are_counted_printed_and_reported_never_silently_dropped(
         **{"data.tasks": ["qa"], "modes": ["direct"], "data.video_roots.default": str(eval_synth / "videos")},
     )
     with caplog.at_level(logging.WARNING, logger="vaur1"):
-        metrics = run_eval(cfg, progress=False)
+        metrics = evaluate(cfg, progress=False)
     rows = metrics["bench_rows"]["test"]
     assert rows["rows_read"] == len(good) - 1 + 2 and sum(rows["skipped"].values()) == 2
     assert any(
@@ -467,7 +468,7 @@ def test_malformed_rows_are_counted_printed_and_reported_never_silently_dropped(
         **{"data.tasks": ["qa"], "modes": ["direct"], "data.strict": True},
     )
     with pytest.raises(VaurError, match=r"test.csv:\d+: column"):
-        run_eval(strict, progress=False)
+        evaluate(strict, progress=False)
 
 
 def test_an_evaluation_in_which_every_video_fails_never_succeeds(
@@ -486,24 +487,24 @@ def test_an_evaluation_in_which_every_video_fails_never_succeeds(
         **{"data.bench": str(bench), "data.tasks": ["qa"], "modes": ["direct"]},
     )
     with pytest.raises(VaurError, match="no item was answered: all 3 failed on their videos"):
-        run_eval(cfg, progress=False)
+        evaluate(cfg, progress=False)
     assert json.loads((run_dir / "metrics.json").read_text())["items"]["video_errors"] == 3  # still recorded
 
 
 def test_a_cleaning_rule_that_is_on_is_named_in_metrics_and_the_report(
     eval_synth: Path, eval_model: Path, tmp_path: Path
 ) -> None:
-    from vaur1.eval.report import write_report
+    from vaur1.present.report import write_report
 
     flags = {"data.tasks": ["tag"], "modes": ["direct"]}
-    plain = run_eval(
+    plain = evaluate(
         eval_helpers.make_config(eval_synth, eval_model, tmp_path / "plain", **flags), progress=False
     )
     assert plain["run"]["cleaning"] == [] and plain["bench_rows"]["test"]["cleaning"] == []
     cleaned = eval_helpers.make_config(
         eval_synth, eval_model, tmp_path / "clean", **flags, **{"data.cleaning": ["class_interval_conflicts"]}
     )
-    assert run_eval(cleaned, progress=False)["run"]["cleaning"] == ["class_interval_conflicts"]
+    assert evaluate(cleaned, progress=False)["run"]["cleaning"] == ["class_interval_conflicts"]
     both = write_report([tmp_path / "plain", tmp_path / "clean"], tmp_path / "report")["markdown"].read_text()
     assert "| cleaning |" in both and "class_interval_conflicts" in both  # the overview names it
     assert "| cleaning rules |" in both  # and the runs differ in it: the warning table says so
@@ -519,7 +520,7 @@ def test_report_paper_says_when_no_run_scored_a_paper_test_set(
     eval_synth: Path, eval_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     flags = {"data.tasks": ["qa"], "modes": ["direct"]}
-    run_eval(eval_helpers.make_config(eval_synth, eval_model, tmp_path / "run", **flags), progress=False)
+    evaluate(eval_helpers.make_config(eval_synth, eval_model, tmp_path / "run", **flags), progress=False)
     assert main(["report", str(tmp_path / "run"), "--paper", "--out", str(tmp_path / "report")]) == 0
     warning = " ".join(capsys.readouterr().err.split())
     assert "--paper adds the paper's rows for MSAD, UCF-Crime and ECVA only" in warning
@@ -531,10 +532,10 @@ def test_report_paper_says_when_no_run_scored_a_paper_test_set(
 def test_the_gallery_shows_frames_timelines_and_every_item_once_with_disagreements_first(
     eval_synth: Path, eval_model: Path, tmp_path: Path
 ) -> None:
-    from vaur1.eval.gallery import write_gallery
+    from vaur1.present.gallery import write_gallery
 
     flags = {"data.tasks": ["qa", "tag"], "modes": ["direct"]}
-    run_eval(eval_helpers.make_config(eval_synth, eval_model, tmp_path / "model", **flags), progress=False)
+    evaluate(eval_helpers.make_config(eval_synth, eval_model, tmp_path / "model", **flags), progress=False)
     page = write_gallery([tmp_path / "model"], tmp_path / "one.html").read_text()
     assert page.count('<div class="card') == 6 and page.count("<template") == 3  # 3 clips, each strip once
     assert page.count('loading="lazy"') >= 3 and "data:image/jpeg;base64," in page  # embedded thumbnails
@@ -585,11 +586,11 @@ def test_the_paper_layout_adds_the_constant_answers_labelled_by_how_they_were_ch
     eval_synth: Path, eval_model: Path, tmp_path: Path
 ) -> None:
     from vaur1.eval.baselines import ORACLE, best_constants, constant_label
-    from vaur1.eval.report import write_report
+    from vaur1.present.report import write_report
 
     flags = {"data.tasks": ["qa", "tag"], "modes": ["direct"]}
     cfg = eval_helpers.make_config(eval_synth, eval_model, tmp_path / "run", **flags)
-    run_eval(cfg, progress=False)
+    evaluate(cfg, progress=False)
     markdown = write_report([tmp_path / "run"], tmp_path / "report")["markdown"].read_text()
     qa = markdown.split("## QA accuracy (%), the paper's Table 1 layout")[1].split("\n## ")[0]
     examples = load_examples(cfg.data, cfg.splits)[0]

@@ -16,8 +16,8 @@ from bench_csv import row, write_csv
 from vaur1.cli import main
 from vaur1.errors import VaurError
 from vaur1.eval.config import load_eval_config, load_examples
-from vaur1.eval.report import stage_metrics, write_report
 from vaur1.eval.run import score_run
+from vaur1.present.report import stage_metrics, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # (Video Name, correct letter, class, interval)
@@ -269,7 +269,7 @@ def test_training_curves_put_each_quantity_on_its_own_axis():
 
     from matplotlib import image
 
-    from vaur1.eval.plots import training_curves
+    from vaur1.present.plots import training_curves
 
     records = [
         {

@@ -8,7 +8,8 @@ import pytest
 
 from vaur1.errors import ConfigError
 from vaur1.eval.baselines import reading_level
-from vaur1.train.validation import ValidationConfig, first_reading, should_stop
+from vaur1.train.config import ValidationConfig
+from vaur1.train.validation import first_reading, should_stop
 
 BOTH = ValidationConfig(split="val", eval_steps=1, patience_metrics=["mean_accuracy", "val_loss"])
 

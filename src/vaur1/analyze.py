@@ -26,12 +26,12 @@ from vaur1.prompts import Mode, PromptConfig, build_messages
 from vaur1.video.decode import decode
 from vaur1.video.frames import DecodedVideo
 from vaur1.video.spec import VideoSpec
-from vaur1.vocab import Task
+from vaur1.vocab import CLS, REASONING, TAG, Task
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 
 # The tasks whose answers describe a video; QA needs a question that a user's video does not come with.
-ANALYZE_TASKS: tuple[Task, ...] = ("tag", "cls", "reasoning")
+ANALYZE_TASKS: tuple[Task, ...] = (TAG, CLS, REASONING)
 
 
 def default_model() -> str:
@@ -68,14 +68,14 @@ class AnalyzeOptions:
 def read_outputs(raw: dict[str, str]) -> dict[str, Any]:
     """anomaly, class, interval, description and reasoning from the three outputs, by the one parser."""
     # only the answer format is read: an output without it is unreadable, never a guess from free text
-    reading = read_tag_and_class(raw["tag"], raw["cls"])
-    description, analysis = reasoning_parts(raw["reasoning"])
+    reading = read_tag_and_class(raw[TAG], raw[CLS])
+    description, analysis = reasoning_parts(raw[REASONING])
     return {
         "anomaly": reading.anomaly,
         "class": reading.anomaly_class,
         "interval": list(reading.interval) if reading.interval is not None else None,
         "description": description,
-        "reasoning": analysis,
+        REASONING: analysis,
     }
 
 

@@ -13,6 +13,7 @@ from vaur1.bench import check_cleaning, load_bench
 from vaur1.bench.tasks import Example, parse_tasks, task_view
 from vaur1.errors import ConfigError
 from vaur1.video.roots import VideoRoots
+from vaur1.vocab import CLS, QA, TAG
 
 
 @dataclass
@@ -20,7 +21,7 @@ class DataConfig:
     bench: str = ""  # a CSV file, a folder with train/val/test*.csv (e.g. SynthVAU), or `vau-bench`
     split: str = "train"  # the file stem: train, val, test, test_msad, ...
     tasks: list[str] = field(
-        default_factory=lambda: ["qa", "tag", "cls"]
+        default_factory=lambda: [QA, TAG, CLS]
     )  # qa, tag, cls, reasoning (GRPO: the first three)
     video_roots: VideoRoots = field(default_factory=VideoRoots)
     max_per_task: int | None = None  # the first N examples of each task (for quick runs)

@@ -32,6 +32,7 @@ from pathlib import Path
 CONFIG = "config.yaml"
 RUN_INFO = "run_info.json"
 MODEL_VIDEO_SPEC = "vaur1_video_spec.yaml"
+SYNTH_MANIFEST = "synthvau.json"  # beside a SynthVAU benchmark's split CSVs: how it was generated
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 DEFAULT_DEMO_OUT = "runs/demo"  # `vaur1 demo`; its GRPO model is what `vaur1 analyze` uses by default
 QUICK_DEMO_OUT = "runs/demo-quick"  # `vaur1 demo --quick`

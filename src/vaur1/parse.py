@@ -50,14 +50,15 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from vaur1.bench.schema import LETTERS, NORMAL, normalize_class
+from vaur1.bench.schema import LETTERS, normalize_class
+from vaur1.vocab import ANOMALY, NORMAL, TAG, says_anomaly
 
 MAX_CHARS = 100_000  # longer text is cut here; a 1024-token completion is well under 10k characters
 NO_ANOMALY: tuple[float, float] = (-1.0, -1.0)
 
 Interval = tuple[float, float]
 TagLabel = Literal["Anomaly", "Normal"]
-TAG_LABELS: tuple[TagLabel, TagLabel] = ("Anomaly", "Normal")  # TAG's two answers
+TAG_LABELS: tuple[TagLabel, TagLabel] = (ANOMALY, NORMAL)  # TAG's two answers
 ANSWER_OPEN = "<answer>"  # how an answer block opens in the format the prompts ask for
 
 # possessive: `<` and 20,000 spaces took 38 s with two adjacent plain `\s*`
@@ -331,14 +332,14 @@ def extract_tag_label(answer: str | None) -> TagLabel | None:
     text = answer[:MAX_CHARS]
     match = _LABEL_WORDS.search(text)
     if match is not None:
-        return "Anomaly" if match.lastgroup == "anomaly" else "Normal"
+        return ANOMALY if match.lastgroup == "anomaly" else NORMAL
     yes_no = re.match(r"^\W*(yes|no)\b", text, re.IGNORECASE)
     if yes_no:
-        return "Anomaly" if yes_no.group(1).lower() == "yes" else "Normal"
+        return ANOMALY if yes_no.group(1).lower() == "yes" else NORMAL
     label = extract_class(text)
     if label is None:
         return None
-    return "Normal" if label == NORMAL else "Anomaly"
+    return ANOMALY if says_anomaly(label) else NORMAL
 
 
 def tag_prediction(completion: Completion, reading: Reading = "lenient") -> TagLabel | None:
@@ -352,9 +353,9 @@ def tag_prediction(completion: Completion, reading: Reading = "lenient") -> TagL
         return label
     interval = parse_interval(glue_text(completion, reading))
     if interval == NO_ANOMALY:
-        return "Normal"
+        return NORMAL
     if interval is not None and interval[1] > interval[0]:
-        return "Anomaly"
+        return ANOMALY
     return None
 
 
@@ -380,7 +381,7 @@ def is_strict_format(text: str, task: str, mode: FormatMode) -> bool:
     if len(text) > MAX_CHARS:
         return False
     names = ["think", "answer"] if mode == "think" else ["answer"]
-    if task == "tag":
+    if task == TAG:
         names.append("glue")
     tags = _tags(text)
     expected = [(name, closing) for name in names for closing in (False, True)]
@@ -413,10 +414,7 @@ def read_tag_and_class(tag_text: str, cls_text: str) -> VideoReading:
     tag = parse_completion(tag_text)
     label = tag_prediction(tag, "tagged")
     anomaly_class = extract_class(answer_text(parse_completion(cls_text), "tagged"))
-    if label is not None:
-        anomaly = label == TAG_LABELS[0]
-    else:
-        anomaly = None if anomaly_class is None else anomaly_class != NORMAL
+    anomaly = says_anomaly(label if label is not None else anomaly_class)
     interval = parse_interval(glue_text(tag, "tagged"))
     if anomaly is not True or interval is None or interval == NO_ANOMALY or interval[1] <= interval[0]:
         interval = None

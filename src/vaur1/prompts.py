@@ -26,7 +26,7 @@ from vaur1.bench.schema import CLASSES, LETTERS, REASONING_FIELDS
 from vaur1.bench.tasks import Example
 from vaur1.errors import ConfigError, VaurError
 from vaur1.parse import NO_ANOMALY, format_interval, strip_tags
-from vaur1.vocab import MODES, TARGET_MODES, TASKS, Mode, TargetMode
+from vaur1.vocab import CLS, MODES, QA, REASONING, TAG, TARGET_MODES, TASKS, Mode, TargetMode
 
 QA_THINK = (
     "Answer the question about the video.\n"
@@ -89,12 +89,12 @@ REASONING_DIRECT = (
 )
 
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
-    "qa": ("question", "options", "letters"),
-    "tag": (),
-    "cls": ("classes",),
-    "reasoning": (),
+    QA: ("question", "options", "letters"),
+    TAG: (),
+    CLS: ("classes",),
+    REASONING: (),
 }
-REQUIRED_PLACEHOLDERS: dict[str, tuple[str, ...]] = {"qa": ("question", "options")}
+REQUIRED_PLACEHOLDERS: dict[str, tuple[str, ...]] = {QA: ("question", "options")}
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
@@ -151,7 +151,7 @@ def _letters_text(count: int) -> str:
 
 
 def _values(example: Example) -> dict[str, str]:
-    if example.task != "qa":
+    if example.task != QA:
         return {"classes": ", ".join(CLASSES)}
     if not example.question or not example.options:
         raise VaurError(f"{example.key}: a QA prompt needs a question and options")
@@ -186,18 +186,18 @@ def build_messages(example: Example, mode: Mode, config: PromptConfig | None = N
 
 
 def _answer_tags(example: Example) -> str:
-    if example.task == "qa":
+    if example.task == QA:
         if example.answer is None:
             raise VaurError(f"{example.key}: no answer letter for a QA target")
         return f"<answer>{example.answer}</answer>"
-    if example.task == "tag":
+    if example.task == TAG:
         if example.interval is None:
             raise VaurError(
                 f"{example.key}: no interval for a TAG target (missing intervals are not TAG examples)"
             )
         interval = NO_ANOMALY if example.is_normal else example.interval
         return f"<answer>{example.tag_answer}</answer><glue>{format_interval(interval)}</glue>"
-    if example.task == "cls":
+    if example.task == CLS:
         if example.anomaly_class is None:
             raise VaurError(f"{example.key}: no anomaly class for a CLS target")
         return f"<answer>{example.anomaly_class}</answer>"
@@ -226,7 +226,7 @@ def _reasoning_answer(example: Example) -> str:
 def _think(example: Example) -> str:
     reasoning, _, _ = parse_reasoning(example.reasoning)
     # A reasoning answer holds the description itself; its <think> block keeps to the evidence.
-    parts = [_sentence(example.description)] if example.description and example.task != "reasoning" else []
+    parts = [_sentence(example.description)] if example.description and example.task != REASONING else []
     if reasoning is not None:
         if reasoning.key_evidence:
             parts.append(f"Key evidence: {_sentence(reasoning.key_evidence)}")
@@ -235,7 +235,7 @@ def _think(example: Example) -> str:
     parts = [p for p in parts if p]
     if not parts:
         raise VaurError(f"{example.key}: no description or reasoning to build a <think> block from")
-    if example.task == "tag" and example.interval is not None and not example.is_normal:
+    if example.task == TAG and example.interval is not None and not example.is_normal:
         start, end = example.interval
         parts.append(f"The anomaly lasts from {start:.1f} s to {end:.1f} s.")
     return " ".join(parts)

@@ -49,7 +49,7 @@ from vaur1.parse import (
     parse_interval,
     tag_prediction,
 )
-from vaur1.vocab import SCORED_TASKS
+from vaur1.vocab import ANOMALY, CLS, NORMAL, QA, SCORED_TASKS, TAG, TASK_SPECS
 
 RewardFn = Callable[[str, Example], float | None]
 
@@ -82,11 +82,11 @@ def format_direct_reward(completion: str, example: Example) -> float | None:
 def answer_score(completion: str, example: Example, reading: Reading = "tagged") -> float | None:
     """QA: the option letter is right; TAG: the Anomaly/Normal label is right; else None."""
     parsed = parse_completion(completion)
-    if example.task == "qa":
+    if example.task == QA:
         if example.answer is None:
             return None
         return float(extract_letter(answer_text(parsed, reading), example.options) == example.answer)
-    if example.task == "tag":
+    if example.task == TAG:
         return float(tag_prediction(parsed, reading) == example.tag_answer)
     return None
 
@@ -98,7 +98,7 @@ def interval_score(
     overlap: Callable[[Interval, Interval], float] = temporal_iou,
 ) -> float | None:
     """TAG: overlap with a positive; 1 when video and prediction are both normal (`[-1, -1]`)."""
-    if example.task != "tag" or example.interval is None:
+    if example.task != TAG or example.interval is None:
         return None
     predicted = parse_interval(glue_text(parse_completion(completion), reading))
     if example.is_normal:
@@ -110,7 +110,7 @@ def interval_score(
 
 def class_score(completion: str, example: Example, reading: Reading = "tagged") -> float | None:
     """CLS: the 20-way class is right."""
-    if example.task != "cls" or example.anomaly_class is None:
+    if example.task != CLS or example.anomaly_class is None:
         return None
     return float(extract_class(answer_text(parse_completion(completion), reading)) == example.anomaly_class)
 
@@ -146,14 +146,14 @@ def class_reward(completion: str, example: Example) -> float | None:
 
 
 def consistency_reward(completion: str, example: Example) -> float | None:
-    if example.task != "tag":
+    if example.task != TAG:
         return None
     parsed = parse_completion(completion)
     label = extract_tag_label(answer_text(parsed, "tagged"))
     interval = parse_interval(glue_text(parsed, "tagged"))
-    if label == "Normal":
+    if label == NORMAL:
         return float(interval == NO_ANOMALY)
-    if label == "Anomaly":
+    if label == ANOMALY:
         return float(interval is not None and interval != NO_ANOMALY and interval[1] > interval[0])
     return 0.0
 
@@ -194,15 +194,13 @@ REWARDS: dict[str, RewardFn] = {
 }
 
 # The tasks each reward can apply to (it may still return None for an example missing its target).
+# Format and length rewards read no answer and apply to every scored task; the others are named by
+# the tasks they score (`vaur1.vocab.TASK_SPECS`).
 REWARD_TASKS: dict[str, tuple[str, ...]] = {
-    "format": SCORED_TASKS,
-    "format_direct": SCORED_TASKS,
-    "accuracy": ("qa", "tag"),
-    "iou": ("tag",),
-    "class": ("cls",),
-    "iou_boundary": ("tag",),
-    "consistency": ("tag",),
-    "think_length": SCORED_TASKS,
+    name: SCORED_TASKS
+    if name in ("format", "format_direct", "think_length")
+    else tuple(task for task, spec in TASK_SPECS.items() if name in spec.rewards)
+    for name in REWARDS
 }
 
 

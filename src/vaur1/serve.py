@@ -36,9 +36,9 @@ from urllib.parse import urlsplit
 
 from vaur1.analyze import AnalyzeOptions, analyze_frames
 from vaur1.errors import VaurError
-from vaur1.eval.gallery import analysis_page
 from vaur1.eval.scan_config import ScanConfig
 from vaur1.model.load import ModelConfig
+from vaur1.present.gallery import analysis_page
 from vaur1.video.decode import DecodeLimits
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -232,7 +232,7 @@ def build_app(
     def scan(name: str, folder: Path, path: Path, job: ScanJob) -> None:
         """The background job: the scan, its page, and the upload's folder removed whatever happens."""
         from vaur1.eval.scan import scan_video
-        from vaur1.eval.scan_page import event_frames, scan_page
+        from vaur1.present.scan_page import event_frames, scan_page
 
         try:
             generator, spec = generator_for(name)

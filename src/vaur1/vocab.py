@@ -31,16 +31,28 @@ ARCHITECTURES: dict[str, str] = {
     "qwen3_vl_8b": "Qwen/Qwen3-VL-8B-Instruct",
 }
 
+# The generation backends: transformers' `generate`, or a vLLM engine (the same outputs).
+Backend = Literal["hf", "vllm"]
+HF: Backend = "hf"
+VLLM: Backend = "vllm"
+BACKENDS: tuple[Backend, ...] = (HF, VLLM)
+
 Task = Literal["qa", "tag", "cls", "reasoning"]
-TASKS: tuple[Task, ...] = ("qa", "tag", "cls", "reasoning")
-# The tasks with a verifiable answer: GRPO rewards them, the harness scores them with metrics.
-SCORED_TASKS: tuple[Task, ...] = ("qa", "tag", "cls")
-TASK_TITLES: dict[str, str] = {
-    "qa": "Multiple-choice QA: accuracy (%)",
-    "tag": "Temporal anomaly grounding (%), TAG positives; false alarms over normal videos",
-    "cls": "Anomaly classification (%): binary, 20-way, macro-F1",
-    "reasoning": "Anomaly reasoning",
-}
+QA: Task = "qa"
+TAG: Task = "tag"
+CLS: Task = "cls"
+REASONING: Task = "reasoning"
+
+# A video's two states: TAG's two answers; NORMAL is also the class of a video without an anomaly.
+ANOMALY = "Anomaly"
+NORMAL = "Normal"
+
+
+def says_anomaly(label: str | None) -> bool | None:
+    """Whether a predicted label (a TAG answer or a class) says there is an anomaly: any label but
+    Normal does; None for no label."""
+    return None if label is None else label != NORMAL
+
 
 Mode = Literal["direct", "think"]
 MODES: tuple[Mode, ...] = ("direct", "think")  # the paper's column order: w/o think, then w/ think
@@ -59,28 +71,104 @@ class Metric:
 
     @property
     def name(self) -> str:
-        return f"{self.task}.{self.key}"
+        return metric_name(self.task, self.key)
 
 
-METRICS: tuple[Metric, ...] = (
-    Metric("qa", "accuracy", "Acc"),
-    Metric("tag", "miou", "mIoU"),
-    Metric("tag", "r@0.3", "R@0.3"),
-    Metric("tag", "r@0.5", "R@0.5"),
-    Metric("tag", "r@0.7", "R@0.7"),
-    Metric("tag", "false_alarm_rate", "False alarm", higher_is_better=False),
-    Metric("cls", "binary_accuracy", "Bin. Acc"),
-    Metric("cls", "multiclass_accuracy", "Multi Acc"),
-    Metric("cls", "macro_f1", "Macro-F1"),
-)
+def metric_name(task: str, key: str) -> str:
+    """A metric's name across tasks, `task.key` (`tag.miou`): how configs and tables refer to it."""
+    return f"{task}.{key}"
+
+
+# Metric keys: a key of a task block in metrics.json, the same in every task that has it.
+ACCURACY = "accuracy"
+MIOU = "miou"
+RECALL_03, RECALL_05, RECALL_07 = "r@0.3", "r@0.5", "r@0.7"  # TAG: the share of positives at IoU >= t
+RECALL_AT: dict[float, str] = {0.3: RECALL_03, 0.5: RECALL_05, 0.7: RECALL_07}
+FALSE_ALARM_RATE = "false_alarm_rate"
+BINARY_ACCURACY = "binary_accuracy"
+MULTICLASS_ACCURACY = "multiclass_accuracy"
+MACRO_F1 = "macro_f1"
+MEAN_ACCURACY = "mean_accuracy"  # the named score checkpoints are chosen by
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything vaur1 derives from a task's name: its table title, its metrics and the headline
+    one, the constant answers it is compared with, what each scored item records, and the rewards
+    that apply to it. The functions behind the names are registered by task in their owners
+    (`vaur1.eval.metrics`, `vaur1.eval.baselines`, `vaur1.rewards`, `vaur1.prompts`)."""
+
+    name: Task
+    title: str
+    metrics: tuple[Metric, ...] = ()  # empty: not scored by metrics (reasoning is judged)
+    headline: str | None = None  # the one metric key summaries lead with
+    baselines: tuple[str, ...] = ()  # constant answers reported beside a model
+    item_fields: tuple[str, ...] = ()  # what sample_scores.jsonl holds for each item besides its key
+    rewards: tuple[str, ...] = ()  # the task-specific rewards of `vaur1.rewards.REWARDS`
+
+    @property
+    def scored(self) -> bool:
+        return bool(self.metrics)
+
+    @property
+    def headline_metric(self) -> Metric:
+        return next(metric for metric in self.metrics if metric.key == self.headline)
+
+
+TASK_SPECS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            QA,
+            "Multiple-choice QA: accuracy (%)",
+            metrics=(Metric(QA, ACCURACY, "Acc"),),
+            headline=ACCURACY,
+            baselines=("constant_letter",),
+            item_fields=("target", "prediction", "correct"),
+            rewards=("accuracy",),
+        ),
+        TaskSpec(
+            TAG,
+            "Temporal anomaly grounding (%), TAG positives; false alarms over normal videos",
+            metrics=(
+                Metric(TAG, MIOU, "mIoU"),
+                *(Metric(TAG, key, f"R@{t}") for t, key in RECALL_AT.items()),
+                Metric(TAG, FALSE_ALARM_RATE, "False alarm", higher_is_better=False),
+            ),
+            headline=MIOU,
+            baselines=("always_normal", "always_interval"),
+            item_fields=("target", "prediction", "iou", "false_alarm"),
+            rewards=("accuracy", "iou", "iou_boundary", "consistency"),
+        ),
+        TaskSpec(
+            CLS,
+            "Anomaly classification (%): binary, 20-way, macro-F1",
+            metrics=(
+                Metric(CLS, BINARY_ACCURACY, "Bin. Acc"),
+                Metric(CLS, MULTICLASS_ACCURACY, "Multi Acc"),
+                Metric(CLS, MACRO_F1, "Macro-F1"),
+            ),
+            headline=MULTICLASS_ACCURACY,
+            baselines=("always_normal", "always_anomaly"),
+            item_fields=("target", "prediction", "binary_correct", "correct"),
+            rewards=("class",),
+        ),
+        TaskSpec(REASONING, "Anomaly reasoning", item_fields=("description", "analysis", "scores")),
+    )
+}
+
+TASKS: tuple[Task, ...] = tuple(TASK_SPECS)
+# The tasks with a verifiable answer: GRPO rewards them, the harness scores them with metrics.
+SCORED_TASKS: tuple[Task, ...] = tuple(name for name, spec in TASK_SPECS.items() if spec.scored)
+TASK_TITLES: dict[str, str] = {name: spec.title for name, spec in TASK_SPECS.items()}
+METRICS: tuple[Metric, ...] = tuple(metric for spec in TASK_SPECS.values() for metric in spec.metrics)
 METRICS_BY_NAME: dict[str, Metric] = {metric.name: metric for metric in METRICS}
 # The one number per task that summaries lead with.
-HEADLINE_METRICS: dict[str, str] = {"qa": "accuracy", "tag": "miou", "cls": "multiclass_accuracy"}
+HEADLINE_METRICS: dict[str, str] = {name: spec.headline for name, spec in TASK_SPECS.items() if spec.headline}
+HEADLINES: tuple[Metric, ...] = tuple(spec.headline_metric for spec in TASK_SPECS.values() if spec.scored)
 
 # Named scores: the mean of their metrics, for choosing checkpoints.
-SCORES: dict[str, tuple[str, ...]] = {
-    "mean_accuracy": ("qa.accuracy", "tag.miou", "cls.multiclass_accuracy"),
-}
+SCORES: dict[str, tuple[str, ...]] = {MEAN_ACCURACY: tuple(metric.name for metric in HEADLINES)}
 # The token cross-entropy of the SFT targets on the validation split (lower is better).
 VAL_LOSS = "val_loss"
 

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from vaur1.vocab import NORMAL
+
 COLUMNS: tuple[str, ...] = (
     "Video Name",
     "Question",
@@ -41,7 +43,7 @@ CLASSES: tuple[str, ...] = (
     "Food Safety",
     "Medical Abnormality",
     "Natural Hazard",
-    "Normal",
+    NORMAL,
     "Object_falling",
     "People_falling",
     "Robbery",
@@ -51,7 +53,6 @@ CLASSES: tuple[str, ...] = (
     "Vandalism",
     "Water_incident",
 )
-NORMAL = "Normal"
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 
 # UCF-Crime's own class names that VAU-Bench merged into its vocabulary.
@@ -60,7 +61,7 @@ CLASS_SYNONYMS: dict[str, str] = {
     "shoplifting": "Stealing",
     "roadaccidents": "Traffic_accident",
     "roadaccident": "Traffic_accident",
-    "normalvideos": "Normal",
+    "normalvideos": NORMAL,
 }
 
 SOURCES: tuple[str, ...] = ("msad", "ucf", "ecva", "synth")

@@ -6,6 +6,7 @@ from collections import Counter
 
 from vaur1.bench import Bench
 from vaur1.bench.schema import CLASSES
+from vaur1.vocab import QA
 
 
 def file_stats(bench: Bench, split: str) -> dict:
@@ -16,7 +17,7 @@ def file_stats(bench: Bench, split: str) -> dict:
     order = {c: i for i, c in enumerate(CLASSES)}
     return {
         "rows": len(samples),
-        "qa": sum(s.has_qa for s in samples),
+        QA: sum(s.has_qa for s in samples),
         "tag_positive": roles["positive"],
         "tag_normal": roles["normal"],
         "tag_missing": roles["missing"],

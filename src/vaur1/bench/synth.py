@@ -37,6 +37,7 @@ import numpy as np
 
 from vaur1.bench.schema import COLUMNS, LETTERS, NORMAL
 from vaur1.errors import VaurError
+from vaur1.layout import SYNTH_MANIFEST
 
 ANOMALY_CLASSES = ("Fighting", "People_falling", "Traffic_accident", "Fire", "Explosion", "Stealing")
 NORMAL_SHARE = 1 / 3
@@ -732,11 +733,11 @@ def _clear_previous(out: Path) -> None:
     """Remove an earlier SynthVAU from `out`, so no stale CSV or clip survives; refuse any other content."""
     if not out.exists() or not any(out.iterdir()):
         return
-    if not (out / "synthvau.json").is_file():
+    if not (out / SYNTH_MANIFEST).is_file():
         raise VaurError(
             f"{out}: folder is not empty and holds no synthvau.json; choose an empty or new folder"
         )
-    for name in ("train.csv", "val.csv", "test.csv", "synthvau.json"):
+    for name in ("train.csv", "val.csv", "test.csv", SYNTH_MANIFEST):
         (out / name).unlink(missing_ok=True)
     for clip in (out / "videos").glob("*.mp4"):
         clip.unlink()
@@ -796,5 +797,5 @@ def generate_synthvau(
         "classes": [*ANOMALY_CLASSES, NORMAL],
         "counts": counts,
     }
-    (out / "synthvau.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (out / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out

@@ -19,7 +19,7 @@ import numpy as np
 
 from vaur1.bench.schema import LETTERS, Sample, is_normal
 from vaur1.errors import VaurError
-from vaur1.vocab import TASKS, Task, check_tasks
+from vaur1.vocab import ANOMALY, CLS, NORMAL, QA, REASONING, TAG, TASKS, Task, check_tasks
 
 
 @dataclass(frozen=True)
@@ -51,23 +51,23 @@ class Example:
 
     @property
     def tag_answer(self) -> str:
-        return "Normal" if self.is_normal else "Anomaly"
+        return NORMAL if self.is_normal else ANOMALY
 
 
 def _applies(sample: Sample, task: Task) -> bool:
-    if task == "qa":
+    if task == QA:
         return sample.has_qa
-    if task == "tag":
+    if task == TAG:
         return sample.tag_role != "missing"
-    if task == "cls":
+    if task == CLS:
         return sample.anomaly_class is not None
-    if task == "reasoning":
+    if task == REASONING:
         return sample.description is not None or sample.reasoning is not None
     raise VaurError(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
 
 
 def make_example(sample: Sample, task: Task) -> Example:
-    interval = sample.interval if task == "tag" else None
+    interval = sample.interval if task == TAG else None
     return Example(
         task=task,
         id=sample.id,
@@ -75,9 +75,9 @@ def make_example(sample: Sample, task: Task) -> Example:
         source=sample.source,
         video=sample.video,
         # the QA fields belong to QA: a TAG or CLS item shown with the QA question would mislead
-        question=sample.question if task == "qa" else None,
-        options=sample.options if task == "qa" else None,
-        answer=sample.answer if task == "qa" else None,
+        question=sample.question if task == QA else None,
+        options=sample.options if task == QA else None,
+        answer=sample.answer if task == QA else None,
         interval=interval,
         anomaly_class=sample.anomaly_class,
         description=sample.description,
@@ -100,7 +100,7 @@ def shuffle_options(example: Example, rng: np.random.Generator) -> Example:
     and 31% of test questions), and a GRPO group that always gives the memorised letter has no
     advantage to learn from.
     """
-    if example.task != "qa" or not example.options or example.answer not in LETTERS[: len(example.options)]:
+    if example.task != QA or not example.options or example.answer not in LETTERS[: len(example.options)]:
         return example
     order = rng.permutation(len(example.options))
     options = tuple(example.options[i] for i in order)
@@ -133,7 +133,7 @@ def to_dataset(examples: list[Example]):
             "interval": list(e.interval) if e.interval else None,
             "anomaly_class": e.anomaly_class,
             "description": e.description,
-            "reasoning": e.reasoning,
+            REASONING: e.reasoning,
             "key_objects": e.key_objects,
         }
         for e in examples
@@ -152,7 +152,7 @@ def to_dataset(examples: list[Example]):
             "interval": datasets.List(datasets.Value("float64")),
             "anomaly_class": datasets.Value("string"),
             "description": datasets.Value("string"),
-            "reasoning": datasets.Value("string"),
+            REASONING: datasets.Value("string"),
             "key_objects": datasets.Value("string"),
         }
     )

@@ -13,7 +13,7 @@ from rich.table import Table
 from vaur1.cli.scanning import add_scan_options, load_prompts, scan_config, scan_with_progress
 from vaur1.cli.video import add_spec_options, spec_from_args
 from vaur1.console import output_console
-from vaur1.vocab import MODES
+from vaur1.vocab import BACKENDS, CLS, HF, MODES, REASONING, TAG
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--mode", choices=MODES, default="think", help="prompt mode (default think)")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="per prompt (default 1024)")
-    parser.add_argument(
-        "--backend", choices=("hf", "vllm"), default="hf", help="hf (transformers, default) or vllm"
-    )
+    parser.add_argument("--backend", choices=BACKENDS, default=HF, help="hf (transformers, default) or vllm")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument(
         "--out",
@@ -107,8 +105,8 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 def write_scan_page(result: dict, spec, out: Path) -> Path:
     """OUT/<video>.html for a scan: the score over time, the events and a strip of each event's frames."""
-    from vaur1.eval.scan_page import event_frames, scan_page
     from vaur1.files import write_text
+    from vaur1.present.scan_page import event_frames, scan_page
 
     out.mkdir(parents=True, exist_ok=True)
     page = scan_page(result, event_frames(result["video"], spec, result))
@@ -144,8 +142,8 @@ def print_scan(result: dict) -> None:
 
 
 def write_page(result: dict, frames, out: Path) -> Path:
-    from vaur1.eval.gallery import analysis_page
     from vaur1.files import write_text
+    from vaur1.present.gallery import analysis_page
 
     out.mkdir(parents=True, exist_ok=True)
     return write_text(out / f"{Path(frames.path).stem}.html", analysis_page(result, frames))
@@ -160,13 +158,13 @@ def print_result(result: dict) -> None:
 
     raw = {task: escape(text.strip()[:500]) for task, text in result["raw"].items()}
     unreadable = "[red]unreadable[/], the model said: {}"
-    readable = {True: "yes", False: "no", None: unreadable.format(raw["tag"])}
+    readable = {True: "yes", False: "no", None: unreadable.format(raw[TAG])}
     shown = {
         "anomaly": readable[result["anomaly"]],
-        "class": escape(result["class"] or "") or unreadable.format(raw["cls"]),
+        "class": escape(result["class"] or "") or unreadable.format(raw[CLS]),
         "interval": "-" if result["interval"] is None else "{:.1f} s - {:.1f} s".format(*result["interval"]),
         "description": escape(result["description"] or "-"),
-        "reasoning": escape(result["reasoning"] or "") or unreadable.format(raw["reasoning"]),
+        REASONING: escape(result[REASONING] or "") or unreadable.format(raw[REASONING]),
     }
     for key, value in shown.items():
         table.add_row(key, value)

@@ -12,7 +12,8 @@ from rich.table import Table
 from vaur1.bench.loader import CLEANING_RULES
 from vaur1.console import output_console
 from vaur1.errors import ConfigError
-from vaur1.vocab import MODES
+from vaur1.layout import SYNTH_MANIFEST
+from vaur1.vocab import MODES, QA
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -141,7 +142,7 @@ def run_synth(args: argparse.Namespace) -> int:
         workers=args.workers,
         extra_test=args.extra_test,
     )
-    manifest = json.loads((out / "synthvau.json").read_text(encoding="utf-8"))
+    manifest = json.loads((out / SYNTH_MANIFEST).read_text(encoding="utf-8"))
     console = output_console()
     for split, counts in manifest["counts"].items():
         listed = ", ".join(f"{name} {count}" for name, count in counts.items())
@@ -188,7 +189,7 @@ def run_stats(args: argparse.Namespace) -> int:
     for column in (
         "file",
         "rows",
-        "qa",
+        QA,
         "tag +",
         "tag normal",
         "tag missing",
@@ -201,7 +202,7 @@ def run_stats(args: argparse.Namespace) -> int:
         summary.add_row(
             name,
             str(s["rows"]),
-            str(s["qa"]),
+            str(s[QA]),
             str(s["tag_positive"]),
             str(s["tag_normal"]),
             str(s["tag_missing"]),

@@ -18,7 +18,7 @@ from rich.table import Table
 from vaur1.cli.eval_scan import register_scan
 from vaur1.console import output_console
 from vaur1.errors import VaurError
-from vaur1.vocab import HEADLINE_METRICS, MODES, SCORED_TASKS, TASKS, task_metrics
+from vaur1.vocab import BACKENDS, HEADLINE_METRICS, MODES, SCORED_TASKS, TASKS, task_metrics
 
 PREDICTIONS_HELP = (
     'one JSON object a line: {"video": "<Video Name as in the CSV>", "output": "<raw model text>"}'
@@ -243,7 +243,7 @@ def register_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--max-per-task", type=int, help="only the first N examples of each task and split")
     run.add_argument(
         "--backend",
-        choices=("hf", "vllm"),
+        choices=BACKENDS,
         help="hf (transformers, default) or vllm (same outputs, faster on GPUs)",
     )
     run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -357,8 +357,8 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
 
 def run_eval_command(args: argparse.Namespace) -> int:
     from vaur1.eval.config import load_eval_config
-    from vaur1.eval.run import run_eval
     from vaur1.model.load import hide_transformers_progress
+    from vaur1.present.evaluate import evaluate
 
     hide_transformers_progress()  # our own bar shows the progress
     cfg = load_eval_config(args.config, args.overrides, eval_flags(args))
@@ -366,13 +366,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
         from vaur1.eval.scan_config import ScanConfig
 
         cfg.scan = ScanConfig()
-    metrics = run_eval(cfg)
+    metrics = evaluate(cfg)
     _print_summary(metrics, Path(cfg.out))
     return 0
 
 
 def run_judge_command(args: argparse.Namespace) -> int:
-    from vaur1.eval.run import rescore
+    from vaur1.present.evaluate import rescore
 
     flags = _judge_flags(args)
     overrides = [f"{key}={json.dumps(value)}" for key, value in flags.items()]

@@ -13,6 +13,7 @@ from rich.table import Table
 from vaur1.cli.scanning import add_scan_options, load_prompts, scan_config
 from vaur1.cli.video import add_spec_options, spec_from_args
 from vaur1.console import output_console
+from vaur1.vocab import BACKENDS, HF
 
 
 def register_scan(commands: argparse._SubParsersAction) -> None:
@@ -34,9 +35,7 @@ def register_scan(commands: argparse._SubParsersAction) -> None:
     scan.add_argument(
         "--max-new-tokens", type=int, default=64, help="per prompt (direct answers; default 64)"
     )
-    scan.add_argument(
-        "--backend", choices=("hf", "vllm"), default="hf", help="hf (transformers, default) or vllm"
-    )
+    scan.add_argument("--backend", choices=BACKENDS, default=HF, help="hf (transformers, default) or vllm")
     scan.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     add_scan_options(scan, automatic=False)
     add_spec_options(scan)

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from vaur1.eval.report import paper_rows_apply, write_report
+    from vaur1.present.report import paper_rows_apply, write_report
 
     out = args.out or (args.run_dirs[0] / "report" if len(args.run_dirs) == 1 else Path("report"))
     if args.paper and not paper_rows_apply(args.run_dirs):
@@ -46,7 +46,7 @@ def run_report(args: argparse.Namespace) -> int:
         )
     written = write_report(args.run_dirs, out, paper=args.paper)
     if args.gallery:
-        from vaur1.eval.gallery import write_gallery
+        from vaur1.present.gallery import write_gallery
 
         written["gallery"] = write_gallery(args.run_dirs, Path(f"{out}_gallery.html"))
     console = output_console(highlight=False, soft_wrap=True)

@@ -21,7 +21,7 @@ from vaur1.errors import ConfigError
 from vaur1.layout import DEFAULT_DEMO_OUT, FULL_DEMO_OUT, QUICK_DEMO_OUT, DemoRun
 from vaur1.prompts import PromptConfig
 from vaur1.video.spec import VideoSpec
-from vaur1.vocab import SCORED_TASKS, check_mode
+from vaur1.vocab import ACCURACY, CLS, MEAN_ACCURACY, QA, SCORED_TASKS, TAG, check_mode
 
 TASKS = list(SCORED_TASKS)
 SFT_TARGET = {"direct": "answer", "think": "cot"}  # the SFT target that matches each prompt mode
@@ -45,7 +45,7 @@ def _sft_section() -> dict[str, Any]:
     return {
         "per_device_train_batch_size": 8,
         # the training mix: without repeats no seed learnt QA before patience stopped SFT
-        "task_repeats": {"qa": 3},
+        "task_repeats": {QA: 3},
         # 2e-3 learnt the text but never looked at the video; constant after warm-up, so a stop by
         # patience ends no schedule early
         "optim": {"learning_rate": 5e-4, "lr_scheduler": "constant", "warmup_steps": 10},
@@ -57,7 +57,7 @@ def _sft_section() -> dict[str, Any]:
         "validation": {
             "eval_steps": 400,
             "patience": 3,
-            "patience_metrics": ["mean_accuracy", "val_loss"],
+            "patience_metrics": [MEAN_ACCURACY, "val_loss"],
             "patience_after_reading": True,
         },
     }
@@ -68,7 +68,7 @@ def _grpo_section() -> dict[str, Any]:
         "per_device_train_batch_size": 8,  # prompts per step, each sampled num_generations times
         "num_generations": 8,
         "max_completion_length": 32,  # direct answers take at most 20 tokens; think mode needs ~160
-        "task_repeats": {"qa": 3},  # QA three times per epoch, as in SFT
+        "task_repeats": {QA: 3},  # QA three times per epoch, as in SFT
         "sampling": {"temperature": 1.0},
         # token-level DAPO loss, rewards scaled by their group's std; the KL as the paper's, unweighted
         "loss": {
@@ -86,9 +86,9 @@ def _grpo_section() -> dict[str, Any]:
         "validation": {"eval_steps": 20},
         # the paper's rewards; `format` stands for the format reward of the demo's mode (`mode_rewards`)
         "rewards": {
-            "qa": {"format": 1.0, "accuracy": 1.0},
-            "tag": {"format": 1.0, "accuracy": 1.0, "iou": 1.0},
-            "cls": {"format": 1.0, "class": 1.0},
+            QA: {"format": 1.0, ACCURACY: 1.0},
+            TAG: {"format": 1.0, ACCURACY: 1.0, "iou": 1.0},
+            CLS: {"format": 1.0, "class": 1.0},
         },
     }
 
@@ -277,7 +277,7 @@ def _shared_sections(cfg: DemoConfig, model: str, run_dir: Path) -> dict[str, An
         },
         "validation": {
             "split": "val",
-            "metric": "mean_accuracy",
+            "metric": MEAN_ACCURACY,
             "max_new_tokens": cfg.eval.max_new_tokens,
             "batch_size": cfg.eval.batch_size,
         },
@@ -323,3 +323,14 @@ def grpo_train_config(cfg: DemoConfig, model: str, run_dir: Path):
         section["rewards"] = mode_rewards(section["rewards"], cfg.mode)
     shared = _shared_sections(cfg, model, run_dir)
     return _build(GRPOTrainConfig, "grpo", merge(shared, {**section, "mode": cfg.mode}))
+
+
+def split_examples(cfg: DemoConfig, split: str) -> list:
+    """The demo's QA, TAG and CLS examples of one SynthVAU split."""
+    from vaur1.data import DataConfig
+    from vaur1.errors import ConfigError
+
+    examples = DataConfig(bench=str(cfg.run.bench), split=split, tasks=TASKS).load()
+    if not examples:
+        raise ConfigError(f"{cfg.run.bench}: the {split} split has no {', '.join(TASKS)} examples")
+    return examples

@@ -35,11 +35,11 @@ from typing import Any
 
 from vaur1.config import save_config, to_dict
 from vaur1.console import console
-from vaur1.demo.config import TASKS, DemoConfig, eval_config, grpo_train_config, sft_train_config
+from vaur1.demo.config import DemoConfig, eval_config, grpo_train_config, sft_train_config
 from vaur1.files import read_jsonl, write_json
-from vaur1.layout import Checkpoint, TrainRun
+from vaur1.layout import SYNTH_MANIFEST, Checkpoint, TrainRun
 from vaur1.runlock import claim_run
-from vaur1.vocab import VAL_LOSS
+from vaur1.vocab import CLS, HEADLINE_METRICS, VAL_LOSS
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def run_data(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[st
         fps=cfg.data.fps,
         extra_test=cfg.data.extra_test,
     )
-    manifest = json.loads((bench / "synthvau.json").read_text(encoding="utf-8"))
+    manifest = json.loads((bench / SYNTH_MANIFEST).read_text(encoding="utf-8"))
     return {"bench": str(bench), "clips": {split: sum(c.values()) for split, c in manifest["counts"].items()}}
 
 
@@ -118,10 +118,10 @@ def run_model(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[s
 
 def evaluate(cfg: DemoConfig, model: str, split: str, out: Path) -> dict[str, Any]:
     """The standard harness on one split; returns the `qa`, `tag` and `cls` blocks of the demo's mode."""
-    from vaur1.eval.report import stage_metrics
-    from vaur1.eval.run import run_eval
+    from vaur1.present import evaluate as harness
+    from vaur1.present.report import stage_metrics
 
-    run_eval(eval_config(cfg, model, split, out))
+    harness.evaluate(eval_config(cfg, model, split, out))
     return stage_metrics(out, cfg.mode)
 
 
@@ -134,16 +134,14 @@ def _eval_stage(model_of: Callable[[dict[str, dict]], str]):
 
 
 def validation_history(run: TrainRun) -> list[dict[str, Any]]:
-    """A training run's validations as the report shows them: step, score and the three accuracies."""
+    """A training run's validations as the report shows them: step, score and each task's headline metric."""
     history = []
     for record in read_jsonl(run.validation):
         metrics = record["metrics"]
         entry = {
             "step": record["step"],
             "score": record["score"],
-            "qa": metrics["qa"]["accuracy"],
-            "miou": metrics["tag"]["miou"],
-            "cls": metrics["cls"]["multiclass_accuracy"],
+            **{task: metrics[task][key] for task, key in HEADLINE_METRICS.items()},
         }
         if VAL_LOSS in record:
             entry[VAL_LOSS] = record[VAL_LOSS]
@@ -170,7 +168,7 @@ def run_sft(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str
     history = validation_history(run)
     best = json.loads(run.best_record.read_text(encoding="utf-8"))
     state = _finished(run)
-    val_cls = [e for e in train_cfg.validation.data(train_cfg.data).load() if e.task == "cls"]
+    val_cls = [e for e in train_cfg.validation.data(train_cfg.data).load() if e.task == CLS]
     constant = constant_class_accuracy(val_cls)
     level = reading_level(constant, len(val_cls))
     batch = train_cfg.per_device_train_batch_size
@@ -186,7 +184,7 @@ def run_sft(cfg: DemoConfig, stage_dir: Path, done: dict[str, dict]) -> dict[str
         "stopped": "patience" if state["extra"].get("stopped") else "max_steps",
         "constant_answer_cls": constant,
         "reading_level_cls": level,
-        "read_the_video": any(h["cls"] >= level for h in history),
+        "read_the_video": any(h[CLS] >= level for h in history),
     }
 
 
@@ -309,14 +307,3 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         report = write_demo_report(cfg, done)
     print_comparison(report, cfg.run.report)
     return report
-
-
-def split_examples(cfg: DemoConfig, split: str) -> list:
-    """The demo's QA, TAG and CLS examples of one SynthVAU split."""
-    from vaur1.data import DataConfig
-    from vaur1.errors import ConfigError
-
-    examples = DataConfig(bench=str(cfg.run.bench), split=split, tasks=TASKS).load()
-    if not examples:
-        raise ConfigError(f"{cfg.run.bench}: the {split} split has no {', '.join(TASKS)} examples")
-    return examples

@@ -11,24 +11,37 @@ from pathlib import Path
 from typing import Any
 
 from vaur1.config import to_dict
-from vaur1.demo.config import DemoConfig
-from vaur1.demo.pipeline import split_examples
-from vaur1.eval.pages import Table, write_pages
-from vaur1.vocab import METRICS_BY_NAME, Metric
+from vaur1.demo.config import DemoConfig, split_examples
+from vaur1.present.pages import Table, write_pages
+from vaur1.vocab import (
+    ACCURACY,
+    BINARY_ACCURACY,
+    CLS,
+    FALSE_ALARM_RATE,
+    METRICS_BY_NAME,
+    MIOU,
+    MULTICLASS_ACCURACY,
+    QA,
+    RECALL_05,
+    RECALL_07,
+    TAG,
+    Metric,
+    metric_name,
+)
 
 REPORTED_STAGES = {"base": "eval_base", "sft": "eval_sft", "grpo": "eval_grpo"}
 # The comparison table's rows; every value is in points (0-100).
 HEADLINE: tuple[Metric, ...] = tuple(
-    METRICS_BY_NAME[name]
-    for name in (
-        "qa.accuracy",
-        "tag.miou",
-        "tag.r@0.5",
+    METRICS_BY_NAME[metric_name(task, key)]
+    for task, key in (
+        (QA, ACCURACY),
+        (TAG, MIOU),
+        (TAG, RECALL_05),
         # a constant interval scores ~51 mIoU on SynthVAU but ~20 R@0.7: R@0.7 tells placing from hedging
-        "tag.r@0.7",
-        "tag.false_alarm_rate",
-        "cls.multiclass_accuracy",
-        "cls.binary_accuracy",
+        (TAG, RECALL_07),
+        (TAG, FALSE_ALARM_RATE),
+        (CLS, MULTICLASS_ACCURACY),
+        (CLS, BINARY_ACCURACY),
     )
 )
 
@@ -101,7 +114,7 @@ def budgets(cfg: DemoConfig, done: dict[str, dict]) -> dict[str, Any]:
 
 def write_demo_report(cfg: DemoConfig, done: dict[str, dict]) -> dict[str, Any]:
     """The report's three files in the output folder; returns report.json's content."""
-    from vaur1.eval import report as harness
+    from vaur1.present import report as harness
 
     demo = cfg.run
     runs = [harness.load_run(demo.stage(stage), name) for name, stage in REPORTED_STAGES.items()]

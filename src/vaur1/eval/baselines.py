@@ -26,7 +26,7 @@ from vaur1.errors import ConfigError, VaurError
 from vaur1.eval.bootstrap import RESAMPLES, SEED
 from vaur1.eval.metrics import BASELINES, baseline_outputs, compute_metrics
 from vaur1.parse import parse_completion
-from vaur1.vocab import HEADLINE_METRICS
+from vaur1.vocab import CLS, HEADLINE_METRICS, MULTICLASS_ACCURACY
 
 # `fit_on` left out: the constant answers are chosen on the very items they are scored on
 ORACLE = "oracle"
@@ -117,10 +117,10 @@ def constant_label(chosen_on: str) -> str:
 def constant_class_accuracy(examples: Sequence[Example]) -> float:
     """The CLS accuracy of the best constant answer on `examples` (the oracle), in points. A model that
     scores no better on CLS does not tell the clips apart."""
-    best = best_constants(examples, tasks=["cls"], resamples=1)
-    if "cls" not in best:
+    best = best_constants(examples, tasks=[CLS], resamples=1)
+    if CLS not in best:
         raise VaurError("a constant CLS answer needs CLS examples")
-    return best["cls"]["metrics"]["multiclass_accuracy"]
+    return best[CLS]["metrics"][MULTICLASS_ACCURACY]
 
 
 def reading_level(constant: float, n: int, alpha: float = 0.05) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from vaur1.bench.tasks import Example
 from vaur1.config import load_config, merge
@@ -34,11 +34,7 @@ from vaur1.prompts import PromptConfig
 from vaur1.video.cache import CacheConfig
 from vaur1.video.dataset import LoaderConfig
 from vaur1.video.spec import VideoSpec, read_model_spec
-from vaur1.vocab import MODES, TASKS, check_mode
-
-Backend = Literal["hf", "vllm"]
-BACKENDS: tuple[str, ...] = ("hf", "vllm")
-
+from vaur1.vocab import BACKENDS, HF, MODES, REASONING, TASKS, Backend, check_mode
 
 # Where evaluation differs from the defaults of the shared config sections. A section given only in
 # part (a YAML file's `sampling: {max_new_tokens: 64}`, a flag) starts from these, not from the
@@ -63,7 +59,7 @@ class EvalConfig:
     )  # direct (w/o think), think (w/ think), or both
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(**EVAL_DEFAULTS["sampling"]))
     batch_size: int = 8  # prompts per generate call
-    backend: Backend = "hf"  # hf (transformers generate) or vllm (the same outputs, through a vLLM engine)
+    backend: Backend = HF  # hf (transformers generate) or vllm (the same outputs, through a vLLM engine)
     vllm: VllmConfig = field(default_factory=VllmConfig)  # the engine's settings with backend vllm
     judge: JudgeConfig | None = None  # VAU-Eval over an OpenAI-compatible endpoint; None: no judge
     # also scan the TAG videos in windows and score them at the frame level (AUC / AP); None: no scan
@@ -107,7 +103,7 @@ class EvalConfig:
 
     @property
     def scores_reasoning_offline(self) -> bool:
-        return self.offline_scorer and "reasoning" in self.data.tasks
+        return self.offline_scorer and REASONING in self.data.tasks
 
 
 def parse_modes(text: str) -> list[str]:
@@ -150,7 +146,7 @@ def load_eval_config(
 
 def check_backend(backend: str) -> None:
     """Raise a clear error when `backend` cannot run on this machine."""
-    if backend == "hf":
+    if backend == HF:
         return
     if importlib.util.find_spec("vllm") is None:
         raise VaurError(

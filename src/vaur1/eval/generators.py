@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from vaur1.errors import VaurError
 from vaur1.eval.config import check_backend
 from vaur1.model.generate import SamplingConfig, generate
-from vaur1.model.inputs import build_inputs, processor_factor, temporal_patch
+from vaur1.model.inputs import build_inputs, check_spec_fits
 from vaur1.model.load import ModelConfig, load_model, resolve_checkpoint, resolve_dtype
 from vaur1.model.vllm_engine import VllmConfig
 from vaur1.video.frames import DecodedVideo
 from vaur1.video.spec import VideoSpec
+from vaur1.vocab import HF, VLLM
 
 
 @dataclass(frozen=True)
@@ -31,21 +32,6 @@ class Generation:
     text: str
     tokens: int  # generated tokens, the end of turn included
     truncated: bool  # stopped by max_new_tokens before the end of turn
-
-
-def check_spec_fits(spec: VideoSpec, processor) -> None:
-    """The VideoSpec must size frames for this model's processor, which does not resize them again."""
-    factor, frames_per_patch = processor_factor(processor), temporal_patch(processor)
-    if spec.factor % factor:
-        raise VaurError(
-            f"video.factor {spec.factor} does not fit the model, whose patch x merge size is {factor}: "
-            f"set video.factor={factor}" + (" (Qwen3-VL)" if factor == 32 else "")
-        )
-    if spec.temporal_patch % frames_per_patch:
-        raise VaurError(
-            f"video.temporal_patch {spec.temporal_patch} is not a multiple of the model's temporal patch "
-            f"{frames_per_patch}: set video.temporal_patch={frames_per_patch}"
-        )
 
 
 def label_tokens(tokenizer, prefix: str, labels: Sequence[str]) -> tuple[str, list[int]]:
@@ -154,12 +140,12 @@ def load_generator(
     model: ModelConfig,
     sampling: SamplingConfig,
     spec: VideoSpec,
-    backend: str = "hf",
+    backend: str = HF,
     settings: VllmConfig | None = None,
 ):
     """The backend's generator for `model`, after checking the VideoSpec fits its processor."""
     check_backend(backend)
-    if backend == "vllm":
+    if backend == VLLM:
         generator = VllmGenerator(model, sampling, settings)
         check_spec_fits(spec, generator.processor)
         return generator

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from vaur1.errors import ConfigError, VaurError
 from vaur1.eval.judge_client import ChatClient, JudgeCallFailed
+from vaur1.vocab import REASONING
 
 if TYPE_CHECKING:
     from vaur1.bench.tasks import Example
@@ -477,7 +478,7 @@ def _missing_reference(request: JudgeRequest) -> str | None:
         name
         for name, text in (
             ("description", request.reference_description),
-            ("reasoning", request.reference_reasoning),
+            (REASONING, request.reference_reasoning),
         )
         if not text.strip()
     ]

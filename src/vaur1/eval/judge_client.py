@@ -19,15 +19,25 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httpx2
 import openai
 
-if TYPE_CHECKING:
-    from vaur1.eval.judge import JudgeConfig
-
 logger = logging.getLogger(__name__)
+
+
+class EndpointSettings(Protocol):
+    """Where the client sends requests and how hard it tries (`vaur1.eval.judge.JudgeConfig` is one)."""
+
+    base_url: str
+    model: str
+    timeout_s: float
+    max_retries: int
+    backoff_s: float
+    max_backoff_s: float
+    max_tokens: int
+
 
 # Statuses worth another try (with any 5xx): the server is overloaded, timed out or failed, not the request.
 _RETRY_STATUSES = frozenset({408, 429})
@@ -73,7 +83,7 @@ def _redact(text: str, secret: str) -> str:
 class ChatClient:
     """Chat completions with vaur1's retries. Holds the key only in memory (and in the SDK client)."""
 
-    def __init__(self, config: JudgeConfig, api_key: str) -> None:
+    def __init__(self, config: EndpointSettings, api_key: str) -> None:
         self.config = config
         self._api_key = api_key
         self.url = config.base_url.rstrip("/") + "/chat/completions"

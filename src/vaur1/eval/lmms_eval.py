@@ -29,7 +29,7 @@ from vaur1.files import write_text
 from vaur1.parse import format_interval
 from vaur1.prompts import prompt_text
 from vaur1.video.roots import VideoRoots
-from vaur1.vocab import MODES, SCORED_TASKS, task_metrics
+from vaur1.vocab import CLS, MODES, QA, SCORED_TASKS, TAG, task_metrics
 
 # How task names spell a test split's source (the paper's dataset names).
 SOURCE_NAMES: dict[str, str] = {"msad": "msad", "ucf": "ucf_crime", "ecva": "ecva", "synth": "synth"}
@@ -48,15 +48,15 @@ def _docs(dataset, task: str):
 
 
 def qa_docs(dataset):
-    return _docs(dataset, "qa")
+    return _docs(dataset, QA)
 
 
 def tag_docs(dataset):
-    return _docs(dataset, "tag")
+    return _docs(dataset, TAG)
 
 
 def cls_docs(dataset):
-    return _docs(dataset, "cls")
+    return _docs(dataset, CLS)
 
 
 def _example(doc: dict[str, Any]) -> Example:
@@ -85,9 +85,9 @@ def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict | None = No
 
 def doc_to_target(doc: dict[str, Any]) -> str:
     example = _example(doc)
-    if example.task == "qa":
+    if example.task == QA:
         return example.answer or ""
-    if example.task == "tag":
+    if example.task == TAG:
         return NORMAL if example.is_normal else format_interval(example.interval)  # type: ignore[arg-type]
     return example.anomaly_class or ""
 

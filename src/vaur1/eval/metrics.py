@@ -50,7 +50,20 @@ from vaur1.parse import (
     tag_prediction,
 )
 from vaur1.rewards import answer_score, class_score, interval_score
-from vaur1.vocab import SCORED_TASKS
+from vaur1.vocab import (
+    ACCURACY,
+    BINARY_ACCURACY,
+    CLS,
+    FALSE_ALARM_RATE,
+    MACRO_F1,
+    MIOU,
+    MULTICLASS_ACCURACY,
+    QA,
+    SCORED_TASKS,
+    TAG,
+    TASK_SPECS,
+    says_anomaly,
+)
 
 RECALL_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
 
@@ -80,9 +93,7 @@ def _status(output: str | None, prediction: str | None) -> Status:
 
 def binary_correct(target: str, prediction: str | None) -> bool:
     """Normal vs anomalous: Normal must be predicted Normal; any other class is right on an anomaly."""
-    if target == NORMAL:
-        return prediction == NORMAL
-    return prediction is not None and prediction != NORMAL
+    return says_anomaly(prediction) == says_anomaly(target)
 
 
 def score_sample(example: Example, output: str | None) -> SampleScore:
@@ -90,7 +101,7 @@ def score_sample(example: Example, output: str | None) -> SampleScore:
     text = output if output is not None else ""
     parsed = parse_completion(text)
     common = {"key": example.key, "source": example.source}
-    if example.task == "qa":
+    if example.task == QA:
         if example.answer is None:
             raise VaurError(f"{example.key}: no answer letter, not a QA example")
         letter = extract_letter(parsed.answer, example.options)
@@ -101,7 +112,7 @@ def score_sample(example: Example, output: str | None) -> SampleScore:
             prediction=letter,
             correct=answer_score(text, example, "lenient"),
         )
-    if example.task == "tag":
+    if example.task == TAG:
         if example.interval is None:
             raise VaurError(f"{example.key}: no interval, not a TAG example (missing intervals are left out)")
         if example.is_normal:
@@ -123,7 +134,7 @@ def score_sample(example: Example, output: str | None) -> SampleScore:
             prediction=shown,
             iou=interval_score(text, example, "lenient"),
         )
-    if example.task == "cls":
+    if example.task == CLS:
         if example.anomaly_class is None:
             raise VaurError(f"{example.key}: no anomaly class, not a CLS example")
         label = extract_class(parsed.answer)
@@ -174,7 +185,7 @@ def _counts(scores: list[SampleScore]) -> dict[str, int]:
 
 def _summary_qa(scores: list[SampleScore], rng: np.random.Generator, resamples: int) -> dict:
     accuracy, ci = mean_with_ci(np.array([s.correct for s in scores], dtype=float), rng, resamples)
-    return {"n": len(scores), "accuracy": accuracy, **_counts(scores), "ci": {"accuracy": ci}}
+    return {"n": len(scores), ACCURACY: accuracy, **_counts(scores), "ci": {ACCURACY: ci}}
 
 
 def _summary_tag(scores: list[SampleScore], rng: np.random.Generator, resamples: int) -> dict:
@@ -183,13 +194,13 @@ def _summary_tag(scores: list[SampleScore], rng: np.random.Generator, resamples:
     ious = np.array([s.iou for s in positives], dtype=float)
     result: dict = {"n": len(positives)}
     ci: dict = {}
-    result["miou"], ci["miou"] = mean_with_ci(ious, rng, resamples)
+    result[MIOU], ci[MIOU] = mean_with_ci(ious, rng, resamples)
     for threshold in RECALL_THRESHOLDS:
         name = f"r@{threshold}"
         result[name], ci[name] = mean_with_ci((ious >= threshold).astype(float), rng, resamples)
     result.update(_counts(scores))  # over positives and normal videos: every TAG item of the split
     false_alarms = np.array([s.false_alarm for s in normals], dtype=float)
-    result["false_alarm_rate"], ci["false_alarm_rate"] = mean_with_ci(false_alarms, rng, resamples)
+    result[FALSE_ALARM_RATE], ci[FALSE_ALARM_RATE] = mean_with_ci(false_alarms, rng, resamples)
     result["n_normal"] = len(normals)
     result["predicted_normal"] = sum(1 for s in positives if s.prediction == format_interval(NO_ANOMALY))
     result["ci"] = ci
@@ -201,12 +212,12 @@ def _summary_cls(scores: list[SampleScore], rng: np.random.Generator, resamples:
     ci: dict = {}
     binary = np.array([s.binary_correct for s in scores], dtype=float)
     multiclass = np.array([s.correct for s in scores], dtype=float)
-    result["binary_accuracy"], ci["binary_accuracy"] = mean_with_ci(binary, rng, resamples)
-    result["multiclass_accuracy"], ci["multiclass_accuracy"] = mean_with_ci(multiclass, rng, resamples)
+    result[BINARY_ACCURACY], ci[BINARY_ACCURACY] = mean_with_ci(binary, rng, resamples)
+    result[MULTICLASS_ACCURACY], ci[MULTICLASS_ACCURACY] = mean_with_ci(multiclass, rng, resamples)
     targets, predictions, num_labels = _class_codes(
         [s.target for s in scores], [s.prediction for s in scores]
     )
-    result["macro_f1"], ci["macro_f1"] = statistic_with_ci(
+    result[MACRO_F1], ci[MACRO_F1] = statistic_with_ci(
         len(scores), lambda idx: _macro_f1_codes(targets[idx], predictions[idx], num_labels), rng, resamples
     )
     result.update(_counts(scores))
@@ -214,7 +225,7 @@ def _summary_cls(scores: list[SampleScore], rng: np.random.Generator, resamples:
     return result
 
 
-_SUMMARIES = {"qa": _summary_qa, "tag": _summary_tag, "cls": _summary_cls}
+_SUMMARIES = {QA: _summary_qa, TAG: _summary_tag, CLS: _summary_cls}
 
 
 def summarize(task: str, scores: Sequence[SampleScore], resamples: int = RESAMPLES, seed: int = SEED) -> dict:
@@ -251,9 +262,7 @@ def compute_metrics(
 # ---- trivial baselines ----------------------------------------------------------------------
 
 BASELINES: dict[str, tuple[str, ...]] = {
-    "qa": ("constant_letter",),
-    "tag": ("always_normal", "always_interval"),
-    "cls": ("always_normal", "always_anomaly"),
+    task: spec.baselines for task, spec in TASK_SPECS.items() if spec.scored
 }
 CONSTANT_INTERVAL_CANDIDATES = 65  # boundary quantiles tried by `best_constant_interval`
 
@@ -263,7 +272,7 @@ def best_constant_interval(examples: Sequence[Example]) -> tuple[float, float]:
     pairs of their boundaries' quantiles (rounded to 0.1 s, as answers are): what a model that
     answers every clip alike can reach on TAG mIoU."""
     positives = [
-        e.interval for e in examples if e.task == "tag" and e.interval and e.interval[1] > e.interval[0]
+        e.interval for e in examples if e.task == TAG and e.interval and e.interval[1] > e.interval[0]
     ]
     if not positives:
         raise VaurError("a constant interval needs at least one TAG example with an anomaly interval")
@@ -297,12 +306,12 @@ def baseline_outputs(
         raise VaurError(f"no baseline {kind!r} for task {task!r} (baselines: {known})")
     fit_on = examples if fit_on is None else fit_on
     if kind == "constant_letter":
-        letters = Counter(e.answer for e in fit_on if e.task == "qa" and e.answer is not None)
+        letters = Counter(e.answer for e in fit_on if e.task == QA and e.answer is not None)
         if not letters:
             raise VaurError("constant_letter needs at least one QA example to pick a letter from")
         text = f"<answer>{letters.most_common(1)[0][0]}</answer>"
     elif kind == "always_normal":
-        text = f"<answer>{NORMAL}</answer>" + ("<glue>[-1, -1]</glue>" if task == "tag" else "")
+        text = f"<answer>{NORMAL}</answer>" + ("<glue>[-1, -1]</glue>" if task == TAG else "")
     elif kind == "always_interval":
         text = f"<answer>Anomaly</answer><glue>{format_interval(best_constant_interval(fit_on))}</glue>"
     else:

@@ -18,6 +18,18 @@ import numpy as np
 
 from vaur1.errors import VaurError
 from vaur1.eval.bootstrap import RESAMPLES, SEED, percent, percentile_interval
+from vaur1.vocab import (
+    ACCURACY,
+    BINARY_ACCURACY,
+    CLS,
+    FALSE_ALARM_RATE,
+    MIOU,
+    MULTICLASS_ACCURACY,
+    QA,
+    RECALL_AT,
+    TAG,
+    metric_name,
+)
 
 Record = Mapping[str, Any]
 
@@ -28,14 +40,12 @@ def _at_least(threshold: float) -> Callable[[Record], float | None]:
 
 # metric (as in the headline tables) -> (task, the item's value; None: the item does not count)
 PER_ITEM: dict[str, tuple[str, Callable[[Record], float | None]]] = {
-    "qa.accuracy": ("qa", lambda r: r["correct"]),
-    "tag.miou": ("tag", lambda r: r["iou"]),
-    "tag.r@0.3": ("tag", _at_least(0.3)),
-    "tag.r@0.5": ("tag", _at_least(0.5)),
-    "tag.r@0.7": ("tag", _at_least(0.7)),
-    "tag.false_alarm_rate": ("tag", lambda r: r["false_alarm"]),
-    "cls.multiclass_accuracy": ("cls", lambda r: r["correct"]),
-    "cls.binary_accuracy": ("cls", lambda r: r["binary_correct"]),
+    metric_name(QA, ACCURACY): (QA, lambda r: r["correct"]),
+    metric_name(TAG, MIOU): (TAG, lambda r: r["iou"]),
+    **{metric_name(TAG, key): (TAG, _at_least(threshold)) for threshold, key in RECALL_AT.items()},
+    metric_name(TAG, FALSE_ALARM_RATE): (TAG, lambda r: r["false_alarm"]),
+    metric_name(CLS, MULTICLASS_ACCURACY): (CLS, lambda r: r["correct"]),
+    metric_name(CLS, BINARY_ACCURACY): (CLS, lambda r: r["binary_correct"]),
 }
 
 

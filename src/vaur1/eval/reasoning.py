@@ -23,9 +23,9 @@ from vaur1.eval.bootstrap import mean_interval
 from vaur1.eval.judge import DIMENSIONS, JudgeConfig, JudgeRequest, JudgeResult, aggregate, judge_many
 from vaur1.eval.offline_scorer import METRICS as OFFLINE_METRICS
 from vaur1.eval.offline_scorer import OfflineScore, OfflineScorer, summarize_offline
+from vaur1.layout import EvalRun
 from vaur1.parse import parse_completion
 
-JUDGE_CACHE_FILE = "judge_cache.jsonl"
 _DESCRIPTION = re.compile(r"\bdescription\s*:", re.IGNORECASE)
 _ANALYSIS = re.compile(r"\banalysis\s*:", re.IGNORECASE)
 
@@ -89,7 +89,7 @@ def score_reasoning(
     judged: dict[str, JudgeResult] = {}
     if judge is not None:
         if judge.cache_path is None:
-            judge = replace(judge, cache_path=str(Path(run_dir) / JUDGE_CACHE_FILE))
+            judge = replace(judge, cache_path=str(EvalRun(run_dir).judge_cache))
         results = judge_many(requests, judge)
         results += [
             JudgeResult(key, "unscored", error="no model output (see predictions.jsonl)", judge=judge.name)

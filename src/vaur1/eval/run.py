@@ -1,6 +1,7 @@
-"""`vaur1 eval run` from end to end: inference, then metrics.json, then the report.
+"""`vaur1 eval run` from end to end: inference, then metrics.json (the report is written by
+`vaur1.present.evaluate`, which runs this with its report at the end).
 
-    metrics = run_eval(load_eval_config(...))      # predict what is left, score, report
+    metrics = run_eval(load_eval_config(...))      # predict what is left, score
     metrics = score_run(cfg, examples, run_dir)    # score what predictions.jsonl holds
 
 A run directory holds:
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,14 +42,13 @@ from vaur1.eval.metrics import score_sample, summarize
 from vaur1.eval.offline_scorer import OfflineScorer
 from vaur1.eval.predictions import VIDEO_ERROR, item_key, read_predictions
 from vaur1.eval.reasoning import score_reasoning
-from vaur1.eval.report import write_report
 from vaur1.eval.scan_run import check_recorded, recorded_scans, scan_items, scan_metrics, scan_run
 from vaur1.files import write_json, write_jsonl
 from vaur1.layout import EvalRun
 from vaur1.runinfo import write_run_metadata
 from vaur1.runlock import claim_run
 from vaur1.video.roots import check_videos
-from vaur1.vocab import SCORED_TASKS
+from vaur1.vocab import REASONING, SCORED_TASKS
 
 MAX_LISTED = 50  # videos listed by name per problem; the counts are always complete
 
@@ -105,7 +106,7 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> 
 def check_judge_key(cfg: EvalConfig) -> None:
     """Fail before inference, not after it, when the judge's API key is not in the environment."""
     judge = cfg.judge
-    if judge is None or "reasoning" not in cfg.data.tasks or not judge.api_key_env:
+    if judge is None or REASONING not in cfg.data.tasks or not judge.api_key_env:
         return
     if not os.environ.get(judge.api_key_env):
         raise VaurError(
@@ -114,8 +115,14 @@ def check_judge_key(cfg: EvalConfig) -> None:
         )
 
 
-def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool = True) -> dict[str, Any]:
-    """Predict every item not yet in the run directory, then write metrics.json and the report."""
+def run_eval(
+    cfg: EvalConfig,
+    generator: Generator | None = None,
+    progress: bool = True,
+    report: Callable[[Path], Any] | None = None,
+) -> dict[str, Any]:
+    """Predict every item not yet in the run directory, then write metrics.json; `report(run_dir)`
+    is called after scoring, while the run's folder is still this job's."""
     cfg.validate()
     if not cfg.out:
         raise ConfigError("out: give the run directory (--out RUN_DIR)")
@@ -144,7 +151,8 @@ def run_eval(cfg: EvalConfig, generator: Generator | None = None, progress: bool
         if cfg.scan is not None:
             run_scans(cfg, examples, run_dir, generator, progress)
         metrics = score_run(cfg, examples, run_dir, inference, bench_rows)
-        write_run_report(run_dir)
+        if report is not None:
+            report(run_dir)
     if metrics["items"]["predicted"] == 0:
         raise VaurError(
             f"{run_dir}: no item was answered: all {metrics['items']['expected']} failed on their videos "
@@ -162,10 +170,6 @@ def run_scans(cfg: EvalConfig, examples: list[Example], run_dir: Path, generator
         return
     with ProgressBar(videos, enabled=progress, description="scan", unit="video") as bar:
         scan_run(cfg, examples, EvalRun(run_dir), generator, lambda done, _: bar.update(done))
-
-
-def write_run_report(run_dir: Path) -> None:
-    write_report([run_dir], EvalRun(run_dir).report)
 
 
 def _prediction_report(task_examples: list[Example], records: dict[str, dict | None]) -> dict[str, Any]:
@@ -253,7 +257,7 @@ def score_run(
     for example in examples:
         by_task[example.task].append(example)
     offline = None
-    if cfg.scores_reasoning_offline and by_task.get("reasoning"):
+    if cfg.scores_reasoning_offline and by_task.get(REASONING):
         offline = OfflineScorer()
     tasks: dict[str, dict[str, Any]] = {}
     sample_lines: list[dict[str, Any]] = []
@@ -313,8 +317,11 @@ def score_run(
     return metrics
 
 
-def rescore(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Score a run again from its config and predictions (e.g. with a judge now), without the model."""
+def rescore(
+    run_dir: str | Path, overrides: list[str] | None = None, report: Callable[[Path], Any] | None = None
+) -> dict[str, Any]:
+    """Score a run again from its config and predictions (e.g. with a judge now), without the model;
+    `report(run_dir)` is called after scoring, while the folder is still this job's."""
     cfg = load_run_config(run_dir, overrides)
     if cfg.scores_reasoning_offline:
         check_offline_scorer()
@@ -322,5 +329,6 @@ def rescore(run_dir: str | Path, overrides: list[str] | None = None) -> dict[str
     warn_skipped_rows(bench_rows)
     with claim_run(run_dir, "eval"):
         metrics = score_run(cfg, examples, run_dir, bench_rows=bench_rows)
-        write_run_report(Path(run_dir))
+        if report is not None:
+            report(Path(run_dir))
     return metrics

@@ -40,6 +40,7 @@ from vaur1.prompts import PromptConfig, build_messages
 from vaur1.video.decode import DEFAULT_LIMITS, DecodeLimits
 from vaur1.video.spec import VideoSpec
 from vaur1.video.windows import Window, WindowFrames, open_windows, scan_windows
+from vaur1.vocab import CLS, TAG
 
 
 def needs_scan(duration: float, spec: VideoSpec, window: float) -> bool:
@@ -85,7 +86,7 @@ def _read_window(item: _Window, tag_text: str, cls_text: str) -> None:
             min(max(item.window.start + t, item.window.start), item.window.end) for t in reading.interval
         )
         item.interval = [round(start, 3), round(end, 3)] if end > start else None
-    item.raw = {"tag": tag_text, "cls": cls_text}
+    item.raw = {TAG: tag_text, CLS: cls_text}
 
 
 def _score_batch(parts: list[WindowFrames], items: list[_Window], generator, prompts: PromptConfig) -> None:
@@ -96,8 +97,8 @@ def _score_batch(parts: list[WindowFrames], items: list[_Window], generator, pro
         return
     videos = [part.video for part, _ in ready]
     name = Path(videos[0].path).name
-    tag = [build_messages(Example(task="tag", id=name, video=name), "direct", prompts)] * len(ready)
-    cls = [build_messages(Example(task="cls", id=name, video=name), "direct", prompts)] * len(ready)
+    tag = [build_messages(Example(task=TAG, id=name, video=name), "direct", prompts)] * len(ready)
+    cls = [build_messages(Example(task=CLS, id=name, video=name), "direct", prompts)] * len(ready)
     completions = generator([*tag, *cls], [*videos, *videos])
     probabilities = generator.label_probabilities(tag, videos, ANSWER_OPEN, TAG_LABELS)
     for index, (_, item) in enumerate(ready):

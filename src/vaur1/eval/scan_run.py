@@ -21,11 +21,12 @@ from vaur1.eval.scan import scan_video
 from vaur1.eval.scan_eval import score_against
 from vaur1.files import read_jsonl
 from vaur1.layout import EvalRun
+from vaur1.vocab import TAG
 
 
 def scan_items(examples: list[Example]) -> list[Example]:
     """The videos a scan covers: the TAG items (their intervals label the frames)."""
-    items = [example for example in examples if example.task == "tag"]
+    items = [example for example in examples if example.task == TAG]
     if not items:
         raise ConfigError("scan: the frame labels come from the TAG intervals; add tag to data.tasks")
     return items

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaur1.errors import VaurError
+from vaur1.errors import ConfigError, VaurError
 from vaur1.video.frames import DecodedVideo
+from vaur1.video.spec import VideoSpec
 
 IGNORE_INDEX = -100
 END_OF_TURN = "<|im_end|>"
@@ -285,3 +286,18 @@ def _video_processor(processor):
             f"{type(processor).__name__} is not a Qwen-VL processor (it has no Qwen video processor)"
         )
     return video_processor
+
+
+def check_spec_fits(spec: VideoSpec, processor) -> None:
+    """The VideoSpec must size frames for this model's processor, which does not resize them again."""
+    factor, frames_per_patch = processor_factor(processor), temporal_patch(processor)
+    if spec.factor % factor:
+        raise ConfigError(
+            f"video.factor {spec.factor} does not fit the model, whose patch x merge size is {factor}: "
+            f"set video.factor={factor}" + (" (Qwen3-VL)" if factor == 32 else "")
+        )
+    if spec.temporal_patch % frames_per_patch:
+        raise ConfigError(
+            f"video.temporal_patch {spec.temporal_patch} is not a multiple of the model's temporal patch "
+            f"{frames_per_patch}: set video.temporal_patch={frames_per_patch}"
+        )

@@ -31,7 +31,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from vaur1.bench.schema import CLASSES, LETTERS
 from vaur1.bench.synth import annotation_texts
 from vaur1.errors import VaurError
-from vaur1.vocab import ARCHS, Arch
+from vaur1.vocab import ANOMALY, ARCHS, NORMAL, Arch
 
 # Qwen2/2.5/3-VL special tokens, in the order the real tokenizers number them.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -102,7 +102,7 @@ def training_corpus() -> list[str]:
     classes = [c.replace("_", " ") for c in CLASSES] + list(CLASSES)
     options = [f"{letter}. {cls}" for letter in LETTERS for cls in CLASSES]
     # Answers follow a tag token, so each word also appears at the start of a sequence (no space).
-    answers = [*classes, "Anomaly", "Normal", *LETTERS]
+    answers = [*classes, ANOMALY, NORMAL, *LETTERS]
     return [
         *_CORPUS_SENTENCES,
         *annotation_texts(),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from vaur1.errors import ConfigError
 from vaur1.model.generate import SamplingConfig
@@ -25,7 +24,7 @@ from vaur1.rewards import RewardConfig
 from vaur1.rl.loss_config import GRPOLossConfig
 from vaur1.rl.temporal import TemporalConfig
 from vaur1.train.config import SessionConfig
-from vaur1.vocab import SCORED_TASKS, Mode, check_mode
+from vaur1.vocab import BACKENDS, HF, SCORED_TASKS, VLLM, Backend, Mode, check_mode
 
 LOG = logging.getLogger("vaur1.train")
 
@@ -41,7 +40,7 @@ class RolloutConfig:
     # hf: transformers generate with the policy; vllm: a vLLM engine in the training process, fed the
     # policy's weights before every rollout (LoRA merged), with loss.vllm_importance_sampling_* correcting
     # the gap between its log-probs and the trainer's
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Backend = HF
     vllm: VllmConfig = field(default_factory=VllmConfig)  # the engine's settings with backend vllm
     temporal: TemporalConfig = field(default_factory=TemporalConfig)  # Video-R1's T-GRPO
     # DAPO's dynamic sampling: groups whose rewards are all equal leave the step, and further prompts
@@ -53,7 +52,7 @@ class RolloutConfig:
         self.temporal.validate()
         if self.max_rounds < 1:
             raise ConfigError(f"rollout.max_rounds must be at least 1, got {self.max_rounds}")
-        if self.backend not in ("hf", "vllm"):
+        if self.backend not in BACKENDS:
             raise ConfigError(f"rollout.backend: {self.backend!r} is not hf or vllm")
         self.vllm.validate()
 
@@ -109,7 +108,7 @@ class GRPOTrainConfig(SessionConfig):
         self.rewards.validate()
         truncated_sampler = self.sampling.top_k > 0 or self.sampling.top_p < 1
         if (
-            self.rollout.backend == "vllm"
+            self.rollout.backend == VLLM
             and self.loss.vllm_importance_sampling_correction
             and truncated_sampler
         ):

@@ -17,9 +17,10 @@ import torch
 
 from vaur1.errors import ConfigError
 from vaur1.video.frames import DecodedVideo
+from vaur1.vocab import CLS, QA, TAG
 
 # The reward whose value a shuffled video should lower: each task's correctness.
-TEMPORAL_REWARD: dict[str, str] = {"qa": "accuracy", "tag": "iou", "cls": "class"}
+TEMPORAL_REWARD: dict[str, str] = {QA: "accuracy", TAG: "iou", CLS: "class"}
 
 
 @dataclass

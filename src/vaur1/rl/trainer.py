@@ -49,9 +49,11 @@ from vaur1.rl.objectives import policy_loss
 from vaur1.rl.reference import Reference, completion_logps
 from vaur1.rl.rollout import Rollout, collect, filler_rollout, rollout_seed
 from vaur1.rl.vllm_rollout import corrects_sampling, rollout_engine, sampling_correction
+from vaur1.train.build import open_session
 from vaur1.train.distributed import policy_for_generation
 from vaur1.train.sampler import Item
 from vaur1.train.session import Session, timed
+from vaur1.vocab import VLLM
 
 LOG = logging.getLogger("vaur1.train")
 
@@ -320,13 +322,13 @@ def samples_of(rollouts: list[Rollout]) -> list[dict[str, Any]]:
 def train(cfg: GRPOTrainConfig) -> Path:
     """Run GRPO as configured; returns `<output_dir>/final/` (a Hugging Face model directory)."""
     draws = cfg.rollout.max_rounds if cfg.rollout.dynamic_sampling else 1
-    with Session(
+    with open_session(
         cfg, kind="grpo", mode=cfg.mode, steps_per_cycle=cfg.loss.num_iterations, draws_per_cycle=draws
     ) as session:
         reference = Reference(session, cfg) if cfg.loss.beta > 0 else None
         if cfg.shared_prefix and not shares_prefix(session.model):
             LOG.info("log-probs: one row per completion (the attention kernel takes no shared-prefix mask)")
-        engine = rollout_engine(session, cfg) if cfg.rollout.backend == "vllm" else None
+        engine = rollout_engine(session, cfg) if cfg.rollout.backend == VLLM else None
         try:
             return _loop(session, cfg, reference, engine)
         finally:

@@ -9,6 +9,7 @@ from vaur1.model.load import resolve_checkpoint, resolve_dtype
 from vaur1.rl.config import GRPOTrainConfig
 from vaur1.rl.loss import importance_weights
 from vaur1.train.session import Session
+from vaur1.vocab import VLLM
 
 
 def rollout_engine(session: Session, cfg: GRPOTrainConfig):
@@ -26,7 +27,7 @@ def rollout_engine(session: Session, cfg: GRPOTrainConfig):
 
 
 def corrects_sampling(cfg: GRPOTrainConfig) -> bool:
-    return cfg.rollout.backend == "vllm" and cfg.loss.vllm_importance_sampling_correction
+    return cfg.rollout.backend == VLLM and cfg.loss.vllm_importance_sampling_correction
 
 
 def sampling_correction(session: Session, cfg: GRPOTrainConfig, batches: list) -> dict:

@@ -32,6 +32,7 @@ from vaur1.model.inputs import IGNORE_INDEX, build_sft_inputs
 from vaur1.model.logprobs import target_logprobs
 from vaur1.prompts import build_messages, target_text
 from vaur1.sft.config import SFTTrainConfig
+from vaur1.train.build import open_session
 from vaur1.train.distributed import even_shards
 from vaur1.train.sampler import Item
 from vaur1.train.session import Session, timed
@@ -141,7 +142,7 @@ def step_loss(session: Session, cfg: SFTTrainConfig, cycle: list[list[Item]]) ->
 
 def train(cfg: SFTTrainConfig) -> Path:
     """Run SFT as configured; returns `<output_dir>/final/` (a Hugging Face model directory)."""
-    with Session(cfg, kind="sft", mode=cfg.prompt_mode, validation_loss=validation_loss) as session:
+    with open_session(cfg, kind="sft", mode=cfg.prompt_mode, validation_loss=validation_loss) as session:
         for cycle in session.cycles():
             started = time.perf_counter() - session.data_wait
             timings = {"decode": session.data_wait}

@@ -20,6 +20,7 @@ from typing import Any
 
 from vaur1.config import load_yaml_text
 from vaur1.errors import ConfigError
+from vaur1.vocab import HF, VLLM
 
 log = logging.getLogger("vaur1.train")
 
@@ -234,7 +235,7 @@ def check_alias(name: str, top_level: set[str]) -> None:
 
 def _assignment(name: str, value: str) -> str:
     if name == BACKEND_SWITCH:
-        return f"rollout.backend={'vllm' if _value(value) else 'hf'}"
+        return f"rollout.backend={VLLM if _value(value) else HF}"
     if name == "report_to":
         # TRL takes one name, a comma-separated list or a list
         parsed = _value(value)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from vaur1.bench import HUB_NAMES
 from vaur1.config import dotted_get
 from vaur1.files import iter_jsonl, write_text
 from vaur1.layout import CONFIG, MODEL_VIDEO_SPEC, TrainRun
@@ -65,7 +66,7 @@ def model_card(model_dir: Path, run_dir: Path, eval_runs: list[Path] | None = No
         "library_name": "transformers",
         "pipeline_tag": "video-text-to-text",
         "base_model": configured if hub_id else None,
-        "datasets": ["7xiang/VAU-Bench"] if bench in ("vau-bench", "hf", "7xiang/VAU-Bench") else None,
+        "datasets": ["7xiang/VAU-Bench"] if bench in HUB_NAMES else None,
         "tags": ["vaur1", "video-anomaly-understanding", kind.lower()],
     }
     lines = [
@@ -105,8 +106,8 @@ def model_card(model_dir: Path, run_dir: Path, eval_runs: list[Path] | None = No
         if shown:
             lines += ["Last logged step: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()), ""]
     if eval_runs:
-        from vaur1.eval.pages import render_markdown
-        from vaur1.eval.report import load_run, paper_layout, paper_layout_tables
+        from vaur1.present.pages import render_markdown
+        from vaur1.present.report import load_run, paper_layout, paper_layout_tables
 
         runs = [load_run(path) for path in eval_runs]
         lines += [

@@ -6,17 +6,17 @@ checkpoints, logs) and the session around them. Each field's comment is its help
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from vaur1.data import DataConfig
 from vaur1.errors import ConfigError
 from vaur1.model.load import ModelConfig
 from vaur1.prompts import PromptConfig
-from vaur1.train.validation import ValidationConfig
 from vaur1.video.cache import CacheConfig
 from vaur1.video.dataset import LoaderConfig
 from vaur1.video.spec import VideoSpec
+from vaur1.vocab import MEAN_ACCURACY, VAL_LOSS, check_mode, score_metrics
 
 LrScheduler = Literal["constant", "linear", "cosine"]
 
@@ -100,6 +100,62 @@ class RunConfig:
         for name in self.report_to:
             if name not in allowed:
                 raise ConfigError(f"run.report_to: {name!r} is not one of {', '.join(allowed)}")
+
+
+@dataclass
+class ValidationConfig:
+    """Periodic validation with the evaluation harness; off while `split` is unset."""
+
+    split: str | None = None  # the split to validate on (e.g. val); null: no validation
+    bench: str | None = None  # the benchmark that holds it; null: the training bench
+    tasks: list[str] | None = None  # null: the training tasks
+    max_per_task: int | None = None  # the first N examples of each task (quick runs)
+    eval_steps: int | None = None  # validate every N optimizer steps, and at the last step
+    # what best/ is chosen by: a score (mean_accuracy), a metric (tag.miou) or val_loss (SFT only)
+    metric: str = MEAN_ACCURACY
+    patience: int | None = None  # stop after N validations in a row that improved no patience metric
+    patience_metrics: list[str] = field(default_factory=list)  # what patience watches; empty: the metric
+    # patience counts only from the first validation whose CLS accuracy beats the best constant
+    # answer beyond chance (a model that has not read the video yet is not stopped)
+    patience_after_reading: bool = False
+    mode: str | None = None  # the prompt mode of the answers; null: the trainer's own
+    max_new_tokens: int = 1024  # per answer (direct answers need tens, think mode hundreds)
+    batch_size: int = 8  # prompts per generate call
+
+    @property
+    def enabled(self) -> bool:
+        return self.split is not None
+
+    @property
+    def watched(self) -> list[str]:
+        return self.patience_metrics or [self.metric]
+
+    def validate(self) -> None:
+        if not self.enabled:
+            return
+        if self.eval_steps is None or self.eval_steps < 1:
+            raise ConfigError(
+                f"validation.eval_steps: give a number of steps of at least 1, got {self.eval_steps}"
+            )
+        for name in [self.metric, *self.patience_metrics]:
+            if name != VAL_LOSS:
+                score_metrics(name)
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"validation.patience must be at least 1, got {self.patience}")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("validation.max_new_tokens and validation.batch_size must be at least 1")
+        if self.mode is not None:
+            check_mode(self.mode, "validation.mode")
+
+    def data(self, training: DataConfig) -> DataConfig:
+        """The validation examples' data config: the training data's bench and video folders by default."""
+        return replace(
+            training,
+            bench=self.bench or training.bench,
+            split=self.split or "",
+            tasks=list(self.tasks or training.tasks),
+            max_per_task=self.max_per_task,
+        )
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A training session: what the GRPO and SFT loops share around their own step, composed of parts.
 
-    with Session(cfg, kind="grpo", steps_per_cycle=1) as session:
+    with open_session(cfg, kind="grpo", mode="think") as session:    # vaur1.train.build
         for cycle in session.cycles():           # one global batch: this process's micro-batches
             for items in cycle:                  # `Item`s (example + decoded video); may be empty
                 with session.accelerator.accumulate(session.model):
@@ -11,11 +11,11 @@
             session.end_cycle()                   # a checkpoint every `run.save_steps`
         session.finish()                          # <output_dir>/final/: an HF model dir + processor
 
-The parts: the `Accelerator` and the cross-process helpers (`vaur1.train.distributed`), the model
-from `load_model`, the optimizer and schedule (`vaur1.train.common`), the data spread over processes
-and micro-batches (`vaur1.train.sampler`), checkpoints (`vaur1.train.checkpoint`), logs
-(`vaur1.train.logging`) and validation with best-model keeping and early stopping
-(`vaur1.train.validation`). Every file the run writes is named by `vaur1.layout.TrainRun`.
+The parts, assembled by `vaur1.train.build`: the `Accelerator` and the cross-process helpers
+(`vaur1.train.distributed`), the model from `load_model`, the optimizer and schedule
+(`vaur1.train.common`), the data spread over processes and micro-batches (`vaur1.train.sampler`);
+the session adds checkpoints (`vaur1.train.checkpoint`), logs (`vaur1.train.logging`) and runs the
+validator (`vaur1.train.validation`). Every file the run writes is named by `vaur1.layout.TrainRun`.
 """
 
 from __future__ import annotations
@@ -26,42 +26,28 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import torch
 
-from vaur1.bench import split_files
 from vaur1.config import to_dict
-from vaur1.console import ProgressBar, setup_console_logging
-from vaur1.errors import ConfigError, VaurError
-from vaur1.files import jsonl_line, replace_dir, write_text
-from vaur1.layout import TrainRun
-from vaur1.model.load import hide_transformers_progress, load_model
-from vaur1.runinfo import write_run_metadata
-from vaur1.runlock import claim_run
-from vaur1.train import distributed, precision
+from vaur1.console import ProgressBar
+from vaur1.files import jsonl_line, replace_dir
+from vaur1.layout import Checkpoint, TrainRun
+from vaur1.runlock import RunClaim
+from vaur1.train import distributed
 from vaur1.train.card import write_model_card
-from vaur1.train.checkpoint import (
-    Checkpoint,
-    TrainerState,
-    check_resumed_config,
-    export_hf_model,
-    load_checkpoint,
-    resolve_resume,
-    save_checkpoint,
-)
-from vaur1.train.common import BadStepGuard, TrainingAborted, build_optimizer, build_scheduler, set_seed
+from vaur1.train.checkpoint import TrainerState, export_hf_model, save_checkpoint
+from vaur1.train.common import TrainingAborted
 from vaur1.train.config import SessionConfig
-from vaur1.train.data_order import DataOrder
 from vaur1.train.logging import MemoryMeter, MetricsLogger
 from vaur1.train.sampler import Item, StepData, filler_inputs
-from vaur1.train.validation import LossFn, Validator
+from vaur1.train.validation import Validator
 from vaur1.video.cache import CachedDecoder
-from vaur1.video.dataset import Skip, SkipLog, VideoDataset
-from vaur1.video.roots import check_videos
+from vaur1.video.dataset import SkipLog
 from vaur1.video.spec import write_model_spec
 
 log = logging.getLogger("vaur1.train")
@@ -70,195 +56,65 @@ STOP_KEY = "stopped"  # TrainerState.extra: why the loop ended before its last s
 TRAINED_KEY = "trained_samples"  # TrainerState.extra: samples this process trained on, resumes included
 
 
+@dataclass
+class SessionParts:
+    """What a session runs on, built by `vaur1.train.build.open_session`."""
+
+    cfg: SessionConfig
+    kind: str  # grpo or sft: the progress bar's and the logs' name for the run
+    accelerator: Any
+    run: TrainRun
+    claim: RunClaim | None  # the output folder's lock, held by the main process
+    model: Any  # wrapped by the engine
+    processor: Any
+    optimizer: Any
+    scheduler: Any
+    engine: str  # single, ddp, deepspeed or fsdp
+    export_dtype: torch.dtype  # the dtype exports are written in
+    decoder: CachedDecoder
+    data: StepData
+    state: TrainerState
+    resumed_from: Checkpoint | None
+    total_steps: int
+    memory: MemoryMeter
+    steps_per_cycle: int = 1  # optimizer steps per global batch (GRPO's num_iterations)
+    draws_per_cycle: int = 1  # global batches a cycle may draw (dynamic sampling's rounds)
+
+
 class Session:
-    """The accelerator, model, optimizer, schedule, data, logs, checkpoints and validation of one run.
+    """The steps, logs, checkpoints and validation of one run, on the parts it is given."""
 
-    `steps_per_cycle` optimizer steps use each global batch (GRPO's `num_iterations`; 1 for SFT).
-    `mode` is the prompt mode the trainer trains (validation answers in it); `validation_loss` is
-    the SFT targets' loss on validation examples, where the trainer has one.
-    """
-
-    def __init__(
-        self,
-        cfg: SessionConfig,
-        kind: str,
-        mode: str,
-        steps_per_cycle: int = 1,
-        validation_loss: LossFn | None = None,
-        draws_per_cycle: int = 1,
-    ) -> None:
-        cfg.validate()
-        self.cfg = cfg
-        self.draws_per_cycle = draws_per_cycle  # global batches a cycle may draw (dynamic sampling's rounds)
-        self.kind = kind
-        self.steps_per_cycle = steps_per_cycle
-        self.run = TrainRun(cfg.run.output_dir)
-        self.accelerator = accelerator = distributed.make_accelerator(
-            cfg.gradient_accumulation_steps, cfg.bf16
+    def __init__(self, parts: SessionParts) -> None:
+        # every part is an attribute of the same name (session.model, session.state, ...)
+        for name, value in vars(parts).items():
+            setattr(self, name, value)
+        self.is_main = parts.accelerator.is_main_process
+        self.validator: Validator | None = None
+        # weights kept in every checkpoint beside the accelerate state (name -> a function returning them);
+        # their owners, built after this session, read them back from `resumed_from`
+        self.extra_states: dict[str, Any] = {}
+        self._last_saved = self._cycle_start = parts.state.step
+        self.skips = SkipLog()  # every process's skips reach skipped.jsonl through the main one (`log`)
+        self._skips_logged = 0
+        self.metrics = MetricsLogger(
+            parts.run,
+            report_to=parts.cfg.run.report_to,
+            config=to_dict(parts.cfg),
+            enabled=self.is_main,
+            start_step=parts.state.step,
         )
-        self.is_main = accelerator.is_main_process
-        setup_console_logging(self.is_main)
-        # the output folder is this run's for its whole life, held by the main process; every process
-        # stops with the same one-line error when another job holds it or it is not a training folder
-        self.claim = None
-        refused = None
-        if self.is_main:
-            try:
-                self.claim = claim_run(self.run.root, "train")
-            except VaurError as err:
-                refused = str(err)
-        refused = distributed.broadcast(refused, accelerator)
-        if refused is not None:
-            raise VaurError(refused)
-        try:
-            self._start(cfg, mode, steps_per_cycle, validation_loss)
-        except BaseException:
-            self.release_claim()  # a run that could not start leaves the folder free for the next try
-            raise
+        self.progress = ProgressBar(
+            parts.total_steps, start_step=parts.state.step, enabled=self.is_main, description=parts.kind
+        )
+        self._started = time.perf_counter()
+        self.data_wait = 0.0  # seconds the last cycle waited for its frames
+        self._step_learning_rate = float(parts.scheduler.get_last_lr()[0])
 
     def release_claim(self) -> None:
         if self.claim is not None:
             self.claim.release()
 
-    def _start(
-        self, cfg: SessionConfig, mode: str, steps_per_cycle: int, validation_loss: LossFn | None
-    ) -> None:
-        """Everything a run needs before its first step: data, model and engine, optimizer, state."""
-        accelerator = self.accelerator
-        # transformers' "Loading weights" / "Writing model shards" bars would break into the training bar
-        hide_transformers_progress()
-        set_seed(cfg.run.seed)
-
-        examples = [
-            example for example in cfg.data.load() for _ in range(cfg.task_repeats.get(example.task, 1))
-        ]
-        if not examples:
-            raise ConfigError(
-                f"{cfg.data.bench} ({cfg.data.split}): no examples for tasks {', '.join(cfg.data.tasks)}"
-            )
-        # every video resolved before anything starts: wrong roots stop here, a few missing files are
-        # left out of the data order and listed in skipped.jsonl
-        examples, missing = check_videos(examples, cfg.data.roots(), cfg.data.max_missing_videos)
-        # checksums are read once, by the main process; every process resumes from its choice
-        resume_from = distributed.broadcast(
-            resolve_resume(cfg.run.resume, self.run.root) if accelerator.is_main_process else None,
-            accelerator,
-        )
-        if resume_from is not None:
-            check_resumed_config(self.run, cfg)
-        steps_per_epoch = math.ceil(
-            len(examples)
-            / (cfg.per_device_train_batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps)
-        )
-        self.total_steps = cfg.run.max_steps or cfg.run.num_epochs * steps_per_epoch * steps_per_cycle
-
-        model_cfg = replace(
-            cfg.model, gradient_checkpointing=cfg.gradient_checkpointing, device=str(accelerator.device)
-        )
-        self.memory = MemoryMeter(accelerator.device)
-        model, self.processor = load_model(model_cfg)
-        self._check_video_spec()
-        self.engine = precision.engine_of(accelerator)
-        master_weights = self.engine == "deepspeed" and precision.deepspeed_mixed_precision(accelerator)
-        # the dtype exports are written in: the checkpoint's own, whatever the optimizer holds
-        self.export_dtype = precision.hold_trainable_in_fp32(model, cfg.bf16, self.engine, master_weights)
-        if self.engine == "deepspeed":
-            distributed.configure_deepspeed(
-                accelerator, cfg.per_device_train_batch_size, cfg.optim.max_grad_norm
-            )
-        elif self.engine == "fsdp":
-            distributed.configure_fsdp(accelerator, model)
-        optimizer = build_optimizer(model, cfg.optim)
-        scheduler = build_scheduler(optimizer, cfg.optim, num_training_steps=self.total_steps)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
-        if self.engine == "fsdp":
-            distributed.fsdp_make_root(self.model, self.filler_inputs())
-        self.model.train()
-
-        self.decoder = CachedDecoder.from_config(cfg.video, cfg.cache)
-        self.data = StepData(
-            examples=examples,
-            videos=VideoDataset(examples, cfg.data.roots(), self.decoder),
-            loader=cfg.loader,
-            rank=accelerator.process_index,
-            world=accelerator.num_processes,
-            per_device=cfg.per_device_train_batch_size,
-            accumulation=cfg.gradient_accumulation_steps,
-            seed=cfg.run.seed,
-            shuffle_options=cfg.shuffle_options,
-        )
-        self.state = TrainerState(
-            data=DataOrder(len(examples), seed=cfg.run.seed), guard=BadStepGuard(cfg.run.max_bad_steps)
-        )
-        self.validator = (
-            Validator(self, cfg.validation, mode, validation_loss) if cfg.validation.enabled else None
-        )
-        accelerator.wait_for_everyone()
-        if accelerator.num_processes > 1:
-            # the model is built alike everywhere; from here each process draws its own random stream
-            # (sampling noise, dropout), or every process would sample its completions with the same noise
-            set_seed(cfg.run.seed + accelerator.process_index)
-        # weights kept in every checkpoint beside the accelerate state (name -> a function returning them);
-        # their owners, built after this session, read them back from `resumed_from`
-        self.extra_states: dict[str, Any] = {}
-        self.resumed_from = Checkpoint(Path(resume_from)) if resume_from is not None else None
-        if resume_from is not None:
-            load_checkpoint(accelerator, resume_from, self.state)
-            log.info("resumed from %s at step %d", resume_from, self.state.step)
-        if self.is_main:
-            # written once the resume checks and the load passed: config.yaml is what this run uses
-            write_run_metadata(self.run.root, cfg, split_files(cfg.data.bench, [cfg.data.split]))
-            if missing and resume_from is None:
-                roots = cfg.data.roots()
-                lines = [Skip(e.key, str(roots.resolve(e)), "no such video file") for e in missing]
-                with self.run.skipped.open("ab") as handle:
-                    handle.write(b"".join(jsonl_line(asdict(skip)) for skip in lines))
-                log.warning(
-                    "%d samples have no video file: left out (listed in %s)", len(missing), self.run.skipped
-                )
-            write_text(self.run.video_spec, cfg.video.describe() + "\n")
-            log.info(
-                "%s: %d examples, %d steps of %d prompts, %s on %d process(es) (%s), video %s",
-                self.kind,
-                len(examples),
-                self.total_steps,
-                self.data.global_batch,
-                self.engine,
-                accelerator.num_processes,
-                "bf16 autocast" if cfg.bf16 else "fp32",
-                cfg.video.describe(),
-            )
-        accelerator.wait_for_everyone()
-        self._last_saved = self.state.step
-        self._cycle_start = self.state.step
-
-        self.skips = SkipLog()  # every process's skips reach skipped.jsonl through the main one (`log`)
-        self._skips_logged = 0
-        self.metrics = MetricsLogger(
-            self.run,
-            report_to=cfg.run.report_to,
-            config=to_dict(cfg),
-            enabled=self.is_main,
-            start_step=self.state.step,
-        )
-        self.progress = ProgressBar(
-            self.total_steps, start_step=self.state.step, enabled=self.is_main, description=self.kind
-        )
-        self._started = time.perf_counter()
-        self.data_wait = 0.0  # seconds the last cycle waited for its frames
-        self._step_learning_rate = float(self.scheduler.get_last_lr()[0])
-
     # ---- data ---------------------------------------------------------------------------------
-
-    def _check_video_spec(self) -> None:
-        from vaur1.model.inputs import processor_factor, temporal_patch
-
-        factor, frames = processor_factor(self.processor), temporal_patch(self.processor)
-        if (self.cfg.video.factor, self.cfg.video.temporal_patch) != (factor, frames):
-            raise ConfigError(
-                f"video.factor {self.cfg.video.factor} and video.temporal_patch {self.cfg.video.temporal_patch} "
-                f"do not match the model's processor ({factor} and {frames}); set them to match"
-            )
 
     @property
     def global_batch(self) -> int:
@@ -360,7 +216,7 @@ class Session:
         step = self.state.step
         if self.validator is None or not self.validator.due(self._cycle_start, step, self.total_steps):
             return None
-        record = self.validator.run()
+        record = self.validator.run(step)
         if self.is_main:
             values = "  ".join(f"{k} {v:.4g}" for k, v in record["values"].items() if v is not None)
             log.info("step %d: validation %s", step, values)

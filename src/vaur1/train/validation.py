@@ -30,88 +30,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from vaur1.bench.tasks import Example
-from vaur1.data import DataConfig
 from vaur1.errors import ConfigError
+from vaur1.layout import TrainRun
+from vaur1.train.config import SessionConfig, ValidationConfig
 from vaur1.vocab import (
+    CLS,
+    MULTICLASS_ACCURACY,
     SCORED_TASKS,
     VAL_LOSS,
-    check_mode,
     higher_is_better,
     score_metrics,
     score_value,
     task_metrics,
 )
 
-if TYPE_CHECKING:
-    from vaur1.train.session import Session
-
 log = logging.getLogger("vaur1.train")
 
-LossFn = Callable[["Session", list[Example]], float]
 RECORDS_KEY = "validation"  # TrainerState.extra: every validation record so far
 BEST_KEY = "best"  # TrainerState.extra: the best record
-
-
-@dataclass
-class ValidationConfig:
-    """Periodic validation with the evaluation harness; off while `split` is unset."""
-
-    split: str | None = None  # the split to validate on (e.g. val); null: no validation
-    bench: str | None = None  # the benchmark that holds it; null: the training bench
-    tasks: list[str] | None = None  # null: the training tasks
-    max_per_task: int | None = None  # the first N examples of each task (quick runs)
-    eval_steps: int | None = None  # validate every N optimizer steps, and at the last step
-    # what best/ is chosen by: a score (mean_accuracy), a metric (tag.miou) or val_loss (SFT only)
-    metric: str = "mean_accuracy"
-    patience: int | None = None  # stop after N validations in a row that improved no patience metric
-    patience_metrics: list[str] = field(default_factory=list)  # what patience watches; empty: the metric
-    # patience counts only from the first validation whose CLS accuracy beats the best constant
-    # answer beyond chance (a model that has not read the video yet is not stopped)
-    patience_after_reading: bool = False
-    mode: str | None = None  # the prompt mode of the answers; null: the trainer's own
-    max_new_tokens: int = 1024  # per answer (direct answers need tens, think mode hundreds)
-    batch_size: int = 8  # prompts per generate call
-
-    @property
-    def enabled(self) -> bool:
-        return self.split is not None
-
-    @property
-    def watched(self) -> list[str]:
-        return self.patience_metrics or [self.metric]
-
-    def validate(self) -> None:
-        if not self.enabled:
-            return
-        if self.eval_steps is None or self.eval_steps < 1:
-            raise ConfigError(
-                f"validation.eval_steps: give a number of steps of at least 1, got {self.eval_steps}"
-            )
-        for name in [self.metric, *self.patience_metrics]:
-            if name != VAL_LOSS:
-                score_metrics(name)
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"validation.patience must be at least 1, got {self.patience}")
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ConfigError("validation.max_new_tokens and validation.batch_size must be at least 1")
-        if self.mode is not None:
-            check_mode(self.mode, "validation.mode")
-
-    def data(self, training: DataConfig) -> DataConfig:
-        """The validation examples' data config: the training data's bench and video folders by default."""
-        return replace(
-            training,
-            bench=self.bench or training.bench,
-            split=self.split or "",
-            tasks=list(self.tasks or training.tasks),
-            max_per_task=self.max_per_task,
-        )
 
 
 def improved(name: str, value: float | None, best: float | None) -> bool:
@@ -149,31 +91,58 @@ def first_reading(records: Sequence[dict[str, Any]], level: float) -> int | None
         (
             i
             for i, r in enumerate(records)
-            if (r["metrics"].get("cls") or {}).get("multiclass_accuracy", -1) >= level
+            if (r["metrics"].get(CLS) or {}).get(MULTICLASS_ACCURACY, -1) >= level
         ),
         None,
     )
 
 
-class Validator:
-    """Runs validations for a session and keeps the best model; every process calls it together."""
+@dataclass
+class ValidationCallbacks:
+    """What a validation needs from the run it validates, given as functions so that the validator
+    holds no session: the live model, exporting best/, stopping the run, and SFT's target loss."""
 
-    def __init__(self, session: Session, cfg: ValidationConfig, mode: str, loss: LossFn | None) -> None:
+    model: Callable[[], tuple[Any, Any]]  # the (wrapped) training model and its processor, now
+    export_best: Callable[[], Any]  # export the current model as best/ (every process calls it)
+    stop: Callable[[str], None]  # end the run after this cycle, for the reason given
+    loss: Callable[[list[Example]], float] | None = None  # the SFT targets' loss on examples
+
+
+class Validator:
+    """Runs validations for a training run and keeps the best model; every process calls it together.
+
+    `training` is the run's config (its data, VideoSpec, prompts and seed), `extra` the trainer
+    state's dict that holds the records and the best one (saved in checkpoints, restored on resume).
+    """
+
+    def __init__(
+        self,
+        cfg: ValidationConfig,
+        training: SessionConfig,
+        kind: str,
+        mode: str,
+        run: TrainRun,
+        accelerator: Any,
+        extra: dict[str, Any],
+        callbacks: ValidationCallbacks,
+    ) -> None:
         from vaur1.eval.baselines import constant_class_accuracy, reading_level
 
-        self.session = session
         self.cfg = cfg
+        self.training = training
         self.mode = cfg.mode or mode
-        self.loss = loss
-        self.data = cfg.data(session.cfg.data)
+        self.run_dir = run
+        self.accelerator = accelerator
+        self.extra = extra
+        self.callbacks = callbacks
+        self.is_main = accelerator.is_main_process
+        self.data = cfg.data(training.data)
         self.examples = self.data.load()
         if not self.examples:
             raise ConfigError(f"validation: no examples in {self.data.bench} ({self.data.split})")
         names = [cfg.metric, *cfg.patience_metrics]
-        if VAL_LOSS in names and loss is None:
-            raise ConfigError(
-                f"validation: {VAL_LOSS} is the loss of SFT targets; a {session.kind} run has none"
-            )
+        if VAL_LOSS in names and callbacks.loss is None:
+            raise ConfigError(f"validation: {VAL_LOSS} is the loss of SFT targets; a {kind} run has none")
         self.generating = any(name != VAL_LOSS for name in names)
         self.scored = [e for e in self.examples if e.task in SCORED_TASKS]
         for name in names:
@@ -186,7 +155,7 @@ class Validator:
                 )
         self.reading: float | None = None
         if cfg.patience_after_reading:
-            cls = [e for e in self.examples if e.task == "cls"]
+            cls = [e for e in self.examples if e.task == CLS]
             if not cls:
                 raise ConfigError(
                     "validation.patience_after_reading needs CLS examples in the validation split"
@@ -196,26 +165,27 @@ class Validator:
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        return self.session.state.extra.setdefault(RECORDS_KEY, [])
+        return self.extra.setdefault(RECORDS_KEY, [])
 
     @property
     def best(self) -> dict[str, Any] | None:
-        return self.session.state.extra.get(BEST_KEY)
+        return self.extra.get(BEST_KEY)
 
     def due(self, before: int, after: int, total: int) -> bool:
         """Whether the optimizer steps from `before` to `after` crossed a multiple of eval_steps or the end."""
         every = self.cfg.eval_steps or 0
         return after // every > before // every or (after >= total > before)
 
-    def run(self) -> dict[str, Any]:
-        """Validate the current model; record it, keep it if best, and stop the run when patience ends."""
-        session = self.session
-        step = session.state.step
-        devices = [session.accelerator.device] if session.accelerator.device.type == "cuda" else []
+    def run(self, step: int) -> dict[str, Any]:
+        """Validate the current model at `step`; record it, keep it if best, and stop the run when
+        patience ends."""
+        device = self.accelerator.device
+        devices = [device] if device.type == "cuda" else []
+        loss = self.callbacks.loss
         # validation must not move the training run's generators (the loaders and greedy decoding draw)
         with torch.random.fork_rng(devices=devices):
             metrics = self._generate(step) if self.generating else {}
-            val_loss = self.loss(session, self.examples) if self.loss is not None else None
+            val_loss = loss(self.examples) if loss is not None else None
         values = {name: score_value(name, metrics) for name in self._score_names()}
         if val_loss is not None:
             values[VAL_LOSS] = val_loss
@@ -223,15 +193,15 @@ class Validator:
         if val_loss is not None:
             record[VAL_LOSS] = val_loss
         self.records.append(record)
-        if session.is_main:
+        if self.is_main:
             from vaur1.files import jsonl_line
 
-            with session.run.validation.open("ab") as handle:
+            with self.run_dir.validation.open("ab") as handle:
                 handle.write(jsonl_line(record))
         self._keep_if_best(record)
         if should_stop(self.records, self.cfg, self.reading):
             best = self.best or {}
-            session.stop(
+            self.callbacks.stop(
                 f"no better {' or '.join(self.cfg.watched)} in {self.cfg.patience} validations "
                 f"(best {self.cfg.metric} {best.get('score')} at step {best.get('step')})"
             )
@@ -244,19 +214,12 @@ class Validator:
         best = self.best
         if not improved(self.cfg.metric, record["score"], None if best is None else best["score"]):
             return
-        self.session.state.extra[BEST_KEY] = {
-            "step": record["step"],
-            "metric": self.cfg.metric,
-            "score": record["score"],
-        }
-        self.session.export(self.session.run.best)
-        if self.session.is_main:
+        self.extra[BEST_KEY] = {"step": record["step"], "metric": self.cfg.metric, "score": record["score"]}
+        self.callbacks.export_best()
+        if self.is_main:
             from vaur1.files import write_json
 
-            write_json(
-                self.session.run.best_record,
-                {**self.session.state.extra[BEST_KEY], "values": record["values"]},
-            )
+            write_json(self.run_dir.best_record, {**self.extra[BEST_KEY], "values": record["values"]})
 
     def _generate(self, step: int) -> dict[str, dict[str, Any]]:
         """The harness's task blocks ({task: block}) of greedy answers by the current model."""
@@ -270,40 +233,41 @@ class Validator:
         from vaur1.train.distributed import broadcast, even_shards, gather, policy_for_generation
         from vaur1.video.dataset import SkipLog
 
-        session, cfg = self.session, self.session.cfg
-        run = session.run.validation_run(step)
+        training = self.training
+        run = self.run_dir.validation_run(step)
         tasks = [task for task in self.data.tasks if task in SCORED_TASKS]
         eval_cfg = load_config(
             EvalConfig,
             defaults=EVAL_DEFAULTS,
             flags={
-                "model.name_or_path": str(session.run.root),
-                "data": {**self._data_dict(), "tasks": tasks},
-                "video": _plain(cfg.video),
-                "cache": _plain(cfg.cache),
-                "loader": _plain(cfg.loader),
-                "prompts": _plain(cfg.prompts),
+                "model.name_or_path": str(self.run_dir.root),
+                "data": {**_plain(self.data), "tasks": tasks},
+                "video": _plain(training.video),
+                "cache": _plain(training.cache),
+                "loader": _plain(training.loader),
+                "prompts": _plain(training.prompts),
                 "modes": [self.mode],
                 "sampling.max_new_tokens": self.cfg.max_new_tokens,
                 "batch_size": self.cfg.batch_size,
                 "offline_scorer": False,
                 "resamples": 1000,
-                "bootstrap_seed": cfg.run.seed,
+                "bootstrap_seed": training.run.seed,
                 "out": str(run.root),
             },
         )
-        accelerator = session.accelerator
+        accelerator = self.accelerator
         items = work_items(self.scored, [self.mode])
         shard, padding = even_shards(items, accelerator.process_index, accelerator.num_processes)
         records: list[dict[str, Any]] = []
-        with policy_for_generation(session.model, accelerator) as model:
-            generator = HFGenerator(model, session.processor, eval_cfg.sampling)
+        model, processor = self.callbacks.model()
+        with policy_for_generation(model, accelerator) as policy:
+            generator = HFGenerator(policy, processor, eval_cfg.sampling)
             batches = video_batches(eval_cfg, shard)
             for batch in iter_predictions(generator, eval_cfg, shard, batches, SkipLog()):
                 records.extend(batch)
         records = gather(records[: len(records) - padding])
         metrics = None
-        if session.is_main:
+        if self.is_main:
             write_run_metadata(run.root, eval_cfg, [])
             with PredictionStore(run.root) as store:
                 store.append(records)
@@ -314,9 +278,6 @@ class Validator:
                 for task in tasks
             }
         return broadcast(metrics, accelerator)
-
-    def _data_dict(self) -> dict[str, Any]:
-        return _plain(self.data)
 
 
 def _plain(obj: Any) -> Any:

@@ -13,7 +13,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from vaur1.eval.gallery import thumbnails
+from vaur1.present.gallery import thumbnails
 from vaur1.video.decode import DEFAULT_LIMITS, DecodeLimits
 from vaur1.video.spec import VideoSpec
 from vaur1.video.windows import Window, decode_windows

@@ -1,5 +1,5 @@
 """The report's pages: tables (and plots) as Markdown with PNG files, one self-contained HTML page, and
-JSON, written next to each other. `vaur1.eval.report` decides what the tables hold; this renders them.
+JSON, written next to each other. `vaur1.present.report` decides what the tables hold; this renders them.
 """
 
 from __future__ import annotations

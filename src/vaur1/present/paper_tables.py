@@ -15,9 +15,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from vaur1.bench.schema import SOURCES
-from vaur1.eval.paper_results import MODELS as PAPER_MODELS
-from vaur1.eval.paper_results import paper_value
-from vaur1.vocab import METRICS_BY_NAME, MODE_LABELS, MODES, higher_is_better
+from vaur1.present.paper_results import MODELS as PAPER_MODELS
+from vaur1.present.paper_results import paper_value
+from vaur1.vocab import (
+    ACCURACY,
+    BINARY_ACCURACY,
+    CLS,
+    METRICS_BY_NAME,
+    MIOU,
+    MODE_LABELS,
+    MODES,
+    MULTICLASS_ACCURACY,
+    QA,
+    REASONING,
+    RECALL_03,
+    RECALL_05,
+    RECALL_07,
+    TAG,
+    higher_is_better,
+)
 
 SOURCE_LABELS = {"msad": "MSAD", "ucf": "UCF-Crime", "ecva": "ECVA", "synth": "SynthVAU", "all": "pooled"}
 
@@ -60,12 +76,12 @@ def _modes(blocks: Sequence[Block], task: str) -> list[str]:
 
 
 def _paper_block(model: str) -> Block:
-    """The paper's published numbers for `model` (see `vaur1.eval.paper_results`) as a run's blocks."""
+    """The paper's published numbers for `model` (see `vaur1.present.paper_results`) as a run's blocks."""
 
     def block(task: str, mode: str, source: str) -> dict[str, Any] | None:
         if source == "all":
             return None
-        keys = ("accuracy",) if task == "qa" else ("miou", "r@0.3", "r@0.5", "r@0.7")
+        keys = (ACCURACY,) if task == QA else (MIOU, RECALL_03, RECALL_05, RECALL_07)
         values = {k: paper_value(task, mode, model, source, k) for k in keys}
         return values if any(v is not None for v in values.values()) else None
 
@@ -86,12 +102,12 @@ def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = Fa
         names = [*names, *[f"paper: {model}" for model in PAPER_MODELS]]
         blocks = [*blocks, *[_paper_block(model) for model in PAPER_MODELS]]
     found = []
-    sources = _sources(scored, "qa")
-    modes = _modes(scored, "qa")
+    sources = _sources(scored, QA)
+    modes = _modes(scored, QA)
     if sources and modes:
         groups = [(SOURCE_LABELS.get(s, s), [MODE_LABELS[m] for m in modes]) for s in sources]
         rows = [
-            (name, [(block("qa", m, s) or {}).get("accuracy") for s in sources for m in modes])
+            (name, [(block(QA, m, s) or {}).get(ACCURACY) for s in sources for m in modes])
             for name, block in zip(names, blocks, strict=True)
         ]
         found.append(
@@ -99,16 +115,14 @@ def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = Fa
         )
     found += _judge_tables(names, blocks, scored)
     for task, title in (
-        ("tag", "TAG (%), Table 2 layout"),
-        ("cls", "CLS accuracy (%), Tables 3 and 7 layout"),
+        (TAG, "TAG (%), Table 2 layout"),
+        (CLS, "CLS accuracy (%), Tables 3 and 7 layout"),
     ):
         keys = (
-            ["miou", "r@0.3", "r@0.5", "r@0.7"]
-            if task == "tag"
-            else ["binary_accuracy", "multiclass_accuracy"]
+            [MIOU, RECALL_03, RECALL_05, RECALL_07] if task == TAG else [BINARY_ACCURACY, MULTICLASS_ACCURACY]
         )
         sources = _sources(scored, task)
-        if task == "cls" and len(sources) > 1:
+        if task == CLS and len(sources) > 1:
             sources = [*sources, "all"]  # the paper's Table 3 pools the three test sets
         for mode in _modes(scored, task):
             groups = [
@@ -127,7 +141,7 @@ def paper_tables(names: Sequence[str], blocks: Sequence[Block], paper: bool = Fa
 
 
 def _judge(block: Block, mode: str, source: str) -> dict[str, Any] | None:
-    judged = ((block("reasoning", mode, "all") or {}).get("judge") or {}).get("by_source", {})
+    judged = ((block(REASONING, mode, "all") or {}).get("judge") or {}).get("by_source", {})
     return judged.get(source)
 
 

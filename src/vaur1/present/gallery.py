@@ -23,7 +23,7 @@ from vaur1.eval.predictions import read_predictions
 from vaur1.eval.run import load_run_config
 from vaur1.files import read_jsonl, write_text
 from vaur1.layout import EvalRun
-from vaur1.vocab import MODE_LABELS
+from vaur1.vocab import MODE_LABELS, REASONING, TAG
 
 THUMBNAILS = 8  # frames per strip, evenly spread over what the model saw
 THUMB_WIDTH = 112  # px; JPEG at quality 70 keeps a 1,000-item page to a few MB
@@ -166,7 +166,7 @@ def analysis_page(result: dict[str, Any], video: Any) -> str:
         ("class", result["class"] or "unreadable (see the raw output)"),
         ("interval", "-" if interval is None else f"{interval[0]:.1f} s - {interval[1]:.1f} s"),
         ("description", result["description"] or "-"),
-        ("reasoning", result["reasoning"] or "-"),
+        (REASONING, result[REASONING] or "-"),
     ]
     body = [
         f'<div class="card"><h3>{escape(str(result["video"]))}</h3><div class="strip">{figures}</div>',
@@ -211,7 +211,7 @@ def _card(disagree: bool, example: Any, mode: str, strip_id: str, strip: Any, pe
             verdict, '<span class="none">not scored</span>'
         )
         parts.append(f"<h4>{escape(name)} {badge}</h4>")
-        if example.task == "tag" and duration is not None and score is not None:
+        if example.task == TAG and duration is not None and score is not None:
             truth = list(example.interval) if example.interval and example.interval[1] > 0 else None
             parts.append(_timeline(duration, truth, _interval(score.get("prediction"))))
         if score is not None:

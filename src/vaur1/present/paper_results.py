@@ -8,11 +8,14 @@ test sets (Table 3), so they have no per-dataset row here.
 
 from __future__ import annotations
 
+from vaur1 import vocab
+from vaur1.vocab import ACCURACY, MIOU, RECALL_03, RECALL_05, RECALL_07
+
 MODELS = ("Qwen2.5-VL-3B", "+ SFT", "+ RFT")
 SOURCES = ("msad", "ucf", "ecva")  # the VAU-Bench test sets the paper reports on
 
 # QA accuracy: {mode: {model: {source: value}}}
-QA: dict[str, dict[str, dict[str, float]]] = {
+QA_ACCURACY: dict[str, dict[str, dict[str, float]]] = {
     "direct": {
         "Qwen2.5-VL-3B": {"msad": 85.83, "ucf": 91.63, "ecva": 85.58},
         "+ SFT": {"msad": 86.25, "ucf": 90.84, "ecva": 89.30},
@@ -25,7 +28,7 @@ QA: dict[str, dict[str, dict[str, float]]] = {
     },
 }
 
-_TAG_KEYS = ("miou", "r@0.3", "r@0.5", "r@0.7")
+_TAG_KEYS = (MIOU, RECALL_03, RECALL_05, RECALL_07)
 _TAG_ROWS = {  # (source, model): w/o think values, then w/ think values, in _TAG_KEYS order
     ("msad", "Qwen2.5-VL-3B"): (21.27, 30.00, 10.83, 4.17, 13.00, 16.67, 5.83, 1.67),
     ("msad", "+ SFT"): (30.65, 47.50, 30.00, 9.17, 35.17, 50.83, 34.17, 15.00),
@@ -39,7 +42,7 @@ _TAG_ROWS = {  # (source, model): w/o think values, then w/ think values, in _TA
 }
 
 # TAG: {mode: {model: {source: {metric key: value}}}}
-TAG: dict[str, dict[str, dict[str, dict[str, float]]]] = {
+TAG_METRICS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
     mode: {
         model: {
             source: dict(zip(_TAG_KEYS, values[offset : offset + 4], strict=True))
@@ -54,8 +57,8 @@ TAG: dict[str, dict[str, dict[str, dict[str, float]]]] = {
 
 def paper_value(task: str, mode: str, model: str, source: str, key: str) -> float | None:
     """The paper's number for one cell, or None where it published none."""
-    if task == "qa" and key == "accuracy":
-        return QA.get(mode, {}).get(model, {}).get(source)
-    if task == "tag":
-        return TAG.get(mode, {}).get(model, {}).get(source, {}).get(key)
+    if task == vocab.QA and key == ACCURACY:
+        return QA_ACCURACY.get(mode, {}).get(model, {}).get(source)
+    if task == vocab.TAG:
+        return TAG_METRICS.get(mode, {}).get(model, {}).get(source, {}).get(key)
     return None

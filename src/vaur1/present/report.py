@@ -30,13 +30,23 @@ from vaur1.errors import VaurError
 from vaur1.eval.judge import DIMENSION_LABELS
 from vaur1.eval.offline_scorer import METRICS as OFFLINE_METRICS
 from vaur1.eval.offline_scorer import OFFLINE_SCORER_NAME
-from vaur1.eval.pages import Table, write_pages
 from vaur1.eval.paired import PER_ITEM, paired_gain
-from vaur1.eval.paper_tables import PaperTable, flat_cells, paper_tables, to_latex
 from vaur1.files import read_jsonl
 from vaur1.layout import EvalRun, TrainRun, training_log_of_model
 from vaur1.parse import NO_ANOMALY, parse_interval
-from vaur1.vocab import METRICS_BY_NAME, MODE_LABELS, MODES, SCORED_TASKS, TASK_TITLES, task_metrics
+from vaur1.present.pages import Table, write_pages
+from vaur1.present.paper_tables import PaperTable, flat_cells, paper_tables, to_latex
+from vaur1.vocab import (
+    CLS,
+    METRICS_BY_NAME,
+    MODE_LABELS,
+    MODES,
+    REASONING,
+    SCORED_TASKS,
+    TAG,
+    TASK_TITLES,
+    task_metrics,
+)
 
 OFFLINE_LABELS = {
     "description_similarity": "Desc. MiniLM cos",
@@ -150,7 +160,7 @@ def _count_cell(block: dict[str, Any] | None, task: str) -> str:
     if block is None:
         return "–"
     parts = [f"{block['n']}"]
-    if task == "tag":
+    if task == TAG:
         parts[0] += f" + {block['n_normal']} normal"
     problems = [f"{block[k]} {k}" for k in ("missing", "unparsed") if block.get(k)]
     return parts[0] + (f" ({', '.join(problems)})" if problems else "")
@@ -183,7 +193,7 @@ def task_table(runs: list[Run], task: str) -> Table | None:
 
 
 def _reasoning_part(run: Run, mode: str, source: str, part: str) -> dict[str, Any] | None:
-    block = run.block("reasoning", mode)
+    block = run.block(REASONING, mode)
     summary = (block or {}).get(part)
     if summary is None or source == "all":
         return summary
@@ -191,7 +201,7 @@ def _reasoning_part(run: Run, mode: str, source: str, part: str) -> dict[str, An
 
 
 def judge_table(runs: list[Run]) -> Table | None:
-    modes = [m for m in _modes(runs, "reasoning") if any(_reasoning_part(r, m, "all", "judge") for r in runs)]
+    modes = [m for m in _modes(runs, REASONING) if any(_reasoning_part(r, m, "all", "judge") for r in runs)]
     if not modes:
         return None
     judges = sorted({(run.metrics or {})["run"].get("judge") or "" for run in runs if run.metrics} - {""})
@@ -223,9 +233,7 @@ def judge_table(runs: list[Run]) -> Table | None:
 
 
 def offline_table(runs: list[Run]) -> Table | None:
-    modes = [
-        m for m in _modes(runs, "reasoning") if any(_reasoning_part(r, m, "all", "offline") for r in runs)
-    ]
+    modes = [m for m in _modes(runs, REASONING) if any(_reasoning_part(r, m, "all", "offline") for r in runs)]
     if not modes:
         return None
     rows = []
@@ -511,7 +519,7 @@ def _interval(text: str | None) -> tuple[float, float] | None:
 
 def figures(runs: list[Run]) -> list[tuple[str, str, bytes]]:
     """(file stem, caption, PNG) for every plot the runs have data for."""
-    from vaur1.eval import plots
+    from vaur1.present import plots
 
     found: list[tuple[str, str, bytes | None]] = []
     ious = {
@@ -519,7 +527,7 @@ def figures(runs: list[Run]) -> list[tuple[str, str, bytes]]:
             mode: [
                 s["iou"]
                 for s in run.sample_scores
-                if s["task"] == "tag" and s["mode"] == mode and s["iou"] is not None
+                if s["task"] == TAG and s["mode"] == mode and s["iou"] is not None
             ]
             for mode in MODES
         }
@@ -528,7 +536,7 @@ def figures(runs: list[Run]) -> list[tuple[str, str, bytes]]:
     found.append(("iou_histogram", "TAG IoU of anomalous videos", plots.iou_histogram(ious)))
     for index, run in enumerate(runs):
         stem = f"run{index + 1}"
-        positives = [s for s in run.sample_scores if s["task"] == "tag" and s["iou"] is not None]
+        positives = [s for s in run.sample_scores if s["task"] == TAG and s["iou"] is not None]
         keys = sorted({s["key"] for s in positives})
         chosen = sorted(random.Random(0).sample(keys, min(TIMELINE_VIDEOS, len(keys))))
         truth = {s["key"]: _interval(s["target"]) for s in positives}
@@ -548,7 +556,7 @@ def figures(runs: list[Run]) -> list[tuple[str, str, bytes]]:
             mode: [
                 (s["target"], s["prediction"])
                 for s in run.sample_scores
-                if s["task"] == "cls" and s["mode"] == mode
+                if s["task"] == CLS and s["mode"] == mode
             ]
             for mode in MODES
         }
@@ -582,7 +590,7 @@ def report_json(runs: list[Run]) -> dict[str, Any]:
 def paper_rows_apply(run_dirs: list[str | Path]) -> bool:
     """Whether any of the runs scored a test set the paper published numbers for (MSAD, UCF-Crime,
     ECVA); a SynthVAU run has no paper row to stand next to."""
-    from vaur1.eval.paper_results import SOURCES
+    from vaur1.present.paper_results import SOURCES
 
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(path, name) for path, name in zip(paths, run_names(paths), strict=True)]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vaur1.vocab import MODE_LABELS
+from vaur1.vocab import MEAN_ACCURACY, MODE_LABELS, SCORES
 
 plt.switch_backend("Agg")  # before any figure exists; no display needed
 
@@ -130,7 +130,7 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...], tuple[str, str] | None], ...] = 
     ),
     ("learning rate", ("learning_rate",), None),
     ("seconds per phase", ("time/",), None),
-    ("validation", ("mean_accuracy", "qa.accuracy", "tag.miou", "cls.multiclass_accuracy"), None),
+    ("validation", (MEAN_ACCURACY, *SCORES[MEAN_ACCURACY]), None),
 )
 
 
