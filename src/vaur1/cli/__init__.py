@@ -66,8 +66,24 @@ def trainer_arguments(argv: list[str]) -> list[str]:
     return [*kept, "--", *rest] if rest else kept
 
 
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    """The command line's arguments. Dotted overrides may come anywhere, also after options that follow
+    a positional (`eval judge RUN_DIR --judge-url U judge.timeout_s=60`), which argparse alone rejects
+    once it has matched the positionals."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(trainer_arguments(argv))
+    if extra:
+        if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in word and not word.startswith("-") for word in extra
+        ):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(trainer_arguments(list(sys.argv[1:] if argv is None else argv)))
+    args = parse_arguments(list(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except VaurError as err:

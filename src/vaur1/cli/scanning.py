@@ -16,7 +16,7 @@ def add_scan_options(parser: argparse.ArgumentParser, automatic: bool = True) ->
     scan = parser.add_argument_group(
         "scanning",
         "Windows of --window seconds every --stride seconds, each through the TAG and CLS prompts in direct "
-        "mode, scored with P(anomaly) and merged into events (docs/guide.md, 'Scanning long videos')."
+        "mode, scored with P(anomaly) and merged into events (docs/jobs/scanning.md)."
         + (
             " A video is scanned automatically (said on screen) when it is longer than a window and one pass "
             "of the VideoSpec would space its frames wider than a window's."

@@ -197,7 +197,7 @@ QUICK: list[str] = [
 ]
 
 
-# `--full`: the long version, with the budgets of the seed runs in docs/performance.md: SFT until
+# `--full`: the long version, with the budgets of the seed runs in docs/lab-log.md: SFT until
 # patience stops it (up to 6,000 steps, scored every 200) and 300 GRPO steps (scored every 50); 15-25
 # minutes on 2 cores.
 FULL: list[str] = [
