@@ -28,7 +28,7 @@ CHILD = """
 import json, resource, sys, threading, time
 import vaur1.model
 from vaur1.eval.config import EVAL_DEFAULTS
-from vaur1.eval.generators import load_generator
+from vaur1.model.generators import load_generator
 from vaur1.eval.scan import scan_video
 from vaur1.eval.scan_config import ScanConfig
 from vaur1.model.generate import SamplingConfig

@@ -102,7 +102,7 @@ def test_default_model_is_the_demo_run_or_a_clear_error(
 def test_a_folder_and_a_file_in_one_call_load_the_model_once_and_show_raw_output_when_unreadable(
     eval_synth: Path, eval_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
 ) -> None:
-    import vaur1.eval.generators as generators
+    import vaur1.model.generators as generators
 
     folder = tmp_path / "clips"
     folder.mkdir()

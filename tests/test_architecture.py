@@ -134,7 +134,7 @@ OTHER_MEANINGS: dict[str, set[str]] = {
     "rl/temporal.py": {"accuracy"},  # the same reward, by name
     "bench/datasets_io.py": {"reasoning"},  # the Hub dataset's column of chain-of-thought fields
     "bench/__init__.py": {"hf"},  # `data.bench: hf` names the Hub copy of VAU-Bench, not a backend
-    "eval/config.py": {"vllm"},  # the vllm package, looked up before it is imported
+    "model/generators.py": {"vllm"},  # the vllm package, looked up before it is imported
     "model/vllm_engine.py": {"vllm"},  # vLLM's own generation_config value
     "layout.py": {"hf"},  # a checkpoint's hf/ folder
 }

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from conftest import run_cli
 from model_fixtures import load_tiny, make_video, video_prompt
@@ -25,6 +27,12 @@ def test_model_tiny_through_the_console_script_loads_and_generates(tmp_path):
         check=True,
     )
     assert f"built qwen2_5_vl in {out}" in result.stdout
+    # other libraries' bars and start-up warnings stay off the console unless asked for with -v
+    assert result.stderr == "", result.stderr
+    loud = run_cli(
+        "-v", "model", "tiny", "--arch", "qwen2_5_vl", "--out", str(tmp_path / "loud"), "--layers", "1"
+    )
+    assert "Writing model shards" in loud.stderr
     model, processor = load_tiny(out)
     text = model.config.text_config
     assert (text.hidden_size, text.num_hidden_layers) == (64, 1)
@@ -59,3 +67,22 @@ def test_model_commands_report_bad_input_in_one_line(tmp_path):
         "model", "tiny", "--arch", "qwen3_vl", "--out", str(tmp_path / "y"), "--hidden-size", "40"
     )
     assert bad_size.returncode == 2 and "hidden_size 40" in bad_size.stderr
+
+
+def test_deepspeeds_warnings_are_kept_off_the_console_unless_verbose():
+    """DeepSpeed resets its logger's level when it loads, so vaur1 filters its records instead."""
+    script = (
+        "import sys\n"
+        "from vaur1.console import quiet_third_party\n"
+        "quiet_third_party(verbose=sys.argv[1] == 'loud')\n"
+        "from deepspeed.utils import logger\n"
+        "logger.warning('a start-up note')\n"
+        "logger.error('a real error')\n"
+    )
+    quiet = subprocess.run(
+        [sys.executable, "-c", script, "quiet"], capture_output=True, text=True, timeout=300
+    )
+    loud = subprocess.run([sys.executable, "-c", script, "loud"], capture_output=True, text=True, timeout=300)
+    quiet_output, loud_output = quiet.stdout + quiet.stderr, loud.stdout + loud.stderr  # DeepSpeed prints to stdout
+    assert "a real error" in quiet_output and "a start-up note" not in quiet_output
+    assert "a start-up note" in loud_output

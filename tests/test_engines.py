@@ -27,6 +27,7 @@ ENGINE = {
     "ddp-cpu": "ddp",
     "zero2": "deepspeed",
     "zero3": "deepspeed",
+    "zero3_offload": "deepspeed",
     "fsdp": "fsdp",
 }  # as the run log names them
 COMMON = ["run.max_steps=2", "run.save_steps=1", "optim.learning_rate=1e-2", "optim.eps=1e-3"]
@@ -100,6 +101,15 @@ def test_deepspeed_on_two_processes_updates_like_one_process_and_resumes(
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_zero3_with_offload_to_cpu_updates_like_one_process(configs, one_process, tmp_path):
+    """VAU-R1's own setting: parameters and optimizer states in CPU memory, DeepSpeed's CPU Adam."""
+    out = tmp_path / "run"
+    result = launch(out, "grpo", configs["grpo"], "zero3_offload", 2, "per_device_train_batch_size=1")
+    assert "deepspeed on 2 process" in console(result)
+    assert_same_weights(out, one_process / "grpo")
+
+
 @pytest.mark.parametrize("engine", ["ddp-cpu", "zero3", "fsdp"])
 def test_one_row_per_completion_reaches_the_weights_of_the_shared_prefix(
     engine, configs, one_process, tmp_path

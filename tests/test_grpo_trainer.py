@@ -488,9 +488,9 @@ def test_rollouts_keep_the_kv_cache_under_gradient_checkpointing(
     tiny_models, synth_bench, tmp_path, monkeypatch
 ):
 
-    from vaur1.rl import rollout as rollout_module
+    from vaur1.model import generators as generators_module
 
-    real_generate = rollout_module.generate
+    real_generate = generators_module.generate
     seen = []
 
     def spy(model, processor, inputs, sampling):
@@ -507,7 +507,7 @@ def test_rollouts_keep_the_kv_cache_under_gradient_checkpointing(
         seen.append((model_fixtures.checkpointing_on(base), model.training, cached))
         return out
 
-    monkeypatch.setattr(rollout_module, "generate", spy)
+    monkeypatch.setattr(generators_module, "generate", spy)
     overrides = [
         "gradient_checkpointing=true",
         "model.lora.enabled=true",

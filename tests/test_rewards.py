@@ -323,3 +323,16 @@ def test_overlong_penalty_equals_verls_dapo_reward_manager():
                 verl(length, 128, buffer, factor)
             )
     assert overlong_penalty(128, 128, 32, 1.0) == -1.0 and overlong_penalty(96, 128, 32, 1.0) == 0.0
+
+
+def test_a_completion_is_parsed_once_for_every_reward_and_metric():
+    """Every reward of a task and the harness's scoring read one parse of the text."""
+    from vaur1.eval.metrics import score_sample
+    from vaur1.parse import parse_completion
+
+    text = "<think>a man falls at 2 s</think><answer>Anomaly</answer><glue>[2.0, 6.5]</glue>"
+    parse_completion.cache_clear()
+    total, parts = score(text, TAG_POSITIVE, RewardConfig())
+    assert score_sample(TAG_POSITIVE, text).iou == pytest.approx(4.0 / 4.5)
+    assert len(parts) >= 3 and total > 0
+    assert parse_completion.cache_info().misses == 1

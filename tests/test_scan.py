@@ -14,9 +14,9 @@ from conftest import run_cli
 from vaur1.bench.synth_long import generate_recordings, read_events
 from vaur1.bench.tasks import Example
 from vaur1.errors import VaurError
-from vaur1.eval.generators import HFGenerator, label_tokens
 from vaur1.eval.scan import merge_events, needs_scan
 from vaur1.model.generate import SamplingConfig
+from vaur1.model.generators import HFGenerator, label_tokens
 from vaur1.model.inputs import append_completions, build_inputs
 from vaur1.model.load import ModelConfig, load_model
 from vaur1.model.logprobs import target_logprobs

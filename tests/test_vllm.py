@@ -203,7 +203,7 @@ def test_auto_dtype_is_the_checkpoints_on_both_backends(dtype, tiny_models, synt
     vLLM's own auto would run an fp32 checkpoint in bf16. The first step's log-probs then agree to
     within that dtype's rounding (bf16: the kernels round differently by as much as bf16 differs from
     fp32, ~0.02 here, so a random tiny model's greedy outputs part after a few tokens)."""
-    from vaur1.eval.generators import load_generator
+    from vaur1.model.generators import load_generator
 
     model_dir = perturbed(tiny_models["qwen2_5_vl"], tmp_path / "model", seed=6, dtype=dtype)
     name = str(dtype).removeprefix("torch.")
@@ -343,9 +343,9 @@ def test_under_top_k_the_correction_weighs_each_token_by_the_policys_kept_mass(
 def test_a_scan_is_the_same_on_vllm_as_on_transformers(tiny_models, tmp_path):
     """Windows, greedy answers, P(anomaly) and events of a long recording, on both backends."""
     from vaur1.bench.synth_long import generate_recordings
-    from vaur1.eval.generators import load_generator
     from vaur1.eval.scan import scan_video
     from vaur1.eval.scan_config import ScanConfig
+    from vaur1.model.generators import load_generator
 
     model_dir = perturbed(tiny_models["qwen2_5_vl"], tmp_path / "model", seed=7)
     video = (

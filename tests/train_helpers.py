@@ -196,19 +196,20 @@ def killed_after(step: int) -> Iterator[None]:
 def rollout_of(model, processor, examples, videos, group: int = 3, seeds=None, tokens: int = 6):
     """`collect` in think mode with the short prompts: `group` sampled completions of `tokens` tokens."""
     from vaur1.model import SamplingConfig
+    from vaur1.model.generators import HFGenerator
     from vaur1.prompts import PromptConfig
     from vaur1.rewards import RewardConfig
     from vaur1.rl.rollout import collect
 
     sampling = SamplingConfig(max_new_tokens=tokens, num_return_sequences=group, seed=None if seeds else 0)
     return collect(
-        model,
-        processor,
+        HFGenerator(model, processor, sampling),
         examples,
         videos,
         mode="think",
         prompts=PromptConfig(**SHORT_PROMPTS),
         sampling=sampling,
         rewards=RewardConfig(),
+        device=next(model.parameters()).device,
         seeds=seeds,
     )

@@ -9,6 +9,7 @@ handler, and a progress bar over steps or items (training, evaluation, analysis 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from types import TracebackType
@@ -41,6 +42,29 @@ def output_console(**options: Any) -> Console:
     if "width" not in options and not sys.stdout.isatty():
         options["width"] = PIPE_WIDTH
     return Console(**options)
+
+
+# What other libraries print by default that says nothing to a vaur1 user: download and shard bars
+# (huggingface_hub, transformers), transformers' advice, DeepSpeed's start-up notes ("Setting accelerator
+# to CPU"). Set in the environment, so that the processes a command starts (accelerate launch) keep quiet.
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+DEEPSPEED_LOGGER = "DeepSpeed"
+
+
+class _ErrorsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+def quiet_third_party(verbose: bool = False) -> None:
+    """Keep other libraries' progress bars and warnings off the console, unless `verbose` (`vaur1 -v`).
+    Call before they are imported: they read these settings when they load."""
+    if verbose:
+        return
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    # DeepSpeed sets its logger's level when it loads, so its records are filtered instead
+    logging.getLogger(DEEPSPEED_LOGGER).addFilter(_ErrorsOnly())
 
 
 def setup_console_logging(is_main_process: bool = True, level: int = logging.INFO) -> logging.Logger:

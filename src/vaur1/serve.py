@@ -199,7 +199,7 @@ def build_app(
     from starlette.responses import HTMLResponse, RedirectResponse, Response
     from starlette.routing import Route
 
-    from vaur1.eval.generators import load_generator
+    from vaur1.model.generators import load_generator
     from vaur1.video.decode import decode
 
     options = options or AnalyzeOptions()

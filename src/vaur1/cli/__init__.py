@@ -14,6 +14,7 @@ import sys
 from rich.console import Console
 
 from vaur1 import __version__
+from vaur1.console import quiet_third_party
 from vaur1.errors import VaurError
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Video anomaly understanding with multimodal LLMs trained by reinforcement fine-tuning.",
     )
     parser.add_argument("--version", action="version", version=f"vaur1 {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show other libraries' progress bars and warnings (transformers, huggingface_hub, DeepSpeed)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"vaur1.cli.{name}").register(subparsers)
@@ -84,6 +91,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(list(sys.argv[1:] if argv is None else argv))
+    quiet_third_party(args.verbose)
     try:
         return int(args.func(args) or 0)
     except VaurError as err:

@@ -46,13 +46,12 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     from vaur1.analyze import AnalyzeOptions, analyze_frames, default_model, expand_videos
     from vaur1.errors import VaurError
-    from vaur1.eval.generators import load_generator
     from vaur1.eval.scan import needs_scan
-    from vaur1.model.load import ModelConfig, hide_transformers_progress
+    from vaur1.model.generators import load_generator
+    from vaur1.model.load import ModelConfig
     from vaur1.video.decode import decode, probe
     from vaur1.video.spec import read_model_spec
 
-    hide_transformers_progress()
     videos = expand_videos(args.videos)
     model = ModelConfig(name_or_path=args.model or default_model(), device=args.device)
     spec = spec_from_args(args, base=read_model_spec(model.name_or_path))

@@ -357,10 +357,8 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
 
 def run_eval_command(args: argparse.Namespace) -> int:
     from vaur1.eval.config import load_eval_config
-    from vaur1.model.load import hide_transformers_progress
     from vaur1.present.evaluate import evaluate
 
-    hide_transformers_progress()  # our own bar shows the progress
     cfg = load_eval_config(args.config, args.overrides, eval_flags(args))
     if args.scan and cfg.scan is None:  # a config's or an override's scan settings stay
         from vaur1.eval.scan_config import ScanConfig

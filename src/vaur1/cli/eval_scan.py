@@ -49,14 +49,13 @@ def run_scan_command(args: argparse.Namespace) -> int:
     from vaur1.bench.synth_long import EVENTS_CSV, read_events
     from vaur1.cli.scanning import progress_bar
     from vaur1.eval.config import EVAL_DEFAULTS
-    from vaur1.eval.generators import load_generator
     from vaur1.eval.scan_eval import SCAN_METRICS_JSON, SCANS_JSONL, scan_recordings, score_scans
     from vaur1.files import write_text
     from vaur1.model.generate import SamplingConfig
-    from vaur1.model.load import ModelConfig, hide_transformers_progress
+    from vaur1.model.generators import load_generator
+    from vaur1.model.load import ModelConfig
     from vaur1.video.spec import read_model_spec
 
-    hide_transformers_progress()
     table = read_events(args.events or args.recordings / EVENTS_CSV)
     videos = expand_videos([args.recordings / "videos"])
     model = ModelConfig(name_or_path=args.model, device=args.device)

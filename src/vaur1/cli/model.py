@@ -59,11 +59,9 @@ def run_tiny(args: argparse.Namespace) -> int:
         raise VaurError(f"{out}: directory is not empty (pass --force to write into it)")
 
     from vaur1.model.info import checkpoint_info
-    from vaur1.model.load import hide_transformers_progress
     from vaur1.model.shipped import build_like_model
     from vaur1.model.tiny import build_tiny_model
 
-    hide_transformers_progress()
     if args.full and not args.like:
         raise VaurError("--full builds a real architecture at full size: give it with --like")
     if args.like:

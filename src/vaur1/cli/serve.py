@@ -68,7 +68,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from vaur1.analyze import AnalyzeOptions, default_model
     from vaur1.errors import VaurError
-    from vaur1.model.load import check_device, hide_transformers_progress
+    from vaur1.model.load import check_device
     from vaur1.video.decode import DecodeLimits
     from vaur1.video.spec import model_video_spec
 
@@ -80,7 +80,6 @@ def run_serve(args: argparse.Namespace) -> int:
         raise VaurError(
             f"vaur1 serve needs its web packages: pip install 'vaur1[serve]' ({err.name} is missing)"
         ) from None
-    hide_transformers_progress()
     models = {}
     for given in args.model or [default_model()]:
         name, _, path = given.rpartition("=") if "=" in given else (Path(given).name, "", given)

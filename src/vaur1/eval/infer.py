@@ -12,7 +12,7 @@ predictions.jsonl are skipped, and the model is not even loaded when nothing is 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,11 @@ from typing import Any
 from vaur1.bench.tasks import Example
 from vaur1.console import ProgressBar
 from vaur1.eval.config import EvalConfig
-from vaur1.eval.generators import Generation, load_generator
 from vaur1.eval.predictions import VIDEO_ERROR, PredictionStore, item_key
+from vaur1.model.generators import Generation, Generator, load_generator
 from vaur1.prompts import build_messages
 from vaur1.video.cache import CachedDecoder
 from vaur1.video.dataset import LoadedExample, Skip, SkipLog, VideoDataset, video_loader
-from vaur1.video.frames import DecodedVideo
-
-Generator = Callable[[Sequence[list[dict]], Sequence[DecodedVideo]], list[Generation]]
 
 
 @dataclass(frozen=True)

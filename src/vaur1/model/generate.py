@@ -63,6 +63,17 @@ class SamplingConfig:
 
 
 @dataclass
+class Samples:
+    """Completions of a batch from any generator, `num_return_sequences` rows per prompt (prompt-major)."""
+
+    completion_ids: torch.Tensor  # (rows, L) long; padding after the end of turn
+    completion_mask: torch.Tensor  # (rows, L) 1 up to and including the end of turn
+    texts: list[str]  # the masked completion decoded with skip_special_tokens=True
+    truncated: list[bool]  # stopped by max_new_tokens before the end of turn
+    logps: torch.Tensor | None = None  # (rows, L) fp32: the engine's log-prob of each sampled token (vLLM)
+
+
+@dataclass
 class GenerationOutput:
     """Completions for a batch of prompts, `num_return_sequences` rows per prompt (prompt-major)."""
 

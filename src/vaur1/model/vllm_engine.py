@@ -33,7 +33,13 @@ from dataclasses import dataclass
 import torch
 
 from vaur1.errors import ConfigError, VaurError
-from vaur1.model.generate import SamplingConfig, completion_mask, end_of_turn_id, vision_placeholder_ids
+from vaur1.model.generate import (
+    Samples,
+    SamplingConfig,
+    completion_mask,
+    end_of_turn_id,
+    vision_placeholder_ids,
+)
 from vaur1.model.inputs import temporal_patch, video_metadata
 from vaur1.video.frames import DecodedVideo
 
@@ -60,17 +66,6 @@ class VllmConfig:
             )
         if self.max_model_len < 1 or self.cpu_kv_cache_gb < 1:
             raise ConfigError("vllm.max_model_len and vllm.cpu_kv_cache_gb must be at least 1")
-
-
-@dataclass
-class VllmSamples:
-    """Completions of a batch, `num_return_sequences` rows per prompt (prompt-major), as HF's generate."""
-
-    completion_ids: torch.Tensor  # (rows, L) long; padding after the end of turn
-    completion_mask: torch.Tensor  # (rows, L) 1 up to and including the end of turn
-    texts: list[str]
-    logps: torch.Tensor  # (rows, L) fp32: vLLM's log-prob of each sampled token (0 on padding)
-    truncated: list[bool]
 
 
 def video_request_metadata(video: DecodedVideo, processor) -> dict:
@@ -213,7 +208,7 @@ class VllmEngine:
         videos: Sequence[DecodedVideo],
         sampling: SamplingConfig,
         seeds: Sequence[int] | None = None,
-    ) -> VllmSamples:
+    ) -> Samples:
         """`sampling.num_return_sequences` completions per prompt, the whole batch in one call; with
         `seeds`, prompt i is sampled under its own seed `seeds[i]`."""
         self.wake_up()
@@ -239,7 +234,7 @@ class VllmEngine:
             kept, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
         truncated = [self.end_of_turn not in row.token_ids for row in rows]
-        return VllmSamples(ids, mask, texts, logps * mask, truncated)
+        return Samples(ids, mask, texts, truncated, logps * mask)
 
     def next_token_logprobs(
         self,

@@ -1,7 +1,7 @@
 """Rollouts: prompts with their videos -> G sampled completions each -> a reward for every completion.
 
-    rollout = collect(model, processor, examples, videos, mode="think", prompts=PromptConfig(),
-                      sampling=cfg.sampling_config(), rewards=RewardConfig())
+    rollout = collect(HFGenerator(policy, processor, sampling), examples, videos, mode="think",
+                      prompts=PromptConfig(), sampling=sampling, rewards=RewardConfig(), device=device)
     rollout.rewards        # (prompts * G,), prompt-major: prompt i owns rows i*G .. i*G+G-1
     rollout.inputs         # the prompts' text inputs repeated G times, the completions appended
     rollout.videos         # the prompts' video patches and grids, exactly as generation read them
@@ -28,6 +28,7 @@ import torch
 
 from vaur1.bench.tasks import Example
 from vaur1.model.generate import SamplingConfig, end_of_turn_id, generate
+from vaur1.model.generators import Generator
 from vaur1.model.inputs import append_completions, build_inputs, repeat_inputs
 from vaur1.prompts import Mode, PromptConfig, build_messages, prompt_text
 from vaur1.rewards import OVERLONG, RewardConfig, overlong_penalty, score
@@ -97,52 +98,6 @@ def conversations_of(examples: Sequence[Example], mode: Mode, prompts: PromptCon
     return [build_messages(example, mode, prompts) for example in examples]
 
 
-def _single_prompt(inputs, index: int):
-    """Row `index` of batched prompt inputs, its left padding stripped, with its own video patches."""
-    from transformers import BatchFeature
-
-    first = int(inputs["attention_mask"][index].nonzero()[0])
-    grid = inputs["video_grid_thw"]
-    patches = grid.prod(dim=-1)
-    start = int(patches[:index].sum())
-    row = {}
-    for key, value in inputs.items():
-        if key == "pixel_values_videos":
-            row[key] = value[start : start + int(patches[index])]
-        elif key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-            row[key] = value[index : index + 1, first:]
-        else:
-            row[key] = value[index : index + 1]
-    return BatchFeature(row)
-
-
-def _pad_columns(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
-    width = max(t.shape[1] for t in tensors)
-    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value) for t in tensors])
-
-
-def sample(model, processor, inputs, sampling: SamplingConfig, seeds: Sequence[int] | None = None):
-    """(completion_ids, completion_mask, texts) for `inputs`, `sampling.num_return_sequences` per prompt.
-
-    Without seeds the whole batch is sampled at once from the global generator; with seeds each
-    prompt is sampled alone under its own seed (the global generator is left as it was).
-    """
-    if seeds is None:
-        out = generate(model, processor, inputs, sampling)
-        return out.completion_ids, out.completion_mask, out.texts
-    device = inputs["input_ids"].device
-    ids, masks, texts = [], [], []
-    for index, seed in enumerate(seeds):
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            out = generate(model, processor, _single_prompt(inputs, index), sampling)
-        ids.append(out.completion_ids)
-        masks.append(out.completion_mask)
-        texts.extend(out.texts)
-    pad = processor.tokenizer.pad_token_id
-    return _pad_columns(ids, end_of_turn_id(processor) if pad is None else pad), _pad_columns(masks, 0), texts
-
-
 def _assemble(
     processor, inputs, ids: torch.Tensor, mask: torch.Tensor, group: int, mask_truncated_completions: bool
 ) -> dict[str, Any]:
@@ -161,8 +116,7 @@ def _assemble(
 
 
 def collect(
-    model,
-    processor,
+    generator: Generator,
     examples: Sequence[Example],
     videos: Sequence[DecodedVideo],
     *,
@@ -170,23 +124,20 @@ def collect(
     prompts: PromptConfig,
     sampling: SamplingConfig,
     rewards: RewardConfig,
+    device: torch.device | str = "cpu",
     seeds: Sequence[int] | None = None,
     mask_truncated_completions: bool = False,
-    engine=None,
 ) -> Rollout:
-    """Sample `sampling.num_return_sequences` completions per example and score each one: with `model`,
-    or with `engine` (a `VllmEngine` holding the same weights), which also gives its log-probs."""
-    device = next(model.parameters()).device
+    """Sample `sampling.num_return_sequences` completions per example with `generator` (the policy
+    through `HFGenerator`, or a vLLM engine holding its weights, which also gives its log-probs) and
+    score each one; the rollout's tensors are on `device`, the trainer's."""
+    processor = generator.processor
     inputs = prompt_inputs(processor, examples, videos, mode, prompts).to(device)
     group = sampling.num_return_sequences
     started = time.perf_counter()
-    sampling_logps = None
-    if engine is None:
-        ids, mask, texts = sample(model, processor, inputs, sampling, seeds)
-    else:
-        out = engine.sample(conversations_of(examples, mode, prompts), videos, sampling, seeds)
-        ids, mask, texts = out.completion_ids.to(device), out.completion_mask.to(device), out.texts
-        sampling_logps = out.logps.to(device)
+    out = generator.sample(conversations_of(examples, mode, prompts), videos, sampling, seeds, inputs=inputs)
+    ids, mask, texts = out.completion_ids.to(device), out.completion_mask.to(device), out.texts
+    sampling_logps = None if out.logps is None else out.logps.to(device)
     generated = time.perf_counter()
     row_examples = [example for example in examples for _ in range(group)]
     scored = [score(text, example, rewards) for text, example in zip(texts, row_examples, strict=True)]
@@ -244,11 +195,13 @@ def video_features(model, rollout: Rollout, per_row: bool = True):
 
 
 def filler_rollout(model, processor, inputs, sampling: SamplingConfig) -> Rollout:
-    """A rollout of the filler prompt (see `vaur1.train.session`): sampled like any other, so that
-    every process takes part in generation, but with zero rewards; the trainer gives it no weight."""
+    """A rollout of the filler prompt (see `vaur1.train.sampler`): sampled by the policy like any
+    other, so that every process takes part in generation, but with zero rewards; the trainer gives it
+    no weight."""
     group = sampling.num_return_sequences
     started = time.perf_counter()
-    ids, mask, texts = sample(model, processor, inputs, sampling)
+    out = generate(model, processor, inputs, sampling)
+    ids, mask, texts = out.completion_ids, out.completion_mask, out.texts
     rows = ids.shape[0]
     return Rollout(
         **_assemble(processor, inputs, ids, mask, group, False),

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from vaur1.model.generators import HFGenerator, VllmGenerator
 from vaur1.model.shared_prefix import shares_prefix
 from vaur1.model.vllm_engine import policy_weights
 from vaur1.rl import dynamic, temporal
@@ -81,20 +82,24 @@ def roll(
         return filler_rollout(policy, session.processor, session.filler_inputs(), sampling)
     seeds = [rollout_seed(cfg.run.seed, step, item.slot) for item in items]
     examples, videos = [item.example for item in items], [item.video for item in items]
+    generator = (
+        HFGenerator(policy, session.processor, sampling)
+        if engine is None
+        else VllmGenerator(engine, session.processor, sampling)
+    )
 
     def sample_on(videos: list, sampling) -> Rollout:
         return collect(
-            policy,
-            session.processor,
+            generator,
             examples,
             videos,
             mode=cfg.mode,
             prompts=cfg.prompts,
             sampling=sampling,
             rewards=cfg.rewards,
+            device=session.accelerator.device,
             seeds=seeds if cfg.seed_rollouts_per_prompt else None,
             mask_truncated_completions=cfg.loss.mask_truncated_completions,
-            engine=engine,
         )
 
     rollout = sample_on(videos, sampling)

@@ -225,10 +225,10 @@ class Validator:
         """The harness's task blocks ({task: block}) of greedy answers by the current model."""
         from vaur1.config import load_config
         from vaur1.eval.config import EVAL_DEFAULTS, EvalConfig
-        from vaur1.eval.generators import HFGenerator
         from vaur1.eval.infer import iter_predictions, video_batches, work_items
         from vaur1.eval.predictions import PredictionStore
         from vaur1.eval.run import score_run
+        from vaur1.model.generators import HFGenerator
         from vaur1.runinfo import write_run_metadata
         from vaur1.train.distributed import broadcast, even_shards, gather, policy_for_generation
         from vaur1.video.dataset import SkipLog
