@@ -4,6 +4,7 @@ a session assembled from parts, and each task and metric name written only by it
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,7 @@ def test_every_scored_task_has_its_functions() -> None:
         assert set(spec.rewards) <= set(REWARDS)
         assert all(name in REWARD_TASKS[reward] for reward in spec.rewards)
         if spec.scored:
+            assert set(spec.item_fields) <= {field.name for field in dataclasses.fields(metrics.SampleScore)}
             assert spec.headline in {metric.key for metric in spec.metrics}
             assert metrics.BASELINES[name] == spec.baselines
             scored = metrics.summarize(name, [], resamples=1)

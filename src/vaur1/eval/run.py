@@ -48,7 +48,7 @@ from vaur1.model.generators import check_backend, load_generator
 from vaur1.runinfo import write_run_metadata
 from vaur1.runlock import claim_run
 from vaur1.video.roots import check_videos
-from vaur1.vocab import REASONING, SCORED_TASKS
+from vaur1.vocab import REASONING, SCORED_TASKS, TASK_SPECS
 
 MAX_LISTED = 50  # videos listed by name per problem; the counts are always complete
 
@@ -272,8 +272,10 @@ def score_run(
                 scores = [score_sample(e, outputs[e.key]) for e in task_examples]
                 block = summarize(task, scores, resamples=cfg.resamples, seed=cfg.bootstrap_seed)
                 block["predictions"] = _prediction_report(task_examples, records)
+                # each item's line holds the task's own fields (`TaskSpec.item_fields`), not the others' Nones
+                fields = ("key", "source", "status", *TASK_SPECS[task].item_fields)
                 sample_lines += [
-                    {"task": task, "mode": mode, "video": e.id, **asdict(s)}
+                    {"task": task, "mode": mode, "video": e.id, **{name: getattr(s, name) for name in fields}}
                     for e, s in zip(task_examples, scores, strict=True)
                 ]
             else:
