@@ -20,7 +20,6 @@ import importlib.util
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
@@ -41,34 +40,6 @@ class Generation:
     text: str
     tokens: int  # generated tokens, the end of turn included
     truncated: bool  # stopped by max_new_tokens before the end of turn
-
-
-class Generator(Protocol):
-    """What every job asks a model through."""
-
-    processor: object
-    sampling: SamplingConfig
-
-    def sample(
-        self,
-        conversations: Sequence[list[dict]],
-        videos: Sequence[DecodedVideo],
-        sampling: SamplingConfig | None = None,
-        seeds: Sequence[int] | None = None,
-        inputs=None,
-    ) -> Samples: ...
-
-    def __call__(
-        self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]
-    ) -> list[Generation]: ...
-
-    def label_probabilities(
-        self,
-        conversations: Sequence[list[dict]],
-        videos: Sequence[DecodedVideo],
-        prefix: str,
-        labels: Sequence[str],
-    ) -> list[list[float]]: ...
 
 
 def generations(samples: Samples) -> list[Generation]:
@@ -97,11 +68,11 @@ def label_tokens(tokenizer, prefix: str, labels: Sequence[str]) -> tuple[str, li
     return tokenizer.decode(encoded[0][:shared]), firsts
 
 
-class HFGenerator:
-    """Batched transformers generation with the model and processor of `vaur1.model`."""
+class Generator:
+    """What every job asks a model through: `sample` (G rows per prompt, as tensors), a call (one
+    answer per prompt, with the generator's own sampling) and `label_probabilities`."""
 
-    def __init__(self, model, processor, sampling: SamplingConfig):
-        self.model = model
+    def __init__(self, processor, sampling: SamplingConfig):
         self.processor = processor
         self.sampling = sampling
 
@@ -113,9 +84,37 @@ class HFGenerator:
         seeds: Sequence[int] | None = None,
         inputs=None,
     ) -> Samples:
-        """`sampling.num_return_sequences` completions per prompt. Without seeds the batch is sampled at
-        once from the global generator; with seeds each prompt alone under its own seed (the global
-        generator is left as it was). `inputs`: the prompts already built (a trainer reuses them)."""
+        """`sampling.num_return_sequences` completions per prompt (the generator's own sampling when
+        None); with `seeds`, prompt i under its own seed; `inputs`: the prompts already built."""
+        raise NotImplementedError
+
+    def label_probabilities(
+        self,
+        conversations: Sequence[list[dict]],
+        videos: Sequence[DecodedVideo],
+        prefix: str,
+        labels: Sequence[str],
+    ) -> list[list[float]]:
+        """Per prompt, each label's probability as the answer after `prefix`: the softmax over the
+        labels' first tokens of the model's next-token distribution there."""
+        raise NotImplementedError
+
+    def __call__(
+        self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]
+    ) -> list[Generation]:
+        return generations(self.sample(conversations, videos))
+
+
+class HFGenerator(Generator):
+    """Batched transformers generation with the model and processor of `vaur1.model`."""
+
+    def __init__(self, model, processor, sampling: SamplingConfig):
+        super().__init__(processor, sampling)
+        self.model = model
+
+    def sample(self, conversations, videos, sampling=None, seeds=None, inputs=None) -> Samples:
+        """Without seeds the batch is sampled at once from the global generator; with seeds each prompt
+        alone under its own seed (the global generator is left as it was)."""
         sampling = sampling or self.sampling
         if inputs is None:
             inputs = build_inputs(self.processor, conversations, videos)
@@ -139,20 +138,11 @@ class HFGenerator:
         pad = end_of_turn_id(self.processor) if pad is None else pad
         return Samples(_pad_columns(ids, pad), _pad_columns(masks, 0), texts, cut)
 
-    def __call__(
-        self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]
-    ) -> list[Generation]:
-        return generations(self.sample(conversations, videos))
-
     def label_probabilities(
-        self,
-        conversations: Sequence[list[dict]],
-        videos: Sequence[DecodedVideo],
-        prefix: str,
-        labels: Sequence[str],
+        self, conversations, videos, prefix: str, labels: Sequence[str]
     ) -> list[list[float]]:
-        """Per prompt, each label's probability as the answer after `prefix`: the softmax, over the labels'
-        first tokens only, of the model's logits where the first of them would be generated."""
+        """The softmax, over the labels' first tokens only, of the model's logits where the first of them
+        would be generated."""
         text, tokens = label_tokens(self.processor.tokenizer, prefix, labels)
         inputs = build_inputs(self.processor, conversations, videos, assistant_prefix=text)
         inputs = inputs.to(next(self.model.parameters()).device)
@@ -161,14 +151,13 @@ class HFGenerator:
         return torch.softmax(logits.double(), dim=-1).tolist()
 
 
-class VllmGenerator:
+class VllmGenerator(Generator):
     """A `VllmEngine`: the same frames, chat text, positions, stops and sampling fields as
     `HFGenerator`, so that greedy outputs are the same token for token."""
 
     def __init__(self, engine: VllmEngine, processor, sampling: SamplingConfig):
+        super().__init__(processor, sampling)
         self.engine = engine
-        self.processor = processor
-        self.sampling = sampling
 
     @classmethod
     def load(
@@ -190,31 +179,15 @@ class VllmGenerator:
         )
         return cls(engine, processor, sampling)
 
-    def sample(
-        self,
-        conversations: Sequence[list[dict]],
-        videos: Sequence[DecodedVideo],
-        sampling: SamplingConfig | None = None,
-        seeds: Sequence[int] | None = None,
-        inputs=None,
-    ) -> Samples:
-        """As `HFGenerator.sample`, with the engine's log-probs; the engine builds its own inputs from
-        the same conversations and frames, so `inputs` is not read."""
+    def sample(self, conversations, videos, sampling=None, seeds=None, inputs=None) -> Samples:
+        """With the engine's log-probs; the engine builds its own inputs from the same conversations and
+        frames, so `inputs` is not read."""
         return self.engine.sample(conversations, videos, sampling or self.sampling, seeds)
 
-    def __call__(
-        self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]
-    ) -> list[Generation]:
-        return generations(self.sample(conversations, videos))
-
     def label_probabilities(
-        self,
-        conversations: Sequence[list[dict]],
-        videos: Sequence[DecodedVideo],
-        prefix: str,
-        labels: Sequence[str],
+        self, conversations, videos, prefix: str, labels: Sequence[str]
     ) -> list[list[float]]:
-        """As `HFGenerator.label_probabilities`, from the engine's next-token log-probs."""
+        """From the engine's next-token log-probs of the labels' first tokens."""
         text, tokens = label_tokens(self.processor.tokenizer, prefix, labels)
         rows = self.engine.next_token_logprobs(conversations, videos, text, tokens)
         return [[math.exp(value) for value in row] for row in rows]
