@@ -27,9 +27,9 @@ import torch
 import vaur1.model  # noqa: F401  (the torchvision shim, before transformers)
 from vaur1.bench.synth import generate_synthvau
 from vaur1.eval.config import load_eval_config, load_examples
-from vaur1.model.generators import load_generator
 from vaur1.eval.infer import run_inference, work_items
 from vaur1.model import build_tiny_model
+from vaur1.model.generators import load_generator
 from vaur1.video.cache import CachedDecoder
 
 

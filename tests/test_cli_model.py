@@ -83,6 +83,9 @@ def test_deepspeeds_warnings_are_kept_off_the_console_unless_verbose():
         [sys.executable, "-c", script, "quiet"], capture_output=True, text=True, timeout=300
     )
     loud = subprocess.run([sys.executable, "-c", script, "loud"], capture_output=True, text=True, timeout=300)
-    quiet_output, loud_output = quiet.stdout + quiet.stderr, loud.stdout + loud.stderr  # DeepSpeed prints to stdout
+    quiet_output, loud_output = (
+        quiet.stdout + quiet.stderr,
+        loud.stdout + loud.stderr,
+    )  # DeepSpeed prints to stdout
     assert "a real error" in quiet_output and "a start-up note" not in quiet_output
     assert "a start-up note" in loud_output
