@@ -47,7 +47,8 @@ def output_console(**options: Any) -> Console:
 # What other libraries print by default that says nothing to a vaur1 user: download and shard bars
 # (huggingface_hub, transformers), transformers' advice, DeepSpeed's start-up notes ("Setting accelerator
 # to CPU"). Set in the environment, so that the processes a command starts (accelerate launch) keep quiet.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+# transformers' own warnings stay on: one of them says that a checkpoint left weights uninitialised.
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 DEEPSPEED_LOGGER = "DeepSpeed"
 
 
