@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
-from conftest import run_cli
+from conftest import VAUR1, run_cli
 from model_fixtures import load_tiny, make_video, video_prompt
+from vaur1.console import QUIET_ENV
 from vaur1.model import SamplingConfig, build_inputs, generate
 
 
@@ -29,8 +31,25 @@ def test_model_tiny_through_the_console_script_loads_and_generates(tmp_path):
     assert f"built qwen2_5_vl in {out}" in result.stdout
     # other libraries' bars and start-up warnings stay off the console unless asked for with -v
     assert result.stderr == "", result.stderr
-    loud = run_cli(
-        "-v", "model", "tiny", "--arch", "qwen2_5_vl", "--out", str(tmp_path / "loud"), "--layers", "1"
+    # the environment a user's shell has (a command run in this test process may have set the quiet ones)
+    env = {name: value for name, value in os.environ.items() if name not in QUIET_ENV}
+    loud = subprocess.run(
+        [
+            str(VAUR1),
+            "-v",
+            "model",
+            "tiny",
+            "--arch",
+            "qwen2_5_vl",
+            "--out",
+            str(tmp_path / "loud"),
+            "--layers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert "Writing model shards" in loud.stderr
     model, processor = load_tiny(out)
