@@ -15,11 +15,10 @@ from typing import Any
 from vaur1.bench.tasks import Example
 from vaur1.errors import VaurError
 from vaur1.eval.config import EVAL_DEFAULTS
-from vaur1.eval.infer import Generator
 from vaur1.eval.reasoning import reasoning_parts
 from vaur1.layout import DemoRun
 from vaur1.model.generate import SamplingConfig
-from vaur1.model.generators import load_generator
+from vaur1.model.generators import Generator, load_generator
 from vaur1.model.load import ModelConfig
 from vaur1.parse import read_tag_and_class
 from vaur1.prompts import Mode, PromptConfig, build_messages

@@ -65,7 +65,9 @@ def quiet_third_party(verbose: bool = False) -> None:
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     # DeepSpeed sets its logger's level when it loads, so its records are filtered instead
-    logging.getLogger(DEEPSPEED_LOGGER).addFilter(_ErrorsOnly())
+    deepspeed = logging.getLogger(DEEPSPEED_LOGGER)
+    if not any(isinstance(f, _ErrorsOnly) for f in deepspeed.filters):
+        deepspeed.addFilter(_ErrorsOnly())
 
 
 def setup_console_logging(is_main_process: bool = True, level: int = logging.INFO) -> logging.Logger:

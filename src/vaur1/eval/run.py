@@ -36,7 +36,7 @@ from vaur1.config import load_config, read_yaml, to_dict
 from vaur1.console import ProgressBar
 from vaur1.errors import ConfigError, VaurError
 from vaur1.eval.config import EvalConfig, check_offline_scorer, load_examples
-from vaur1.eval.infer import Generator, InferenceSummary, run_inference
+from vaur1.eval.infer import InferenceSummary, run_inference
 from vaur1.eval.metrics import score_sample, summarize
 from vaur1.eval.offline_scorer import OfflineScorer
 from vaur1.eval.predictions import VIDEO_ERROR, item_key, read_predictions
@@ -44,7 +44,7 @@ from vaur1.eval.reasoning import score_reasoning
 from vaur1.eval.scan_run import check_recorded, recorded_scans, scan_items, scan_metrics, scan_run
 from vaur1.files import write_json, write_jsonl
 from vaur1.layout import EvalRun
-from vaur1.model.generators import check_backend, load_generator
+from vaur1.model.generators import Generator, check_backend, load_generator
 from vaur1.runinfo import write_run_metadata
 from vaur1.runlock import claim_run
 from vaur1.video.roots import check_videos

@@ -16,6 +16,7 @@ sampled tokens, which GRPO's importance-sampling correction reads.
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import math
 from collections.abc import Sequence
@@ -68,14 +69,16 @@ def label_tokens(tokenizer, prefix: str, labels: Sequence[str]) -> tuple[str, li
     return tokenizer.decode(encoded[0][:shared]), firsts
 
 
-class Generator:
+class Generator(abc.ABC):
     """What every job asks a model through: `sample` (G rows per prompt, as tensors), a call (one
-    answer per prompt, with the generator's own sampling) and `label_probabilities`."""
+    answer per prompt, with the generator's own sampling) and `label_probabilities`; each backend
+    implements the first and the last."""
 
     def __init__(self, processor, sampling: SamplingConfig):
         self.processor = processor
         self.sampling = sampling
 
+    @abc.abstractmethod
     def sample(
         self,
         conversations: Sequence[list[dict]],
@@ -86,8 +89,8 @@ class Generator:
     ) -> Samples:
         """`sampling.num_return_sequences` completions per prompt (the generator's own sampling when
         None); with `seeds`, prompt i under its own seed; `inputs`: the prompts already built."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def label_probabilities(
         self,
         conversations: Sequence[list[dict]],
@@ -97,7 +100,6 @@ class Generator:
     ) -> list[list[float]]:
         """Per prompt, each label's probability as the answer after `prefix`: the softmax over the
         labels' first tokens of the model's next-token distribution there."""
-        raise NotImplementedError
 
     def __call__(
         self, conversations: Sequence[list[dict]], videos: Sequence[DecodedVideo]

@@ -14,8 +14,8 @@ from typing import Any
 
 from vaur1.eval import run as eval_run
 from vaur1.eval.config import EvalConfig
-from vaur1.eval.infer import Generator
 from vaur1.layout import EvalRun
+from vaur1.model.generators import Generator
 from vaur1.present.report import write_report
 
 

@@ -132,10 +132,11 @@ def collect(
     through `HFGenerator`, or a vLLM engine holding its weights, which also gives its log-probs) and
     score each one; the rollout's tensors are on `device`, the trainer's."""
     processor = generator.processor
-    inputs = prompt_inputs(processor, examples, videos, mode, prompts).to(device)
+    conversations = conversations_of(examples, mode, prompts)
+    inputs = build_inputs(processor, conversations, videos).to(device)
     group = sampling.num_return_sequences
     started = time.perf_counter()
-    out = generator.sample(conversations_of(examples, mode, prompts), videos, sampling, seeds, inputs=inputs)
+    out = generator.sample(conversations, videos, sampling, seeds, inputs=inputs)
     ids, mask, texts = out.completion_ids.to(device), out.completion_mask.to(device), out.texts
     sampling_logps = None if out.logps is None else out.logps.to(device)
     generated = time.perf_counter()

@@ -79,6 +79,8 @@ def open_session(
     setup_console_logging(accelerator.is_main_process)
     run = TrainRun(cfg.run.output_dir)
     claim = claim_output(run, accelerator)
+    memory: MemoryMeter | None = None
+    session: Session | None = None
     try:
         # transformers' "Loading weights" / "Writing model shards" bars would break into the training bar
         hide_transformers_progress()
@@ -133,8 +135,14 @@ def open_session(
         accelerator.wait_for_everyone()
         return session
     except BaseException:
-        if claim is not None:
-            claim.release()  # a run that could not start leaves the folder free for the next try
+        # a run that could not start leaves the folder free for the next try, its trackers finished
+        if session is not None:
+            session.close()
+        else:
+            if memory is not None:
+                memory.close()
+            if claim is not None:
+                claim.release()
         raise
 
 
